@@ -1,0 +1,174 @@
+"""The command line: options -> engine -> reporter -> exit code. The only module importing click."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, cast, get_args
+
+import click
+
+from gate import __version__
+from gate.errors import ExitCode, GateError
+from gate.findings import FailOn
+from gate.reporters import FORMATS  # light: the reporter modules themselves load lazily
+
+FAIL_ON = get_args(FailOn)
+
+
+def _dir_arg(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--manifest",
+        "manifest",
+        type=click.Path(dir_okay=False),
+        help="Manifest path (default: DIR/provenance.yaml).",
+    )(f)
+    return click.argument(
+        "directory", default=".", metavar="[DIR]", type=click.Path(file_okay=False)
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="provenance-gate")
+def cli() -> None:
+    """Verify a model repository's provenance.yaml against its real weights."""
+
+
+@cli.command()
+@_dir_arg
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the report to this file instead of standard output.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON),
+    default="error",
+    show_default=True,
+    help="Lowest severity that fails the run (exit 1).",
+)
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour text output (default: when standard output is a terminal).",
+)
+def check(
+    directory: str,
+    manifest: str | None,
+    fmt: str,
+    output: str | None,
+    fail_on: str,
+    color: bool | None,
+) -> int:
+    """Verify the declarations in DIR's manifest (default DIR: the current folder)."""
+    from gate import engine, reporters
+
+    target = engine.Target.resolve(directory, manifest)
+    report = engine.check(target, fail_on=cast("FailOn", fail_on))
+    use_color = color if color is not None else (output is None and sys.stdout.isatty())
+    options = reporters.ReporterOptions(
+        color=use_color, workspace=os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
+    )
+    text = reporters.get(fmt, options).render(report)
+    _emit(text, output)
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if fmt == "github" and summary_file:
+        summary = reporters.get("markdown", options).render(report)
+        with open(summary_file, "a", encoding="utf-8") as f:
+            f.write(summary + "\n")
+    return report.exit_code
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from gate.yamlio import atomic_write
+
+    try:
+        atomic_write(output, text)
+    except OSError as e:
+        raise GateError(f"cannot write the report: {e.strerror}", where=output) from None
+
+
+def _run_writer(name: str, directory: str, manifest: str | None) -> int:
+    from gate import engine, locking, reporters
+
+    target = engine.Target.resolve(directory, manifest)
+    outcome = locking.init(target) if name == "init" else locking.lock(target)
+    for line in outcome.changes:
+        click.echo(line)
+    if outcome.report.findings:
+        text = reporters.get("text", reporters.ReporterOptions(color=sys.stderr.isatty())).render(
+            outcome.report
+        )
+        click.echo(text, nl=False, err=True)
+    if outcome.report.manifest_invalid:
+        return int(ExitCode.USAGE)
+    for path in outcome.written:
+        click.echo(f"wrote {path}")
+    if not outcome.written and not outcome.report.findings:
+        click.echo("up to date")
+    return int(ExitCode.FAILED) if outcome.report.findings else int(ExitCode.PASS)
+
+
+@cli.command()
+@_dir_arg
+def init(directory: str, manifest: str | None) -> int:
+    """Scaffold DIR/provenance.yaml from its weight files and model card, then lock it.
+
+    On an existing manifest, adds weight files not yet declared and keeps everything else.
+    """
+    return _run_writer("init", directory, manifest)
+
+
+@cli.command()
+@_dir_arg
+def lock(directory: str, manifest: str | None) -> int:
+    """Record or refresh sizes and digests of the declared artifacts, and the lock file."""
+    return _run_writer("lock", directory, manifest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: the one place that turns errors into messages and exit codes."""
+    try:
+        rv = cli.main(args=argv, prog_name="provenance-gate", standalone_mode=False)
+    except GateError as e:
+        click.echo(f"provenance-gate: error: {e}", err=True)
+        if e.hint:
+            click.echo(f"  hint: {e.hint}", err=True)
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("provenance-gate: interrupted", err=True)
+        return int(ExitCode.INTERRUPTED)
+    except click.ClickException as e:
+        e.show()
+        return int(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        click.echo("provenance-gate: interrupted", err=True)
+        return int(ExitCode.INTERRUPTED)
+    except Exception as e:  # a bug: say so, with enough to file an issue, but no traceback
+        click.echo(f"provenance-gate: internal error: {type(e).__name__}: {e}", err=True)
+        click.echo(
+            "  hint: this is a bug in provenance-gate; please report it"
+            " (PROVENANCE_GATE_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        if os.environ.get("PROVENANCE_GATE_DEBUG"):
+            raise
+        return int(ExitCode.CRASH)
+    if isinstance(rv, int):
+        return rv
+    return int(ExitCode.PASS)

@@ -1,0 +1,224 @@
+"""manifest + repository -> Report. No printing, no exiting: the CLI decides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from gate import __version__, hashing, lfs, lockfile, paths, rules, shards
+from gate.errors import GateError, ManifestError, NothingToCheck
+from gate.findings import ArtifactResult, FailOn, Finding, Report
+from gate.formats import sniff
+from gate.formats.safetensors import Header
+from gate.integrity import check_artifact
+from gate.lineage.verify import check as verify_lineage
+from gate.manifest import MANIFEST_NAME, Artifact, Manifest, parse, read_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Which repository and manifest a command works on."""
+
+    root: str  # real path of the repository folder
+    manifest_path: str
+    manifest_display: str
+
+    @classmethod
+    def resolve(cls, directory: str, manifest: str | None) -> Target:
+        """Check the folder and locate the manifest (default: DIR/provenance.yaml)."""
+        if not os.path.isdir(directory):
+            raise GateError(
+                f"{directory}: not a directory", hint="pass the model repository's folder"
+            )
+        root = os.path.realpath(directory)
+        path = os.path.abspath(manifest) if manifest else os.path.join(root, MANIFEST_NAME)
+        real = os.path.realpath(path)
+        display = os.path.relpath(real, root) if paths.is_within(real, root) else path
+        return cls(root=root, manifest_path=path, manifest_display=display.replace(os.sep, "/"))
+
+
+def load_manifest(target: Target) -> tuple[Manifest | None, list[Finding]]:
+    """Read and validate the manifest; a missing one is NothingToCheck or ManifestError."""
+    if not os.path.exists(target.manifest_path):
+        weights = [f for f in paths.walk_files(target.root) if sniff.is_weight_name(f)]
+        if not weights:
+            raise NothingToCheck(
+                f"no {MANIFEST_NAME} and no weight files in {target.root}",
+                hint="nothing to verify; run `provenance-gate init` in a model repository",
+            )
+        raise ManifestError(
+            f"no manifest, but {len(weights)} weight file(s) are present (e.g. {weights[0]})",
+            where=target.manifest_display,
+            hint="run `provenance-gate init` to scaffold provenance.yaml",
+        )
+    return parse(read_bytes(target.manifest_path, target.manifest_display), target.manifest_display)
+
+
+def check(target: Target, fail_on: FailOn = "error") -> Report:
+    """Run every implemented check; checks not implemented are reported as not checked."""
+    manifest, problems = load_manifest(target)
+    if manifest is None:
+        return _report(target, problems, (), fail_on, manifest_invalid=True)
+    findings: list[Finding] = []
+    lock_file = lockfile.lock_path(target.manifest_path)
+    locked, lock_problem = lockfile.read(lock_file, _display(target, lock_file))
+    if lock_problem is not None:
+        findings.append(lock_problem)
+
+    results: list[ArtifactResult] = []
+    scans: dict[str, hashing.FileScan] = {}
+    declared: set[str] = set()
+    for decl in manifest.artifacts:
+        norm = os.path.normpath(decl.path).replace(os.sep, "/")
+        if norm in declared:
+            findings.append(
+                rules.make(
+                    "PG208",
+                    f"{decl.path} is declared more than once",
+                    manifest.locate("artifacts", decl.index, "path"),
+                    declared=decl.path,
+                    found="duplicate entry",
+                )
+            )
+            continue
+        declared.add(norm)
+        done = check_artifact(target.root, manifest, decl, locked)
+        findings.extend(done.findings)
+        results.append(done.result)
+        if done.scan is not None:
+            scans[norm] = done.scan
+        findings.extend(_stale_lock(manifest, decl, locked, lock_file, target))
+
+    skip = tuple(b.path.rstrip("/") for b in manifest.base_models if b.path) + tuple(
+        r.rstrip("/") for r in manifest.policy.references
+    )
+    files = set(paths.walk_files(target.root, skip=skip))
+    findings.extend(_undeclared(manifest, files, declared))
+    for rel in sorted(f for f in files if shards.is_index(f)):
+        if not any(paths.glob_match(rel, g) for g in manifest.ignore):
+            findings.extend(
+                shards.check_index(target.root, rel, files, _headers(target.root, scans))
+            )
+    findings.extend(verify_lineage(target.root, manifest, scans))
+    findings.extend(_not_checked(manifest))
+    nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
+    return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)
+
+
+def _display(target: Target, path: str) -> str:
+    real = os.path.realpath(path)
+    return os.path.relpath(real, target.root) if paths.is_within(real, target.root) else path
+
+
+def _report(
+    target: Target,
+    findings: list[Finding],
+    artifacts: tuple[ArtifactResult, ...],
+    fail_on: FailOn,
+    *,
+    manifest_invalid: bool = False,
+    nothing_to_check: bool = False,
+) -> Report:
+    return Report(
+        tool_version=__version__,
+        root=target.root,
+        manifest=target.manifest_display,
+        findings=tuple(findings),
+        artifacts=artifacts,
+        fail_on=fail_on,
+        manifest_invalid=manifest_invalid,
+        nothing_to_check=nothing_to_check,
+    )
+
+
+def _stale_lock(
+    manifest: Manifest,
+    decl: Artifact,
+    locked: dict[str, lockfile.LockedArtifact] | None,
+    lock_file: str,
+    target: Target,
+) -> list[Finding]:
+    if locked is None or decl.sha256 is None:
+        return []
+    entry = locked.get(decl.path)
+    if entry is not None and entry.sha256 == decl.sha256:
+        return []
+    found = "no entry" if entry is None else f"sha256 {entry.sha256}"
+    return [
+        rules.make(
+            "PG105",
+            f"{decl.path}: the lock file does not match the manifest's sha256",
+            manifest.locate("artifacts", decl.index, "sha256"),
+            declared=decl.sha256,
+            found=f"{_display(target, lock_file)}: {found}",
+            hint="run `provenance-gate lock` to regenerate the lock file",
+        )
+    ]
+
+
+def _undeclared(manifest: Manifest, files: set[str], declared: set[str]) -> list[Finding]:
+    at = (
+        manifest.locate("artifacts", key=True)
+        if manifest.artifacts
+        else manifest.locate("model", key=True)
+    )
+    out = []
+    for rel in sorted(files):
+        if rel in declared or not sniff.is_weight_name(rel):
+            continue
+        if any(paths.glob_match(rel, g) for g in manifest.ignore):
+            continue
+        out.append(
+            rules.make(
+                "PG206",
+                f"{rel} is a weight file in the repository but is not declared in artifacts",
+                at,
+                declared="(not declared)",
+                found=rel,
+                hint="declare it (`provenance-gate init` adds undeclared weight files), delete it,"
+                " or add a pattern to `ignore`",
+            )
+        )
+    return out
+
+
+def _headers(root: str, scans: dict[str, hashing.FileScan]) -> shards.HeaderSource:
+    def header(rel: str) -> Header | str:
+        scan = scans.get(rel)
+        if scan is not None and scan.pointer is not None:
+            return "it is a Git LFS pointer (content not checked out)"
+        real, problem = paths.resolve_inside(root, rel)
+        if problem is not None:
+            return problem
+        try:
+            with paths.open_regular(real) as f:
+                if lfs.looks_like_pointer(f.read(len("version https://")) or b""):
+                    return "it is a Git LFS pointer (content not checked out)"
+            return hashing.read_safetensors_header(real)
+        except OSError as e:
+            return f"cannot be read: {e.strerror}"
+        except GateError as e:
+            return f"invalid header: {e.message}"
+
+    return header
+
+
+def _not_checked(manifest: Manifest) -> list[Finding]:
+    """Checks this release does not implement yet: recorded as not checked, never as passed."""
+    return [
+        rules.make(
+            "PG401",
+            f"license `{manifest.license}` was not checked against the card, the LICENSE file,"
+            " base models or the license policy (not implemented in this version)",
+            manifest.locate("model", "license"),
+            declared=manifest.license,
+            found="not checked",
+        ),
+        rules.make(
+            "PG601",
+            f"model card {manifest.card} was not cross-checked (not implemented in this version)",
+            manifest.locate("model", "card"),
+            declared=manifest.card,
+            found="not checked",
+        ),
+    ]

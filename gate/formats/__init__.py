@@ -1,0 +1,1 @@
+"""One reader per checkpoint format, plus byte sniffing (content decides, not the extension)."""

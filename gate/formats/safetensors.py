@@ -1,0 +1,149 @@
+"""Strict safetensors header validation.
+
+Hand-written rather than delegated to the `safetensors` package: the gate must validate the
+header from the same buffers it hashes (one read per byte), cap sizes before allocating, and
+report *which* rule a lying header broke. Tests use the `safetensors` package as the oracle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import struct
+from typing import Any
+
+from gate.errors import FormatError
+
+# Same cap as the reference implementation, so every file it accepts is accepted here.
+MAX_HEADER_BYTES = 100_000_000
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+    "I32": 32, "U32": 32, "F32": 32, "C64": 64,
+    "I64": 64, "U64": 64, "F64": 64,
+    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
+_ENTRY_KEYS = {"dtype", "shape", "data_offsets"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # offsets relative to the start of the data section
+    end: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    header_len: int
+    metadata: dict[str, str]
+    tensors: tuple[TensorInfo, ...]  # sorted by begin offset
+
+    @property
+    def data_start(self) -> int:
+        return 8 + self.header_len
+
+
+def header_length(first8: bytes, file_size: int) -> int:
+    """Validate the 8-byte length prefix against the cap and the file size."""
+    if len(first8) < 8:
+        raise FormatError(f"file is {file_size} bytes; a safetensors file has an 8-byte prefix")
+    (n,) = struct.unpack("<Q", first8)
+    if n > MAX_HEADER_BYTES:
+        raise FormatError(f"header length {n} is over the {MAX_HEADER_BYTES}-byte cap")
+    if n > file_size - 8:
+        raise FormatError(f"header length {n} runs past the end of the {file_size}-byte file")
+    if n < 2:
+        raise FormatError(f"header length {n} is too short for a JSON object")
+    return int(n)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise FormatError(f"duplicate key {k!r} in header")
+        out[k] = v
+    return out
+
+
+def _reject_constant(name: str) -> None:
+    raise FormatError(f"header contains the non-JSON number {name}")
+
+
+def parse_header(raw: bytes, file_size: int) -> Header:
+    """Validate a header (the bytes after the length prefix) against the file size."""
+    if not raw.startswith(b"{"):
+        raise FormatError("header does not start with `{`")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"header is not valid UTF-8 (byte {8 + e.start})") from None
+    try:
+        doc = json.loads(
+            text.rstrip(" "),  # the format pads the header with spaces for alignment
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except json.JSONDecodeError as e:
+        raise FormatError(f"header is not valid JSON: {e.msg} at byte {8 + e.pos}") from None
+    except RecursionError:
+        raise FormatError("header JSON is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise FormatError("header is not a JSON object")
+    data_len = file_size - 8 - len(raw)
+    metadata = doc.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise FormatError("__metadata__ must map strings to strings")
+    tensors = sorted(
+        (_entry(name, entry, data_len) for name, entry in doc.items()),
+        key=lambda t: (t.begin, t.end),
+    )
+    expected = 0
+    for t in tensors:
+        if t.begin != expected:
+            kind = "overlaps the previous tensor" if t.begin < expected else "leaves a gap"
+            raise FormatError(f"tensor {t.name!r} at offset {t.begin} {kind} (expected {expected})")
+        expected = t.end
+    if expected != data_len:
+        raise FormatError(
+            f"tensors cover {expected} bytes but the data section holds {data_len} bytes"
+        )
+    return Header(header_len=len(raw), metadata=metadata, tensors=tuple(tensors))
+
+
+def _entry(name: str, entry: Any, data_len: int) -> TensorInfo:
+    # Extra keys are tolerated, as the reference implementation does; the header size is capped.
+    if not isinstance(entry, dict) or not set(entry) >= _ENTRY_KEYS:
+        raise FormatError(f"tensor {name!r} must have dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_BITS:
+        raise FormatError(f"tensor {name!r} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise FormatError(f"tensor {name!r} has a shape that is not a list of non-negative ints")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_count(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise FormatError(f"tensor {name!r} has data_offsets that are not [begin, end]")
+    begin, end = offsets
+    if end > data_len:
+        raise FormatError(f"tensor {name!r} ends at {end}, past the {data_len}-byte data section")
+    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    if bits % 8 or bits // 8 != end - begin:
+        raise FormatError(
+            f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes but its offsets span"
+            f" {end - begin}"
+        )
+    return TensorInfo(name, dtype, tuple(shape), begin, end)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0

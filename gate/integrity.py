@@ -1,0 +1,323 @@
+"""Integrity and format checks of declared artifacts (design sections 3.2 and 3.3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from gate import hashing, lockfile, paths, rules
+from gate.findings import ArtifactResult, Finding, Location
+from gate.manifest import Artifact, Manifest
+
+PICKLE_HINT = (
+    "convert it to safetensors; or, if you must ship it, add `pickle` to policy.allowed_formats"
+)
+
+
+@dataclasses.dataclass
+class ArtifactCheck:
+    """Findings and the verification record of one declared artifact."""
+
+    findings: list[Finding]
+    result: ArtifactResult
+    scan: hashing.FileScan | None = None
+
+
+def check_artifact(
+    root: str,
+    manifest: Manifest,
+    decl: Artifact,
+    locked: dict[str, lockfile.LockedArtifact] | None,
+) -> ArtifactCheck:
+    """Verify one declared artifact: path, existence, size, digests, format and policy."""
+    at = _locator(manifest, decl.index)
+    out: list[Finding] = []
+
+    def unverified(fmt: str = "unknown") -> ArtifactCheck:
+        return ArtifactCheck(out, ArtifactResult(decl.path, fmt, "none", ok=False))
+
+    real, problem = paths.resolve_inside(root, decl.path)
+    if problem is not None:
+        out.append(
+            rules.make(
+                "PG202", f"{decl.path}: {problem}", at("path"), declared=decl.path, found=problem
+            )
+        )
+        return unverified()
+    try:
+        scan = hashing.scan(real)
+    except FileNotFoundError:
+        out.append(
+            rules.make(
+                "PG201",
+                f"{decl.path}: declared but not found in the repository",
+                at("path"),
+                declared=decl.path,
+                found="no such file",
+                hint="add the file, or remove its entry from artifacts",
+            )
+        )
+        return unverified()
+    except (IsADirectoryError, paths.NotRegularFile) as e:
+        kind = e.strerror if isinstance(e, paths.NotRegularFile) else "a directory"
+        out.append(
+            rules.make(
+                "PG213",
+                f"{decl.path}: is {kind}, not a file",
+                at("path"),
+                declared=decl.path,
+                found=kind,
+            )
+        )
+        return unverified()
+    except OSError as e:
+        out.append(
+            rules.make(
+                "PG212",
+                f"{decl.path}: cannot be read: {e.strerror}",
+                at("path"),
+                declared=decl.path,
+                found=e.strerror,
+            )
+        )
+        return unverified()
+
+    if scan.changed:
+        out.append(
+            rules.make(
+                "PG211",
+                f"{decl.path}: the file changed while it was being read; its digest is meaningless",
+                at("path"),
+                declared=decl.sha256,
+                found="file modified during the check",
+                hint="re-run the check when nothing is writing to the repository",
+            )
+        )
+        return ArtifactCheck(out, ArtifactResult(decl.path, scan.format, "none", ok=False), scan)
+    if scan.pointer is not None or scan.pointer_error is not None:
+        out.extend(_pointer_findings(decl, scan, at))
+        fmt = decl.format or _format_from_name(decl.path)
+        out.extend(_policy_findings(manifest, decl, fmt, at))
+        ok = not any(f.severity == "error" for f in out)
+        size = scan.pointer.size if scan.pointer else None
+        sha = scan.pointer.oid if scan.pointer else None
+        return ArtifactCheck(
+            out, ArtifactResult(decl.path, fmt, "lfs-pointer", ok, size, sha), scan
+        )
+
+    out.extend(_digest_findings(decl, scan, at, locked))
+    out.extend(_format_findings(decl, scan, at))
+    out.extend(_policy_findings(manifest, decl, scan.format, at))
+    ok = not any(f.severity == "error" for f in out)
+    return ArtifactCheck(
+        out, ArtifactResult(decl.path, scan.format, "content", ok, scan.size, scan.sha256), scan
+    )
+
+
+Locator = Callable[[str], Location]
+
+
+def _locator(manifest: Manifest, index: int) -> Locator:
+    def at(field: str) -> Location:
+        return manifest.locate("artifacts", index, field)
+
+    return at
+
+
+def _format_from_name(path: str) -> str:
+    from gate.formats import sniff
+
+    return sniff.sniff(b"", path, 0)
+
+
+def _pointer_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> list[Finding]:
+    if scan.pointer is None:
+        return [
+            rules.make(
+                "PG210",
+                f"{decl.path}: looks like a Git LFS pointer but is malformed: {scan.pointer_error}",
+                at("path"),
+                declared=decl.sha256,
+                found=scan.pointer_error,
+                hint="run `git lfs pull`, or restore the pointer with `git lfs pointer --file`",
+            )
+        ]
+    p = scan.pointer
+    out = _compare(decl, p.size, p.oid, at, source="the LFS pointer")
+    out.append(
+        rules.make(
+            "PG209",
+            f"{decl.path}: verified from its Git LFS pointer (size and oid); the content was not"
+            " read, so headers, tensors and format were not checked",
+            at("path"),
+            declared=decl.sha256,
+            found=f"LFS pointer oid sha256:{p.oid}, size {p.size}",
+            hint="check out with LFS content (actions/checkout `lfs: true`) for a full check",
+        )
+    )
+    return out
+
+
+def _compare(decl: Artifact, size: int, sha: str, at: Locator, source: str) -> list[Finding]:
+    out: list[Finding] = []
+    if decl.size is None or decl.sha256 is None:
+        out.append(
+            rules.make(
+                "PG207",
+                f"{decl.path}: no declared {'size' if decl.size is None else 'sha256'}, so nothing"
+                " pins this file",
+                at("path"),
+                declared="(not declared)",
+                found=f"size {size}, sha256 {sha}",
+                hint="run `provenance-gate lock` to record sizes and digests",
+            )
+        )
+    if decl.size is not None and decl.size != size:
+        out.append(
+            rules.make(
+                "PG203",
+                f"{decl.path}: size differs ({source})",
+                at("size"),
+                declared=decl.size,
+                found=size,
+                hint="if the change is intended, run `provenance-gate lock`",
+            )
+        )
+    if decl.sha256 is not None and decl.sha256 != sha:
+        out.append(
+            rules.make(
+                "PG204",
+                f"{decl.path}: sha256 differs ({source})",
+                at("sha256"),
+                declared=decl.sha256,
+                found=sha,
+                hint="if the change is intended, run `provenance-gate lock`",
+            )
+        )
+    return out
+
+
+def _digest_findings(
+    decl: Artifact,
+    scan: hashing.FileScan,
+    at: Locator,
+    locked: dict[str, lockfile.LockedArtifact] | None,
+) -> list[Finding]:
+    out = _compare(decl, scan.size, scan.sha256, at, source="content")
+    if decl.tensors_sha256 is None or scan.tensors is None:
+        return out
+    found = scan.tensors_sha256
+    if found == decl.tensors_sha256:
+        return out
+    details: tuple[str, ...] = ()
+    entry = (locked or {}).get(decl.path)
+    if (
+        entry is not None
+        and entry.tensors is not None
+        and entry.tensors_sha256 == decl.tensors_sha256
+    ):
+        details = lockfile.diff_tensors(entry.tensors, scan.tensors)
+    message = f"{decl.path}: tensor digest differs"
+    if details:
+        named = len([d for d in details if not d.startswith("...")])
+        message += f"; {named} tensor(s) differ from the lock file"
+    else:
+        message += " (no matching per-tensor record in the lock file to name the changed tensors)"
+    out.append(
+        rules.make(
+            "PG205",
+            message,
+            at("tensors_sha256"),
+            declared=decl.tensors_sha256,
+            found=found,
+            details=details,
+            hint="if the change is intended, run `provenance-gate lock`",
+        )
+    )
+    return out
+
+
+def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> list[Finding]:
+    out: list[Finding] = []
+    if decl.format is not None and decl.format != scan.format:
+        out.append(
+            rules.make(
+                "PG305",
+                f"{decl.path}: declared as {decl.format} but the content is {scan.format}",
+                at("format"),
+                declared=decl.format,
+                found=scan.format,
+            )
+        )
+    if scan.header_error is not None:
+        out.append(
+            rules.make(
+                "PG304",
+                f"{decl.path}: invalid safetensors header: {scan.header_error}",
+                at("path"),
+                declared="a valid safetensors file",
+                found=scan.header_error,
+            )
+        )
+    elif scan.format not in ("safetensors", "pickle"):  # pickles: PG302/PG303 say it all
+        out.append(
+            rules.make(
+                "PG306",
+                f"{decl.path}: {scan.format} structure is not inspected by this version; only its"
+                " size and sha256 were verified",
+                at("path"),
+                declared=decl.format or scan.format,
+                found="not checked: no structural reader for this format yet",
+            )
+        )
+        if decl.tensors_sha256 is not None:
+            out.append(
+                rules.make(
+                    "PG306",
+                    f"{decl.path}: tensors_sha256 cannot be computed for {scan.format}",
+                    at("tensors_sha256"),
+                    declared=decl.tensors_sha256,
+                    found="not checked",
+                )
+            )
+    return out
+
+
+def _policy_findings(manifest: Manifest, decl: Artifact, fmt: str, at: Locator) -> list[Finding]:
+    allowed = manifest.policy.allowed_formats
+    if fmt in allowed:
+        if fmt == "pickle":
+            return [
+                rules.make(
+                    "PG303",
+                    f"{decl.path}: pickle is allowed by the policy, but this version does not scan"
+                    " pickles; the file was not unpickled and its safety is not checked",
+                    at("path"),
+                    declared="policy.allowed_formats includes pickle",
+                    found="not checked: no static pickle scan",
+                    hint=PICKLE_HINT,
+                )
+            ]
+        return []
+    if fmt == "pickle":
+        return [
+            rules.make(
+                "PG302",
+                f"{decl.path}: pickle-family file refused; loading it can execute arbitrary code"
+                " (it was never unpickled)",
+                at("path"),
+                declared=f"policy.allowed_formats: {', '.join(allowed)}",
+                found="pickle",
+                hint=PICKLE_HINT,
+            )
+        ]
+    return [
+        rules.make(
+            "PG301",
+            f"{decl.path}: format {fmt} is not allowed by the policy",
+            at("path"),
+            declared=f"policy.allowed_formats: {', '.join(allowed)}",
+            found=fmt,
+            hint=f"convert the file, or add `{fmt}` to policy.allowed_formats",
+        )
+    ]

@@ -1,0 +1,240 @@
+"""`init` and `lock`: write sizes and digests into a hand-written manifest without disturbing it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from gate import card, hashing, lockfile, paths, rules, yamlio
+from gate.engine import Target, _report
+from gate.findings import Finding, Report
+from gate.formats import sniff
+from gate.manifest import Manifest, parse, read_bytes
+
+_FIELD_ORDER = ("path", "size", "sha256", "tensors_sha256", "format")
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9._/+-]*$")
+_YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
+_RELATIONS = {"finetune", "adapter", "merge", "quantized"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What init/lock did: the findings (as a report) and one line per change written."""
+
+    report: Report
+    changes: tuple[str, ...]
+    written: tuple[str, ...]
+
+
+def lock(target: Target) -> Outcome:
+    """Refresh size, sha256 and tensor digest of every declared artifact, and the lock file."""
+    data = read_bytes(target.manifest_path, target.manifest_display)
+    manifest, problems = parse(data, target.manifest_display)
+    if manifest is None:
+        return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), ())
+    return _lock_text(target, data.decode("utf-8"), manifest, ())
+
+
+def init(target: Target) -> Outcome:
+    """Scaffold a manifest (or extend an existing one) with every weight file, then lock it."""
+    existing = os.path.exists(target.manifest_path)
+    if existing:
+        text = read_bytes(target.manifest_path, target.manifest_display).decode("utf-8")
+    else:
+        text = scaffold(target.root)
+    manifest, problems = parse(text.encode("utf-8"), target.manifest_display)
+    if manifest is None:
+        return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), ())
+    declared = {os.path.normpath(a.path) for a in manifest.artifacts}
+    skip = tuple(b.path.rstrip("/") for b in manifest.base_models if b.path)
+    new = [
+        rel
+        for rel in paths.walk_files(target.root, skip=skip)
+        if sniff.is_weight_name(rel)
+        and os.path.normpath(rel) not in declared
+        and not any(paths.glob_match(rel, g) for g in manifest.ignore)
+    ]
+    created = () if existing else ("created " + target.manifest_display,)
+    if not new:
+        return _lock_text(target, text, manifest, created, force_write=not existing)
+    doc, _, _ = yamlio.load(text)
+    seq = doc.get("artifacts")
+    if not isinstance(seq, CommentedSeq):
+        seq = CommentedSeq()
+        doc["artifacts"] = seq
+    seq.fa.set_block_style()
+    for rel in new:
+        seq.append(CommentedMap([("path", rel)]))
+    text2 = yamlio.dump(doc, like=text)
+    manifest, problems = parse(text2.encode("utf-8"), target.manifest_display)
+    assert manifest is not None, problems  # we only appended schema-valid entries
+    changes = (*created, *(f"{rel}: declared" for rel in new))
+    return _lock_text(target, text2, manifest, changes, force_write=True)
+
+
+def _lock_text(
+    target: Target,
+    text: str,
+    manifest: Manifest,
+    changes_before: tuple[str, ...],
+    *,
+    force_write: bool = False,
+) -> Outcome:
+    doc, _, _ = yamlio.load(text)
+    lock_file = lockfile.lock_path(target.manifest_path)
+    old, _ = lockfile.read(lock_file, lock_file)
+    changes = list(changes_before)
+    findings: list[Finding] = []
+    entries: dict[str, dict[str, Any]] = {}
+    for decl in manifest.artifacts:
+        item = doc["artifacts"][decl.index]
+        at = manifest.locate("artifacts", decl.index, "path")
+        real, problem = paths.resolve_inside(target.root, decl.path)
+        if problem is not None:
+            findings.append(
+                rules.make(
+                    "PG202", f"{decl.path}: {problem}", at, declared=decl.path, found=problem
+                )
+            )
+            continue
+        try:
+            scan = hashing.scan(real)
+        except OSError as e:
+            rule = "PG201" if isinstance(e, FileNotFoundError) else "PG212"
+            findings.append(
+                rules.make(
+                    rule,
+                    f"{decl.path}: cannot be locked: {e.strerror}",
+                    at,
+                    declared=decl.path,
+                    found=e.strerror,
+                )
+            )
+            continue
+        if scan.changed or scan.pointer_error:
+            why = (
+                "changed while being read"
+                if scan.changed
+                else f"malformed LFS pointer: {scan.pointer_error}"
+            )
+            rule = "PG211" if scan.changed else "PG210"
+            findings.append(
+                rules.make(
+                    rule, f"{decl.path}: not locked: {why}", at, declared=decl.path, found=why
+                )
+            )
+            continue
+        entry = lockfile.entry(scan)
+        if (
+            scan.pointer is not None
+            and old
+            and decl.path in old
+            and old[decl.path].sha256 == scan.pointer.oid
+        ):
+            entry = _old_entry(old[decl.path], entry)
+        entries[decl.path] = entry
+        updates = {"size": entry["size"], "sha256": entry["sha256"]}
+        if "tensors_sha256" in entry:
+            updates["tensors_sha256"] = entry["tensors_sha256"]
+        for key, value in updates.items():
+            before = item.get(key)
+            if before != value:
+                _set(item, key, value)
+                changes.append(
+                    f"{decl.path}: {key} {before if before is not None else '(none)'} -> {value}"
+                )
+    out_text = yamlio.dump(doc, like=text)
+    written: list[str] = []
+    if out_text != text or force_write or not os.path.exists(target.manifest_path):
+        yamlio.atomic_write(target.manifest_path, out_text)
+        written.append(target.manifest_display)
+    if entries or not findings:
+        previous = _read_text(lock_file)
+        lockfile.write(lock_file, entries)
+        if _read_text(lock_file) != previous:
+            written.append(os.path.relpath(lock_file, target.root))
+    return Outcome(_report(target, findings, (), "error"), tuple(changes), tuple(written))
+
+
+def _old_entry(old: lockfile.LockedArtifact, fresh: dict[str, Any]) -> dict[str, Any]:
+    """Keep per-tensor detail recorded from content when only the LFS pointer is present now."""
+    out = dict(fresh)
+    out["format"] = old.format
+    if old.tensors is not None:
+        out["tensors_sha256"] = old.tensors_sha256
+        out["tensors"] = {n: lockfile.tensor_entry(t) for n, t in sorted(old.tensors.items())}
+    return out
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _set(item: CommentedMap, key: str, value: Any) -> None:
+    """Set key, inserting a new key after its predecessors in the canonical field order."""
+    if key in item:
+        item[key] = value
+        return
+    rank = _FIELD_ORDER.index(key)
+    pos = 0
+    for i, existing in enumerate(item):
+        if existing in _FIELD_ORDER and _FIELD_ORDER.index(existing) < rank:
+            pos = i + 1
+    item.insert(pos, key, value)
+
+
+def _q(value: str) -> str:
+    if _PLAIN.match(value) and value.lower() not in _YAML_WORDS:
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def scaffold(root: str) -> str:
+    """A new manifest's text from the folder name and the README front matter."""
+    fm = card.front_matter(root, "README.md") or {}
+    name = str(fm.get("model_name") or os.path.basename(root) or "model")
+    lines = [
+        "# provenance.yaml: what this repository declares about its weights.",
+        "# `provenance-gate check` verifies it; `provenance-gate lock` refreshes its digests.",
+        "version: 1",
+        "model:",
+        f"  name: {_q(name)}",
+    ]
+    lic = fm.get("license")
+    if isinstance(lic, str) and lic:
+        lines.append(f"  license: {_q(lic)}  # from README.md front matter")
+    else:
+        lines.append("  license: unknown  # README.md front matter has no license: set it")
+    for key in ("license_name", "license_link"):
+        if isinstance(fm.get(key), str) and fm[key]:
+            lines.append(f"  {key}: {_q(fm[key])}")
+    bases = fm.get("base_model")
+    bases = [bases] if isinstance(bases, str) else [b for b in bases or [] if isinstance(b, str)]
+    relation = fm.get("base_model_relation")
+    if bases:
+        lines.append("  origin: derived  # README.md front matter names a base_model")
+        lines.append("base_models:")
+        for b in bases:
+            lines.append(f"  - id: {_q(b)}")
+            if relation in _RELATIONS:
+                lines.append(f"    relation: {relation}  # from base_model_relation")
+            else:
+                lines.append("    relation: finetune  # not in the card: confirm")
+    else:
+        lines.append("  origin: scratch  # no base_model in README.md; the gate tests this claim")
+    weights = [f for f in paths.walk_files(root) if sniff.is_weight_name(f)]
+    if weights:
+        lines.append("artifacts:")
+        lines.extend(f"  - path: {_q(rel)}" for rel in weights)
+    lines.append("policy:")
+    lines.append("  allowed_formats: [safetensors, gguf]")
+    return "\n".join(lines) + "\n"

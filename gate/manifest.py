@@ -1,0 +1,252 @@
+"""provenance.yaml -> Manifest; syntax and schema problems become findings at line:col."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from importlib import resources
+from typing import Any, Literal
+
+from gate import paths, rules, yamlio
+from gate.errors import ManifestError
+from gate.findings import Finding, Location
+
+MANIFEST_NAME = "provenance.yaml"
+DEFAULT_FORMATS = ("safetensors", "gguf")
+
+Origin = Literal["scratch", "derived"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseModel:
+    relation: str
+    id: str | None = None
+    path: str | None = None
+    revision: str | None = None
+    license: str | None = None
+    weight: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.id or self.path or "?"
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    path: str
+    index: int
+    size: int | None = None
+    sha256: str | None = None
+    tensors_sha256: str | None = None
+    format: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    allowed_formats: tuple[str, ...] = DEFAULT_FORMATS
+    license_allow: tuple[str, ...] | None = None
+    license_deny: tuple[str, ...] = ()
+    commercial_use_required: bool = False
+    lineage_strict: bool = False
+    references: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """A schema-valid manifest, with the positions of everything it declares."""
+
+    display_path: str
+    name: str
+    license: str
+    origin: Origin
+    card: str
+    license_name: str | None
+    license_link: str | None
+    commercial_use: bool | None
+    base_models: tuple[BaseModel, ...]
+    artifacts: tuple[Artifact, ...]
+    policy: Policy
+    ignore: tuple[str, ...]
+    positions: yamlio.Positions = dataclasses.field(repr=False, compare=False)
+
+    def locate(self, *path: str | int, key: bool = False) -> Location:
+        """The manifest location of a declared value (or its key)."""
+        line, col = self.positions.locate(path, key=key)
+        return Location(self.display_path, line, col)
+
+
+@functools.cache
+def schema(name: str = "manifest.v1.schema.json") -> dict[str, Any]:
+    """A JSON Schema shipped with the package."""
+    text = resources.files("gate").joinpath("schemas", name).read_text(encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def read_bytes(path: str, display: str) -> bytes:
+    """Read a manifest's bytes, refusing non-files and oversized files before reading them."""
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ManifestError(
+            "no manifest found",
+            where=display,
+            hint="run `provenance-gate init` to scaffold one, or pass --manifest",
+        ) from None
+    except OSError as e:
+        raise ManifestError(f"cannot read the manifest: {e.strerror}", where=display) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ManifestError("the manifest is not a regular file", where=display)
+    if st.st_size > yamlio.MAX_YAML_BYTES:
+        raise ManifestError(
+            f"the manifest is {st.st_size} bytes, over the {yamlio.MAX_YAML_BYTES}-byte limit",
+            where=display,
+            hint="per-tensor detail belongs in the lock file, not in the manifest",
+        )
+    try:
+        with paths.open_regular(path) as f:
+            return f.read(yamlio.MAX_YAML_BYTES + 1) or b""
+    except OSError as e:
+        raise ManifestError(f"cannot read the manifest: {e.strerror}", where=display) from None
+
+
+def parse(data: bytes, display: str) -> tuple[Manifest | None, list[Finding]]:
+    """Parse and validate manifest bytes; a None manifest comes with at least one finding."""
+    text, problem = yamlio.decode(data)
+    doc: Any = None
+    positions = yamlio.Positions()
+    if text is not None:
+        doc, positions, problem = yamlio.load(text)
+    if problem is not None:
+        rule = "PG103" if problem.kind == "unsafe" else "PG101"
+        loc = Location(display, problem.line, problem.column)
+        return None, [rules.make(rule, problem.message, loc, found=problem.message)]
+    plain = yamlio.to_plain(doc)
+    findings = validate(plain, positions, display)
+    if findings:
+        return None, findings
+    return _build(plain, positions, display), []
+
+
+def validate(plain: Any, positions: yamlio.Positions, display: str) -> list[Finding]:
+    """JSON Schema validation, every error located at the manifest's line and column."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    out: list[Finding] = []
+    seen: set[tuple[int, int, str]] = set()
+    for error in validator.iter_errors(plain):
+        for path, message, value in _explain(error):
+            line, col = positions.locate(path, key=message.startswith("unexpected key"))
+            if (line, col, message) in seen:
+                continue
+            seen.add((line, col, message))
+            where = _dotted(path)
+            out.append(
+                rules.make(
+                    "PG102",
+                    f"{where}: {message}" if where else message,
+                    Location(display, line, col),
+                    declared=_short(value),
+                    found=f"schema: {message}",
+                    hint="see schemas/manifest.v1.schema.json for every field",
+                )
+            )
+    out.sort(key=lambda f: (f.location.line, f.location.column))
+    return out
+
+
+def _explain(error: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
+    """Turn one jsonschema error into (path, human message, offending value) triples."""
+    path = tuple(error.absolute_path)
+    schema_path = list(error.absolute_schema_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        return [
+            ((*path, k), f"unexpected key `{k}` (allowed: {', '.join(sorted(allowed))})", k)
+            for k in extra
+        ]
+    if "allOf" in schema_path and schema_path[:2] == ["allOf", 0]:
+        return [
+            (
+                ("model", "origin"),
+                "origin `derived` needs at least one entry in base_models",
+                "derived",
+            )
+        ]
+    if "allOf" in schema_path and schema_path[:2] == ["allOf", 1]:
+        return [(("base_models",), "origin `scratch` cannot list base_models", error.instance)]
+    if error.validator == "oneOf":  # only base models use oneOf
+        return [
+            (path, "declare exactly one of `id` (Hub) or `path` (local folder)", error.instance)
+        ]
+    if error.validator == "required":
+        return [(path, error.message.replace("'", "`"), error.instance)]
+    return [(path, error.message, error.instance)]
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _build(plain: dict[str, Any], positions: yamlio.Positions, display: str) -> Manifest:
+    model = plain["model"]
+    policy = plain.get("policy", {})
+    licenses = policy.get("licenses", {})
+    lineage = policy.get("lineage", {})
+    allow = licenses.get("allow")
+    return Manifest(
+        display_path=display,
+        name=model["name"],
+        license=model["license"],
+        origin=model["origin"],
+        card=model.get("card", "README.md"),
+        license_name=model.get("license_name"),
+        license_link=model.get("license_link"),
+        commercial_use=model.get("commercial_use"),
+        base_models=tuple(
+            BaseModel(
+                relation=b["relation"],
+                id=b.get("id"),
+                path=b.get("path"),
+                revision=b.get("revision"),
+                license=b.get("license"),
+                weight=b.get("weight"),
+            )
+            for b in plain.get("base_models", [])
+        ),
+        artifacts=tuple(
+            Artifact(
+                path=a["path"],
+                index=i,
+                size=a.get("size"),
+                sha256=a.get("sha256"),
+                tensors_sha256=a.get("tensors_sha256"),
+                format=a.get("format"),
+            )
+            for i, a in enumerate(plain.get("artifacts", []))
+        ),
+        policy=Policy(
+            allowed_formats=tuple(policy.get("allowed_formats", DEFAULT_FORMATS)),
+            license_allow=None if allow is None else tuple(allow),
+            license_deny=tuple(licenses.get("deny", ())),
+            commercial_use_required=bool(policy.get("commercial_use_required", False)),
+            lineage_strict=bool(lineage.get("strict", False)),
+            references=tuple(lineage.get("references", ())),
+        ),
+        ignore=tuple(plain.get("ignore", ())),
+        positions=positions,
+    )

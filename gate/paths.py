@@ -1,0 +1,87 @@
+"""Repository-relative paths: nothing outside the repository is read through a declaration."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import re
+import stat
+from collections.abc import Iterator
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+SKIP_DIRS = frozenset({".git", ".hg", ".svn"})
+
+
+def resolve_inside(root: str, rel: str) -> tuple[str, str | None]:
+    """(real path, problem): problem names why rel may not be used, else None.
+
+    The real path is what callers open, so a symlink swapped in after this check cannot point
+    the read outside (only an intermediate directory swap remains, which needs write access to
+    the repository during the run).
+    """
+    if not rel or rel.startswith(("/", "\\")) or _DRIVE.match(rel):
+        return "", "absolute paths are not allowed; use a path relative to the repository root"
+    if "\\" in rel:
+        return "", "use `/` as the path separator"
+    if "\0" in rel:
+        return "", "the path contains a NUL byte"
+    if ".." in rel.split("/"):
+        return "", "`..` leads outside the repository"
+    real = os.path.realpath(os.path.join(root, rel))
+    if not is_within(real, root):
+        return real, f"a symlink resolves outside the repository (to {real})"
+    return real, None
+
+
+class NotRegularFile(OSError):
+    """A path names a directory, FIFO, device or socket: reading it could hang or mislead."""
+
+
+def open_regular(path: str) -> io.FileIO:
+    """Open a regular file for reading; never block on a FIFO or device an attacker swapped in."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise NotRegularFile(errno.EINVAL, kind, path)
+        os.set_blocking(fd, True)
+        return io.FileIO(fd, "r", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether a real path lies inside (or is) the real root."""
+    return os.path.commonpath([path, root]) == root
+
+
+def glob_match(rel: str, pattern: str) -> bool:
+    """Match a repository-relative path: `*` and `?` stay within a folder, `**` crosses folders."""
+    regex = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            regex += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            regex += ".*"
+            i += 2
+        else:
+            regex += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+            i += 1
+    return re.fullmatch(regex, rel) is not None
+
+
+def walk_files(root: str, skip: tuple[str, ...] = ()) -> Iterator[str]:
+    """Repository-relative paths of files, sorted, not following directory symlinks."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(
+            d for d in dirnames if d not in SKIP_DIRS and (rel_dir + d) not in skip
+        )
+        for name in sorted(filenames):
+            yield rel_dir + name

@@ -1,0 +1,24 @@
+"""Reporters: one module per output format, all rendering the same Report."""
+
+from __future__ import annotations
+
+from gate.reporters.interface import Reporter, ReporterOptions
+
+
+def get(name: str, options: ReporterOptions) -> Reporter:
+    """The reporter registered under name (a key of FORMATS)."""
+    from gate.reporters import github, json_, markdown, sarif, text
+
+    registry: dict[str, type[Reporter]] = {
+        "text": text.TextReporter,
+        "json": json_.JsonReporter,
+        "github": github.GithubReporter,
+        "sarif": sarif.SarifReporter,
+        "markdown": markdown.MarkdownReporter,
+    }
+    return registry[name](options)
+
+
+FORMATS = ("text", "json", "github", "sarif", "markdown")
+
+__all__ = ["FORMATS", "Reporter", "ReporterOptions", "get"]

@@ -1,0 +1,17 @@
+"""JSON: the versioned machine-readable report (schema: schemas/report.v1.schema.json)."""
+
+from __future__ import annotations
+
+import json
+
+from gate.findings import Report
+from gate.reporters.common import report_dict
+from gate.reporters.interface import ReporterOptions
+
+
+class JsonReporter:
+    def __init__(self, options: ReporterOptions) -> None:
+        self.options = options
+
+    def render(self, report: Report) -> str:
+        return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,52 @@
+"""Markdown: the table a reviewer reads (also the GitHub job summary)."""
+
+from __future__ import annotations
+
+from gate import rules
+from gate.findings import Report
+from gate.reporters.common import summary_line
+from gate.reporters.interface import ReporterOptions
+
+_ICON = {"error": "❌", "warning": "⚠️", "note": "ℹ️"}
+
+
+def _cell(text: str | None) -> str:
+    if text is None or text == "":
+        return ""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>").replace("`", "\\`")
+
+
+class MarkdownReporter:
+    def __init__(self, options: ReporterOptions) -> None:
+        self.options = options
+
+    def render(self, report: Report) -> str:
+        icon = "✅" if report.verdict == "pass" else "❌"
+        out = [f"## {icon} provenance-gate: {report.verdict.upper()}", "", summary_line(report), ""]
+        findings = report.sorted_findings()
+        if findings:
+            out += [
+                "| | Rule | Location | Finding | Declared | Found |",
+                "|---|---|---|---|---|---|",
+            ]
+            for f in findings:
+                message = f.message + "".join(f"<br>{d}" for d in f.details)
+                out.append(
+                    f"| {_ICON[f.severity]} {f.severity} | {f.rule} {rules.RULES[f.rule].name}"
+                    f" | {_cell(str(f.location))} | {_cell(message)} | {_cell(f.declared)}"
+                    f" | {_cell(f.found)} |"
+                )
+            out.append("")
+        if report.artifacts:
+            out += ["| Artifact | Format | Verified from | Result |", "|---|---|---|---|"]
+            for a in report.artifacts:
+                how = {
+                    "content": "content",
+                    "lfs-pointer": "LFS pointer (content not read)",
+                    "none": "not verified",
+                }[a.method]
+                out.append(
+                    f"| {_cell(a.path)} | {a.format} | {how} | {'ok' if a.ok else 'FAILED'} |"
+                )
+            out.append("")
+        return "\n".join(out)

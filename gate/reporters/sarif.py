@@ -1,0 +1,78 @@
+"""SARIF 2.1.0 for GitHub code scanning: one rule per rule id, one result per finding."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gate import rules
+from gate.findings import Report
+from gate.reporters.common import repo_path
+from gate.reporters.interface import ReporterOptions
+
+SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+
+
+class SarifReporter:
+    def __init__(self, options: ReporterOptions) -> None:
+        self.options = options
+
+    def render(self, report: Report) -> str:
+        ids = list(rules.RULES)
+        driver_rules = [
+            {
+                "id": r.id,
+                "name": r.name,
+                "shortDescription": {"text": r.summary},
+                "defaultConfiguration": {"level": r.severity},
+            }
+            for r in rules.RULES.values()
+        ]
+        results: list[dict[str, Any]] = []
+        for f in report.sorted_findings():
+            text = f.message
+            if f.declared is not None:
+                text += f"\ndeclared: {f.declared}"
+            if f.found is not None:
+                text += f"\nfound: {f.found}"
+            text += "".join(f"\n{d}" for d in f.details)
+            result: dict[str, Any] = {
+                "ruleId": f.rule,
+                "ruleIndex": ids.index(f.rule),
+                "level": f.severity,
+                "message": {"text": text},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {
+                                "uri": repo_path(report, f.location.path, self.options.workspace)
+                            },
+                            "region": {
+                                "startLine": f.location.line,
+                                "startColumn": f.location.column,
+                            },
+                        }
+                    }
+                ],
+            }
+            if f.hint:
+                result["properties"] = {"hint": f.hint}
+            results.append(result)
+        doc = {
+            "$schema": SCHEMA,
+            "version": "2.1.0",
+            "runs": [
+                {
+                    "tool": {
+                        "driver": {
+                            "name": "provenance-gate",
+                            "version": report.tool_version,
+                            "informationUri": "https://pypi.org/project/provenance-gate/",
+                            "rules": driver_rules,
+                        }
+                    },
+                    "results": results,
+                }
+            ],
+        }
+        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

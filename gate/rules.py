@@ -1,0 +1,108 @@
+"""The rule catalogue: stable ids, names and default severities (SARIF rules come from here)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gate.findings import Finding, Location, Severity
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    severity: Severity
+    summary: str
+
+
+_RULES = [
+    # 1xx: the manifest itself
+    Rule("PG101", "manifest-syntax", "error", "The manifest is not well-formed YAML."),
+    Rule("PG102", "manifest-schema", "error", "The manifest does not match the schema."),
+    Rule(
+        "PG103",
+        "manifest-unsafe-yaml",
+        "error",
+        "The manifest uses YAML features refused for safety.",
+    ),
+    Rule("PG104", "lock-file-invalid", "error", "The lock file beside the manifest is unreadable."),
+    Rule("PG105", "lock-file-stale", "warning", "The lock file disagrees with the manifest."),
+    # 2xx: integrity of declared files
+    Rule("PG201", "artifact-missing", "error", "A declared artifact does not exist."),
+    Rule("PG202", "path-escapes-repository", "error", "A path leaves the repository."),
+    Rule("PG203", "size-mismatch", "error", "A file's size differs from the declared size."),
+    Rule("PG204", "sha256-mismatch", "error", "A file's SHA-256 differs from the declared digest."),
+    Rule("PG205", "tensors-mismatch", "error", "The tensor digest differs: tensors were changed."),
+    Rule("PG206", "undeclared-weight-file", "error", "A weight file is present but not declared."),
+    Rule("PG207", "digest-not-declared", "error", "An artifact has no declared size or SHA-256."),
+    Rule("PG208", "duplicate-artifact", "error", "The same path is declared more than once."),
+    Rule("PG209", "lfs-pointer-only", "note", "Verified from a Git LFS pointer; content not read."),
+    Rule("PG210", "lfs-pointer-invalid", "error", "A Git LFS pointer file is malformed."),
+    Rule("PG211", "changed-while-hashing", "error", "A file changed while it was being read."),
+    Rule("PG212", "unreadable-file", "error", "A file could not be read."),
+    Rule("PG213", "not-a-file", "error", "A declared artifact is not a regular file."),
+    # 22x: sharded checkpoints
+    Rule("PG221", "shard-index-invalid", "error", "A sharded checkpoint index is malformed."),
+    Rule("PG222", "shard-missing", "error", "A shard named by the index is absent or undeclared."),
+    Rule("PG223", "shard-unindexed", "error", "A shard is present but the index does not name it."),
+    Rule("PG224", "shard-tensor-mismatch", "error", "Index and shard headers disagree on tensors."),
+    Rule(
+        "PG225",
+        "shard-not-inspected",
+        "note",
+        "A shard's header could not be read to verify the index.",
+    ),
+    # 3xx: formats and safety
+    Rule("PG301", "format-not-allowed", "error", "The weight format is not allowed by the policy."),
+    Rule("PG302", "pickle-refused", "error", "A pickle-family file is refused (never unpickled)."),
+    Rule("PG303", "pickle-not-scanned", "warning", "An allowed pickle file was not scanned."),
+    Rule("PG304", "safetensors-header-invalid", "error", "A safetensors header is malformed."),
+    Rule("PG305", "format-mismatch", "error", "The declared format differs from the file content."),
+    Rule(
+        "PG306", "format-not-inspected", "note", "The file's internal structure was not inspected."
+    ),
+    # 4xx-6xx: checks that later releases implement; reported as not checked, never as passed
+    Rule("PG401", "license-not-checked", "note", "License consistency was not checked."),
+    Rule("PG501", "lineage-not-checked", "note", "A lineage claim could not be fully verified."),
+    Rule(
+        "PG502",
+        "scratch-contradicted",
+        "error",
+        "A `scratch` model shares weights with a reference.",
+    ),
+    Rule("PG503", "copy-not-identical", "error", "A declared copy differs from its base model."),
+    Rule(
+        "PG504",
+        "relation-is-copy",
+        "warning",
+        "A declared derivative is bit-identical to its base.",
+    ),
+    Rule("PG601", "card-not-checked", "note", "Model card consistency was not checked."),
+]
+
+RULES: dict[str, Rule] = {r.id: r for r in _RULES}
+
+
+def make(
+    rule_id: str,
+    message: str,
+    location: Location,
+    *,
+    declared: object = None,
+    found: object = None,
+    hint: str | None = None,
+    details: tuple[str, ...] = (),
+    severity: Severity | None = None,
+) -> Finding:
+    """Build a finding for a catalogued rule; unknown ids are a programming error."""
+    rule = RULES[rule_id]
+    return Finding(
+        rule=rule.id,
+        severity=severity or rule.severity,
+        message=message,
+        location=location,
+        declared=None if declared is None else str(declared),
+        found=None if found is None else str(found),
+        hint=hint,
+        details=details,
+    )

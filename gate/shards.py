@@ -1,0 +1,191 @@
+"""Sharded safetensors checkpoints: the index names exactly the shards present, each tensor once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from gate import paths, rules
+from gate.errors import FormatError
+from gate.findings import Finding, Location
+from gate.formats.safetensors import Header
+
+INDEX_SUFFIX = ".safetensors.index.json"
+MAX_INDEX_BYTES = 64 << 20  # a weight map for 100k tensors is a few MB
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)\.safetensors$")
+
+HeaderSource = Callable[[str], "Header | str"]
+LineOf = Callable[[str], Location]
+
+
+def is_index(rel: str) -> bool:
+    return rel.endswith(INDEX_SUFFIX)
+
+
+def _dupless(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise FormatError(f"key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> list[Finding]:
+    """Findings for one index file; headers(rel) gives a shard's header or why it is unreadable."""
+    real, problem = paths.resolve_inside(root, rel)
+    if problem is not None:
+        return [rules.make("PG202", f"{rel}: {problem}", Location(rel), found=problem)]
+    try:
+        with paths.open_regular(real) as f:
+            data = f.read(MAX_INDEX_BYTES + 1) or b""
+        if len(data) > MAX_INDEX_BYTES:
+            raise FormatError(f"index is over the {MAX_INDEX_BYTES}-byte limit")
+        text = data.decode("utf-8")
+        doc = json.loads(text, object_pairs_hook=_dupless)
+        weight_map = _weight_map(doc)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, FormatError) as e:
+        msg = e.message if isinstance(e, FormatError) else str(e)
+        return [
+            rules.make("PG221", f"{rel}: {msg}", Location(rel), declared="a valid index", found=msg)
+        ]
+
+    def line_of(needle: str) -> Location:
+        pos = text.find(json.dumps(needle, ensure_ascii=False))
+        return Location(rel, text.count("\n", 0, pos) + 1 if pos >= 0 else 1)
+
+    folder = rel[: -len(os.path.basename(rel))]
+    out: list[Finding] = []
+    named = sorted(set(weight_map.values()))
+    for shard in named:
+        if "/" in shard or shard in ("", ".", ".."):
+            out.append(
+                rules.make(
+                    "PG202",
+                    f"{rel}: shard name {shard!r} must be a file in the index's folder",
+                    line_of(shard),
+                    declared=shard,
+                    found="path outside the folder",
+                )
+            )
+        elif folder + shard not in files:
+            out.append(
+                rules.make(
+                    "PG222",
+                    f"{rel}: names shard {shard} which is not present",
+                    line_of(shard),
+                    declared=shard,
+                    found="no such file",
+                )
+            )
+    stem = os.path.basename(rel)[: -len(INDEX_SUFFIX)]
+    totals = set()
+    for shard in named:
+        m = _SHARD.match(shard)
+        if m:
+            totals.add(int(m.group("n")))
+    for total in totals:
+        if sum(1 for s in named if (m := _SHARD.match(s)) and int(m.group("n")) == total) != total:
+            out.append(
+                rules.make(
+                    "PG222",
+                    f"{rel}: shards are numbered `-of-{total:05d}`; the index names {len(named)}",
+                    Location(rel),
+                    declared=f"{total} shards",
+                    found=f"{len(named)} named",
+                )
+            )
+    for present in sorted(files):
+        if not present.startswith(folder) or "/" in present[len(folder) :]:
+            continue
+        name = present[len(folder) :]
+        m = _SHARD.match(name)
+        if m and m.group("stem") == stem and name not in weight_map.values():
+            out.append(
+                rules.make(
+                    "PG223",
+                    f"{rel}: shard {name} is present but the index does not name it",
+                    Location(rel),
+                    declared="not in weight_map",
+                    found=name,
+                )
+            )
+    out.extend(_tensor_findings(rel, folder, weight_map, named, files, headers, line_of))
+    return out
+
+
+def _weight_map(doc: Any) -> dict[str, str]:
+    if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
+        raise FormatError("expected an object with a `weight_map` object")
+    wm: dict[str, str] = doc["weight_map"]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in wm.items()):
+        raise FormatError("`weight_map` must map tensor names to shard file names")
+    return wm
+
+
+def _tensor_findings(
+    rel: str,
+    folder: str,
+    weight_map: dict[str, str],
+    named: list[str],
+    files: set[str],
+    headers: HeaderSource,
+    line_of: LineOf,
+) -> list[Finding]:
+    out: list[Finding] = []
+    seen: dict[str, str] = {}
+    for shard in named:
+        if "/" in shard or folder + shard not in files:
+            continue
+        header = headers(folder + shard)
+        if isinstance(header, str):
+            out.append(
+                rules.make(
+                    "PG225",
+                    f"{rel}: shard {shard} not inspected: {header}",
+                    line_of(shard),
+                    declared=shard,
+                    found=f"not checked: {header}",
+                )
+            )
+            continue
+        present = {t.name for t in header.tensors}
+        for name in sorted(present):
+            if name in seen:
+                out.append(
+                    rules.make(
+                        "PG224",
+                        f"tensor {name} is stored in both {seen[name]} and {shard}",
+                        line_of(name),
+                        declared=f"weight_map: {weight_map.get(name)}",
+                        found=f"{seen[name]} and {shard}",
+                    )
+                )
+            seen[name] = shard
+            if weight_map.get(name) != shard:
+                where = weight_map.get(name)
+                says = f"maps it to {where}" if where else "does not list it"
+                out.append(
+                    rules.make(
+                        "PG224",
+                        f"tensor {name} is in {shard} but the index {says}",
+                        line_of(name),
+                        declared=f"weight_map: {where}",
+                        found=shard,
+                    )
+                )
+        for name, target in weight_map.items():
+            if target == shard and name not in present:
+                out.append(
+                    rules.make(
+                        "PG224",
+                        f"the index maps {name} to {shard}, which does not contain it",
+                        line_of(name),
+                        declared=f"weight_map: {shard}",
+                        found="not in the shard's header",
+                    )
+                )
+    return out

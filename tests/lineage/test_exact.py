@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from gate.hashing import TensorDigest
+from gate.lineage import exact
+from tests.helpers import HEAD, artifact_yaml, check, errors, manifest, rules_of, tensors, write_st
+
+
+def td(
+    name: str,
+    digest: str,
+    dtype: str = "F32",
+    shape: tuple[int, ...] = (4, 4),
+    constant: bool = False,
+) -> TensorDigest:
+    return TensorDigest(name, dtype, shape, digest * 64, constant)
+
+
+def test_compare_is_name_independent_and_skips_uninformative() -> None:
+    cand = [
+        td("renamed.w", "a"),
+        td("same.w", "b"),
+        td("mine.w", "c"),
+        td("norm", "d", constant=True),
+        td("rope.inv_freq", "e"),
+        td("ids", "f", dtype="I64"),
+        td("scalar", "0", shape=(1,)),
+    ]
+    ref = [
+        td("orig.w", "a"),
+        td("same.w", "b"),
+        td("norm", "d", constant=True),
+        td("x.inv_freq", "e"),
+        td("ids", "f", dtype="I64"),
+        td("s", "0", shape=(1,)),
+    ]
+    ev = exact.compare(cand, ref, "ref")
+    assert (ev.candidate_tensors, ev.matched, ev.renamed) == (3, 2, 1)
+    assert ev.pairs == (("renamed.w", "orig.w"), ("same.w", "same.w"))
+    assert not ev.all_matched
+    assert (
+        ev.summary()
+        == "2 of 3 weight tensors (66.7% of weight bytes) are bit-identical to ref (1 stored under other names)"
+    )
+    assert ev.detail_lines() == ("renamed.w == ref:orig.w", "same.w == ref:(same name)")
+
+
+def test_pairs_are_capped() -> None:
+    cand = [td(f"w{i}", "a") for i in range(30)]
+    ev = exact.compare(cand, [td("r", "a")], "ref")
+    assert ev.matched == 30
+    assert len(ev.pairs) == exact.MAX_PAIRS
+    assert ev.detail_lines()[-1] == "... and 10 more"
+
+
+def scratch_repo(
+    root: Path,
+    weights: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray] | None,
+    strict: bool = False,
+) -> Path:
+    write_st(root / "model.safetensors", weights)
+    lineage = "    strict: true\n" if strict else ""
+    if reference is not None:
+        write_st(root / "ref" / "model.safetensors", reference)
+        lineage += "    references: [ref]\n"
+    extra = "policy:\n  lineage:\n" + lineage if lineage else ""
+    manifest(root, HEAD + artifact_yaml(root, "model.safetensors") + extra)
+    return root
+
+
+def test_scratch_copy_is_caught(tmp_path: Path) -> None:
+    ref = tensors(seed=1)
+    stolen = {f"renamed.{k}": v for k, v in ref.items()}
+    report = check(scratch_repo(tmp_path, stolen, ref))
+    assert errors(report) == ["PG502"]
+    (f,) = [f for f in report.findings if f.rule == "PG502"]
+    assert "3 of 3 weight tensors" in f.message
+    assert f.location.line == 5
+
+
+def test_partial_copy_is_caught(tmp_path: Path) -> None:
+    ref = tensors(seed=1)
+    mine = tensors(seed=2)
+    mine["layers.1.w"] = ref["layers.0.w"]
+    report = check(scratch_repo(tmp_path, mine, ref))
+    assert errors(report) == ["PG502"]
+    assert "1 of 3" in report.findings[0].message
+
+
+def test_independent_model_with_shared_constants_is_not_convicted(tmp_path: Path) -> None:
+    report = check(scratch_repo(tmp_path, tensors(seed=2), tensors(seed=1)))
+    assert errors(report) == []
+    (note,) = [f for f in report.findings if f.rule == "PG501"]
+    assert "not established" in note.message  # honest about what tier 0 cannot show
+
+
+def test_scratch_without_references_is_not_checked(tmp_path: Path) -> None:
+    report = check(scratch_repo(tmp_path, tensors(), None))
+    assert "PG501" in rules_of(report, "note")
+    strict = check(scratch_repo(tmp_path, tensors(), None, strict=True))
+    assert errors(strict) == ["PG501"]
+
+
+def test_unreadable_reference_is_not_checked(tmp_path: Path) -> None:
+    root = scratch_repo(tmp_path, tensors(), tensors(seed=1))
+    (root / "ref" / "model.safetensors").write_bytes(
+        b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 1\n"
+    )
+    (f,) = [f for f in check(root).findings if f.rule == "PG501"]
+    assert "LFS pointer" in f.message
+
+
+def derived_repo(
+    root: Path, weights: dict[str, np.ndarray], base: dict[str, np.ndarray], relation: str
+) -> Path:
+    write_st(root / "model.safetensors", weights)
+    write_st(root / "base" / "model.safetensors", base)
+    head = HEAD.replace("origin: scratch", "origin: derived")
+    manifest(
+        root,
+        head
+        + f"base_models:\n  - path: base\n    relation: {relation}\n"
+        + artifact_yaml(root, "model.safetensors"),
+    )
+    return root
+
+
+def test_declared_copy_verified(tmp_path: Path) -> None:
+    base = tensors(seed=1)
+    report = check(derived_repo(tmp_path, {f"x.{k}": v for k, v in base.items()}, base, "copy"))
+    assert errors(report) == []
+    assert "PG501" not in rules_of(report)
+
+
+def test_declared_copy_that_differs(tmp_path: Path) -> None:
+    base = tensors(seed=1)
+    changed = dict(base)
+    changed["embed.weight"] = changed["embed.weight"] + 1
+    report = check(derived_repo(tmp_path, changed, base, "copy"))
+    assert errors(report) == ["PG503"]
+    assert "2 of 3" in report.findings[0].message
+
+
+def test_finetune_that_is_a_copy(tmp_path: Path) -> None:
+    base = tensors(seed=1)
+    report = check(derived_repo(tmp_path, base, base, "finetune"))
+    assert rules_of(report, "warning") == ["PG504"]
+
+
+def test_finetune_not_verified_beyond_tier0(tmp_path: Path) -> None:
+    base = tensors(seed=1)
+    tuned = {k: v + np.float32(0.01) for k, v in base.items()}
+    report = check(derived_repo(tmp_path, tuned, base, "finetune"))
+    assert errors(report) == []
+    assert any("not verified" in f.message for f in report.findings if f.rule == "PG501")
+
+
+def test_hub_base_not_checked(tmp_path: Path) -> None:
+    write_st(tmp_path / "model.safetensors")
+    head = HEAD.replace("origin: scratch", "origin: derived")
+    manifest(
+        tmp_path,
+        head
+        + "base_models:\n  - id: org/base\n    relation: finetune\n"
+        + artifact_yaml(tmp_path, "model.safetensors"),
+    )
+    assert any("Hub" in f.message for f in check(tmp_path).findings if f.rule == "PG501")
+
+
+def test_reference_outside_repo_refused(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write_st(tmp_path / "outside" / "model.safetensors")
+    root.mkdir()
+    os.symlink(tmp_path / "outside", root / "ref")
+    write_st(root / "model.safetensors")
+    manifest(
+        root,
+        HEAD
+        + artifact_yaml(root, "model.safetensors")
+        + "policy:\n  lineage:\n    references: [ref]\n",
+    )
+    (f,) = [f for f in check(root).findings if f.rule == "PG501"]
+    assert "outside the repository" in f.message
