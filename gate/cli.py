@@ -86,8 +86,13 @@ def check(
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if fmt == "github" and summary_file:
         summary = reporters.get("markdown", options).render(report)
-        with open(summary_file, "a", encoding="utf-8") as f:
-            f.write(summary + "\n")
+        try:
+            with open(summary_file, "a", encoding="utf-8") as f:
+                f.write(summary + "\n")
+        except OSError as e:
+            raise GateError(
+                f"cannot append the job summary: {e.strerror}", where=summary_file
+            ) from None
     return report.exit_code
 
 
@@ -115,10 +120,10 @@ def _run_writer(name: str, directory: str, manifest: str | None) -> int:
             outcome.report
         )
         click.echo(text, nl=False, err=True)
-    if outcome.report.manifest_invalid:
-        return int(ExitCode.USAGE)
     for path in outcome.written:
         click.echo(f"wrote {path}")
+    if outcome.report.manifest_invalid:
+        return int(ExitCode.USAGE)
     if not outcome.written and not outcome.report.findings:
         click.echo("up to date")
     return int(ExitCode.FAILED) if outcome.report.findings else int(ExitCode.PASS)

@@ -89,9 +89,7 @@ def check(target: Target, fail_on: FailOn = "error") -> Report:
             scans[norm] = done.scan
         findings.extend(_stale_lock(manifest, decl, locked, lock_file, target))
 
-    skip = tuple(b.path.rstrip("/") for b in manifest.base_models if b.path) + tuple(
-        r.rstrip("/") for r in manifest.policy.references
-    )
+    skip = other_models(manifest)
     files = set(paths.walk_files(target.root, skip=skip))
     findings.extend(_undeclared(manifest, files, declared))
     for rel in sorted(f for f in files if shards.is_index(f)):
@@ -103,6 +101,12 @@ def check(target: Target, fail_on: FailOn = "error") -> Report:
     findings.extend(_not_checked(manifest))
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)
+
+
+def other_models(manifest: Manifest) -> tuple[str, ...]:
+    """Folders holding base models and references: their weights are not this model's artifacts."""
+    folders = [b.path for b in manifest.base_models if b.path] + list(manifest.policy.references)
+    return tuple(os.path.normpath(f).replace(os.sep, "/") for f in folders)
 
 
 def _display(target: Target, path: str) -> str:

@@ -172,28 +172,22 @@ def _compare(decl: Artifact, size: int, sha: str, at: Locator, source: str) -> l
                 hint="run `provenance-gate lock` to record sizes and digests",
             )
         )
-    if decl.size is not None and decl.size != size:
-        out.append(
-            rules.make(
-                "PG203",
-                f"{decl.path}: size differs ({source})",
-                at("size"),
-                declared=decl.size,
-                found=size,
-                hint="if the change is intended, run `provenance-gate lock`",
+    pairs: tuple[tuple[str, str, object, object], ...] = (
+        ("PG203", "size", decl.size, size),
+        ("PG204", "sha256", decl.sha256, sha),
+    )
+    for rule, field, declared, found in pairs:
+        if declared is not None and declared != found:
+            out.append(
+                rules.make(
+                    rule,
+                    f"{decl.path}: {field} differs ({source})",
+                    at(field),
+                    declared=declared,
+                    found=found,
+                    hint="if the change is intended, run `provenance-gate lock`",
+                )
             )
-        )
-    if decl.sha256 is not None and decl.sha256 != sha:
-        out.append(
-            rules.make(
-                "PG204",
-                f"{decl.path}: sha256 differs ({source})",
-                at("sha256"),
-                declared=decl.sha256,
-                found=sha,
-                hint="if the change is intended, run `provenance-gate lock`",
-            )
-        )
     return out
 
 
@@ -259,7 +253,7 @@ def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> lis
                 found=scan.header_error,
             )
         )
-    elif scan.format not in ("safetensors", "pickle"):  # pickles: PG302/PG303 say it all
+    elif scan.format not in ("safetensors", "pickle", "other"):  # pickles: PG302/PG303 say it
         out.append(
             rules.make(
                 "PG306",
@@ -285,7 +279,7 @@ def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> lis
 
 def _policy_findings(manifest: Manifest, decl: Artifact, fmt: str, at: Locator) -> list[Finding]:
     allowed = manifest.policy.allowed_formats
-    if fmt in allowed:
+    if fmt in allowed or fmt == "other":  # config, tokenizer and other non-weight files
         if fmt == "pickle":
             return [
                 rules.make(

@@ -11,7 +11,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from gate import card, hashing, lockfile, paths, rules, yamlio
-from gate.engine import Target, _report
+from gate.engine import Target, _report, other_models
 from gate.findings import Finding, Report
 from gate.formats import sniff
 from gate.manifest import Manifest, parse, read_bytes
@@ -19,6 +19,7 @@ from gate.manifest import Manifest, parse, read_bytes
 _FIELD_ORDER = ("path", "size", "sha256", "tensors_sha256", "format")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9._/+-]*$")
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # as the schema
 _RELATIONS = {"finetune", "adapter", "merge", "quantized"}
 
 
@@ -49,9 +50,13 @@ def init(target: Target) -> Outcome:
         text = scaffold(target.root)
     manifest, problems = parse(text.encode("utf-8"), target.manifest_display)
     if manifest is None:
-        return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), ())
+        written: tuple[str, ...] = ()
+        if not existing:  # the scaffold needs a human decision: write it, point at the line
+            yamlio.atomic_write(target.manifest_path, text)
+            written = (target.manifest_display,)
+        return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), written)
     declared = {os.path.normpath(a.path) for a in manifest.artifacts}
-    skip = tuple(b.path.rstrip("/") for b in manifest.base_models if b.path)
+    skip = other_models(manifest)
     new = [
         rel
         for rel in paths.walk_files(target.root, skip=skip)
@@ -222,8 +227,12 @@ def scaffold(root: str) -> str:
     relation = fm.get("base_model_relation")
     if bases:
         lines.append("  origin: derived  # README.md front matter names a base_model")
-        lines.append("base_models:")
+        hub = [b for b in bases if _HUB_ID.match(b)]
+        lines.append("base_models:" if hub else "base_models: []")
         for b in bases:
+            if b not in hub:
+                lines.append(f"  # - {json.dumps(b)}: in the card but not a Hub id; declare it")
+        for b in hub:
             lines.append(f"  - id: {_q(b)}")
             if relation in _RELATIONS:
                 lines.append(f"    relation: {relation}  # from base_model_relation")

@@ -11,7 +11,7 @@ from typing import Any
 from gate import paths, rules
 from gate.errors import FormatError
 from gate.findings import Finding, Location
-from gate.formats.safetensors import Header
+from gate.formats.safetensors import Header, strict_json
 
 INDEX_SUFFIX = ".safetensors.index.json"
 MAX_INDEX_BYTES = 64 << 20  # a weight map for 100k tensors is a few MB
@@ -25,15 +25,6 @@ def is_index(rel: str) -> bool:
     return rel.endswith(INDEX_SUFFIX)
 
 
-def _dupless(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise FormatError(f"key {k!r} appears twice")
-        out[k] = v
-    return out
-
-
 def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> list[Finding]:
     """Findings for one index file; headers(rel) gives a shard's header or why it is unreadable."""
     real, problem = paths.resolve_inside(root, rel)
@@ -45,9 +36,9 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
         if len(data) > MAX_INDEX_BYTES:
             raise FormatError(f"index is over the {MAX_INDEX_BYTES}-byte limit")
         text = data.decode("utf-8")
-        doc = json.loads(text, object_pairs_hook=_dupless)
+        doc = strict_json(text)
         weight_map = _weight_map(doc)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, FormatError) as e:
+    except (OSError, UnicodeDecodeError, FormatError) as e:
         msg = e.message if isinstance(e, FormatError) else str(e)
         return [
             rules.make("PG221", f"{rel}: {msg}", Location(rel), declared="a valid index", found=msg)

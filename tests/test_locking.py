@@ -211,3 +211,42 @@ def test_atomic_write_keeps_mode(tmp_path: Path) -> None:
 )
 def test_detect_indent(text: str, expected: tuple[int, int, int]) -> None:
     assert yamlio.detect_indent(text) == expected
+
+
+def test_init_with_card_base_that_is_not_a_hub_id(tmp_path: Path) -> None:
+    write_st(tmp_path / "model.safetensors")
+    (tmp_path / "README.md").write_text("---\nlicense: mit\nbase_model: ./my local base\n---\n")
+    outcome = locking.init(target(tmp_path))
+    text = (tmp_path / "provenance.yaml").read_text()
+    assert '# - "./my local base": in the card but not a Hub id; declare it' in text
+    assert outcome.written == ("provenance.yaml",)
+    assert outcome.report.manifest_invalid  # origin derived without a base: the user decides
+    assert [f.message for f in outcome.report.findings] == [
+        "model.origin: origin `derived` needs at least one entry in base_models"
+    ]
+
+
+def test_init_skips_base_and_reference_folders(tmp_path: Path) -> None:
+    write_st(tmp_path / "model.safetensors")
+    write_st(tmp_path / "refs" / "public" / "model.safetensors", seed=3)
+    (tmp_path / "provenance.yaml").write_text(
+        "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
+        "policy:\n  lineage:\n    references: [./refs/public/]\n"
+    )
+    outcome = locking.init(target(tmp_path))
+    assert outcome.changes[0] == "model.safetensors: declared"
+    assert "- path: refs/" not in (tmp_path / "provenance.yaml").read_text()
+    assert errors(check(tmp_path)) == []
+
+
+def test_non_weight_artifacts_are_hashed_without_format_policy(tmp_path: Path) -> None:
+    write_st(tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "provenance.yaml").write_text(
+        "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
+        "artifacts:\n  - path: model.safetensors\n  - path: config.json\n"
+    )
+    locking.lock(target(tmp_path))
+    report = check(tmp_path)
+    assert errors(report) == []
+    assert [a.format for a in report.artifacts] == ["safetensors", "other"]

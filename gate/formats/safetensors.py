@@ -65,13 +65,23 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise FormatError(f"duplicate key {k!r} in header")
+            raise FormatError(f"duplicate key {k!r}")
         out[k] = v
     return out
 
 
 def _reject_constant(name: str) -> None:
-    raise FormatError(f"header contains the non-JSON number {name}")
+    raise FormatError(f"non-JSON number {name}")
+
+
+def strict_json(text: str) -> Any:
+    """Parse untrusted JSON: duplicate keys and NaN/Infinity are FormatErrors, like bad syntax."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        raise FormatError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise FormatError("JSON nested too deeply") from None
 
 
 def parse_header(raw: bytes, file_size: int) -> Header:
@@ -83,15 +93,9 @@ def parse_header(raw: bytes, file_size: int) -> Header:
     except UnicodeDecodeError as e:
         raise FormatError(f"header is not valid UTF-8 (byte {8 + e.start})") from None
     try:
-        doc = json.loads(
-            text.rstrip(" "),  # the format pads the header with spaces for alignment
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except json.JSONDecodeError as e:
-        raise FormatError(f"header is not valid JSON: {e.msg} at byte {8 + e.pos}") from None
-    except RecursionError:
-        raise FormatError("header JSON is nested too deeply") from None
+        doc = strict_json(text.rstrip(" "))  # the format pads the header with spaces
+    except FormatError as e:
+        raise FormatError(f"header: {e.message}") from None
     if not isinstance(doc, dict):
         raise FormatError("header is not a JSON object")
     data_len = file_size - 8 - len(raw)

@@ -64,6 +64,19 @@ def report_dict(report: Report) -> dict[str, Any]:
     }
 
 
+def finding_text(f: Finding, *, hint: bool = True) -> str:
+    """A finding as plain multi-line text: message, declared, found, details, hint."""
+    lines = [f.message]
+    if f.declared is not None:
+        lines.append(f"declared: {f.declared}")
+    if f.found is not None:
+        lines.append(f"found: {f.found}")
+    lines.extend(f.details)
+    if hint and f.hint:
+        lines.append(f"hint: {f.hint}")
+    return "\n".join(lines)
+
+
 def summary_line(report: Report) -> str:
     c = report.counts()
     arts = report.artifacts

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from gate import rules
 from gate.findings import Finding, Report
-from gate.reporters.common import repo_path, summary_line
+from gate.reporters.common import finding_text, repo_path, summary_line
 from gate.reporters.interface import ReporterOptions
 
 PER_LEVEL_CAP = 10
@@ -30,14 +30,7 @@ class GithubReporter:
     def _line(self, report: Report, f: Finding) -> str:
         path = repo_path(report, f.location.path, self.options.workspace)
         title = f"{f.rule} {rules.RULES[f.rule].name}"
-        body = f.message
-        if f.declared is not None:
-            body += f"\ndeclared: {f.declared}"
-        if f.found is not None:
-            body += f"\nfound: {f.found}"
-        body += "".join(f"\n{d}" for d in f.details)
-        if f.hint:
-            body += f"\nhint: {f.hint}"
+        body = finding_text(f)
         props = (
             f"file={escape_property(path)},line={f.location.line},col={f.location.column},"
             f"title={escape_property(title)}"

@@ -7,7 +7,7 @@ from typing import Any
 
 from gate import rules
 from gate.findings import Report
-from gate.reporters.common import repo_path
+from gate.reporters.common import finding_text, repo_path
 from gate.reporters.interface import ReporterOptions
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -30,12 +30,7 @@ class SarifReporter:
         ]
         results: list[dict[str, Any]] = []
         for f in report.sorted_findings():
-            text = f.message
-            if f.declared is not None:
-                text += f"\ndeclared: {f.declared}"
-            if f.found is not None:
-                text += f"\nfound: {f.found}"
-            text += "".join(f"\n{d}" for d in f.details)
+            text = finding_text(f, hint=False)  # the hint goes to properties
             result: dict[str, Any] = {
                 "ruleId": f.rule,
                 "ruleIndex": ids.index(f.rule),
