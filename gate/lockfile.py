@@ -41,6 +41,7 @@ def read(path: str, display: str) -> tuple[dict[str, LockedArtifact] | None, Fin
             "PG104",
             message,
             Location(display, line, col),
+            declared="a lock file written by `provenance-gate lock`",
             found=message,
             hint="regenerate it with `provenance-gate lock`",
         )

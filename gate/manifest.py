@@ -124,7 +124,10 @@ def parse(data: bytes, display: str) -> tuple[Manifest | None, list[Finding]]:
     if problem is not None:
         rule = "PG103" if problem.kind == "unsafe" else "PG101"
         loc = Location(display, problem.line, problem.column)
-        return None, [rules.make(rule, problem.message, loc, found=problem.message)]
+        expected = "well-formed YAML" if rule == "PG101" else "plain YAML (no aliases or tags)"
+        return None, [
+            rules.make(rule, problem.message, loc, declared=expected, found=problem.message)
+        ]
     plain = yamlio.to_plain(doc)
     findings = validate(plain, positions, display)
     if findings:

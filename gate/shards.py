@@ -29,7 +29,9 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
     """Findings for one index file; headers(rel) gives a shard's header or why it is unreadable."""
     real, problem = paths.resolve_inside(root, rel)
     if problem is not None:
-        return [rules.make("PG202", f"{rel}: {problem}", Location(rel), found=problem)]
+        return [
+            rules.make("PG202", f"{rel}: {problem}", Location(rel), declared=rel, found=problem)
+        ]
     try:
         with paths.open_regular(real) as f:
             data = f.read(MAX_INDEX_BYTES + 1) or b""
