@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from gate import paths, yamlio
+from gate.positions import MAX_YAML_BYTES
 
 MAX_CARD_BYTES = 4 << 20
 
@@ -27,7 +28,7 @@ def front_matter(root: str, rel: str) -> dict[str, Any] | None:
     for i, line in enumerate(lines[1:], start=1):
         if line.strip() in ("---", "..."):
             block = "".join(lines[1:i])
-            if len(block.encode()) > yamlio.MAX_YAML_BYTES:
+            if len(block.encode()) > MAX_YAML_BYTES:
                 return None
             doc, _, problem = yamlio.load(block)
             if problem is not None or not isinstance(doc, dict):

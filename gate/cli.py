@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Callable
-from typing import Any, cast, get_args
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO, cast, get_args
 
 import click
 
@@ -14,10 +17,30 @@ from gate.errors import ExitCode, GateError
 from gate.findings import FailOn
 from gate.reporters import FORMATS  # light: the reporter modules themselves load lazily
 
+if TYPE_CHECKING:
+    from gate.scanner import Scanner
+
 FAIL_ON = get_args(FailOn)
 
 
 def _dir_arg(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--jobs",
+        "-j",
+        type=click.IntRange(min=1),
+        help="Files hashed in parallel (default: the CPUs available).",
+    )(f)
+    f = click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False),
+        envvar="PROVENANCE_GATE_CACHE_DIR",
+        help="Stat cache folder (default: $XDG_CACHE_HOME/provenance-gate).",
+    )(f)
+    f = click.option(
+        "--no-cache",
+        is_flag=True,
+        help="Neither read nor write the stat cache: hash every file.",
+    )(f)
     f = click.option(
         "--manifest",
         "manifest",
@@ -67,6 +90,9 @@ def cli() -> None:
 def check(
     directory: str,
     manifest: str | None,
+    no_cache: bool,
+    cache_dir: str | None,
+    jobs: int | None,
     fmt: str,
     output: str | None,
     fail_on: str,
@@ -76,7 +102,8 @@ def check(
     from gate import engine, reporters
 
     target = engine.Target.resolve(directory, manifest)
-    report = engine.check(target, fail_on=cast("FailOn", fail_on))
+    with _scanner(no_cache, cache_dir, jobs) as scanner:
+        report = engine.check(target, fail_on=cast("FailOn", fail_on), scanner=scanner)
     use_color = color if color is not None else (output is None and sys.stdout.isatty())
     options = reporters.ReporterOptions(
         color=use_color, workspace=os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
@@ -100,7 +127,7 @@ def _emit(text: str, output: str | None) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    from gate.yamlio import atomic_write
+    from gate.paths import atomic_write
 
     try:
         atomic_write(output, text)
@@ -108,11 +135,13 @@ def _emit(text: str, output: str | None) -> None:
         raise GateError(f"cannot write the report: {e.strerror}", where=output) from None
 
 
-def _run_writer(name: str, directory: str, manifest: str | None) -> int:
+def _run_writer(name: str, directory: str, manifest: str | None, **scan: Any) -> int:
     from gate import engine, locking, reporters
 
     target = engine.Target.resolve(directory, manifest)
-    outcome = locking.init(target) if name == "init" else locking.lock(target)
+    with _scanner(**scan) as scanner:
+        run = locking.init if name == "init" else locking.lock
+        outcome = run(target, scanner)
     for line in outcome.changes:
         click.echo(line)
     if outcome.report.findings:
@@ -131,19 +160,81 @@ def _run_writer(name: str, directory: str, manifest: str | None) -> int:
 
 @cli.command()
 @_dir_arg
-def init(directory: str, manifest: str | None) -> int:
+def init(directory: str, manifest: str | None, **scan: Any) -> int:
     """Scaffold DIR/provenance.yaml from its weight files and model card, then lock it.
 
     On an existing manifest, adds weight files not yet declared and keeps everything else.
     """
-    return _run_writer("init", directory, manifest)
+    return _run_writer("init", directory, manifest, **scan)
 
 
 @cli.command()
 @_dir_arg
-def lock(directory: str, manifest: str | None) -> int:
+def lock(directory: str, manifest: str | None, **scan: Any) -> int:
     """Record or refresh sizes and digests of the declared artifacts, and the lock file."""
-    return _run_writer("lock", directory, manifest)
+    return _run_writer("lock", directory, manifest, **scan)
+
+
+@contextlib.contextmanager
+def _scanner(no_cache: bool, cache_dir: str | None, jobs: int | None) -> Iterator[Scanner]:
+    from gate.cache import StatCache, default_dir
+    from gate.scanner import Scanner
+
+    cache = None if no_cache else StatCache(cache_dir or default_dir())
+    progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        yield Scanner(cache=cache, workers=jobs, progress=progress)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+class ProgressBar:
+    """Bytes, throughput and ETA on a terminal, redrawn at most ten times a second."""
+
+    MIN_BYTES = 256 << 20  # smaller jobs finish before a bar is worth drawing
+
+    def __init__(self, stream: TextIO, min_bytes: int = MIN_BYTES) -> None:
+        self.stream = stream
+        self.min_bytes = min_bytes
+        self.lock = threading.Lock()
+        self.total = self.done = self.files = 0
+        self.active = False
+        self.started = self.drawn_at = 0.0
+        self.visible = False
+
+    def start(self, total_bytes: int, files: int) -> None:
+        self.total, self.done, self.files = total_bytes, 0, files
+        self.started = self.drawn_at = time.monotonic()
+        self.active = total_bytes >= self.min_bytes
+
+    def advance(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            now = time.monotonic()
+            if self.active and now - self.drawn_at >= 0.1:
+                self.drawn_at = now
+                self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.done / elapsed
+        share = self.done / self.total if self.total else 1.0
+        eta = (self.total - self.done) / rate if rate else 0.0
+        bar = "#" * int(share * 24)
+        self.stream.write(
+            f"\rhashing {self.files} file(s) [{bar:<24}] {self.done / 1e9:.2f}/"
+            f"{self.total / 1e9:.2f} GB  {rate / 1e9:.2f} GB/s  ETA {eta:.0f}s\x1b[K"
+        )
+        self.stream.flush()
+        self.visible = True
+
+    def finish(self) -> None:
+        with self.lock:
+            if self.visible:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self.visible = False
 
 
 def main(argv: list[str] | None = None) -> int:

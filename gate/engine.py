@@ -9,10 +9,10 @@ from gate import __version__, hashing, lfs, lockfile, paths, rules, shards
 from gate.errors import GateError, ManifestError, NothingToCheck
 from gate.findings import ArtifactResult, FailOn, Finding, Report
 from gate.formats import sniff
-from gate.formats.safetensors import Header
 from gate.integrity import check_artifact
 from gate.lineage.verify import check as verify_lineage
-from gate.manifest import MANIFEST_NAME, Artifact, Manifest, parse, read_bytes
+from gate.manifest import MANIFEST_NAME, Artifact, Manifest, Memo, parse, read_bytes
+from gate.scanner import Scanner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +37,9 @@ class Target:
         return cls(root=root, manifest_path=path, manifest_display=display.replace(os.sep, "/"))
 
 
-def load_manifest(target: Target) -> tuple[Manifest | None, list[Finding]]:
+def load_manifest(
+    target: Target, memo: Memo | None = None
+) -> tuple[Manifest | None, list[Finding]]:
     """Read and validate the manifest; a missing one is NothingToCheck or ManifestError."""
     if not os.path.exists(target.manifest_path):
         weights = [f for f in paths.walk_files(target.root) if sniff.is_weight_name(f)]
@@ -51,23 +53,34 @@ def load_manifest(target: Target) -> tuple[Manifest | None, list[Finding]]:
             where=target.manifest_display,
             hint="run `provenance-gate init` to scaffold provenance.yaml",
         )
-    return parse(read_bytes(target.manifest_path, target.manifest_display), target.manifest_display)
+    data = read_bytes(target.manifest_path, target.manifest_display)
+    return parse(data, target.manifest_display, memo)
 
 
-def check(target: Target, fail_on: FailOn = "error") -> Report:
+def check(target: Target, fail_on: FailOn = "error", scanner: Scanner | None = None) -> Report:
     """Run every implemented check; checks not implemented are reported as not checked."""
-    manifest, problems = load_manifest(target)
+    scanner = scanner or Scanner()
+    manifest, problems = load_manifest(target, scanner.cache)
     if manifest is None:
         return _report(target, problems, (), fail_on, manifest_invalid=True)
     findings: list[Finding] = []
     lock_file = lockfile.lock_path(target.manifest_path)
-    locked, lock_problem = lockfile.read(lock_file, _display(target, lock_file))
+    locked, lock_problem = lockfile.read(lock_file, _display(target, lock_file), scanner.cache)
     if lock_problem is not None:
         findings.append(lock_problem)
 
     results: list[ArtifactResult] = []
     scans: dict[str, hashing.FileScan] = {}
     declared: set[str] = set()
+    reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
+    scanned = scanner.scan_many(real for real, problem in reals if problem is None)
+
+    def scan_of(real: str) -> hashing.FileScan:
+        result = scanned[real]
+        if isinstance(result, OSError):
+            raise result
+        return result
+
     for decl in manifest.artifacts:
         norm = os.path.normpath(decl.path).replace(os.sep, "/")
         if norm in declared:
@@ -82,7 +95,7 @@ def check(target: Target, fail_on: FailOn = "error") -> Report:
             )
             continue
         declared.add(norm)
-        done = check_artifact(target.root, manifest, decl, locked)
+        done = check_artifact(target.root, manifest, decl, locked, scan_of)
         findings.extend(done.findings)
         results.append(done.result)
         if done.scan is not None:
@@ -97,7 +110,7 @@ def check(target: Target, fail_on: FailOn = "error") -> Report:
             findings.extend(
                 shards.check_index(target.root, rel, files, _headers(target.root, scans))
             )
-    findings.extend(verify_lineage(target.root, manifest, scans))
+    findings.extend(verify_lineage(target.root, manifest, scans, scanner))
     findings.extend(_not_checked(manifest))
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)
@@ -187,10 +200,12 @@ def _undeclared(manifest: Manifest, files: set[str], declared: set[str]) -> list
 
 
 def _headers(root: str, scans: dict[str, hashing.FileScan]) -> shards.HeaderSource:
-    def header(rel: str) -> Header | str:
+    def header(rel: str) -> set[str] | str:
         scan = scans.get(rel)
         if scan is not None and scan.pointer is not None:
             return "it is a Git LFS pointer (content not checked out)"
+        if scan is not None and scan.tensors is not None:
+            return {t.name for t in scan.tensors}  # already read: no second read
         real, problem = paths.resolve_inside(root, rel)
         if problem is not None:
             return problem
@@ -198,7 +213,7 @@ def _headers(root: str, scans: dict[str, hashing.FileScan]) -> shards.HeaderSour
             with paths.open_regular(real) as f:
                 if lfs.looks_like_pointer(f.read(len("version https://")) or b""):
                     return "it is a Git LFS pointer (content not checked out)"
-            return hashing.read_safetensors_header(real)
+            return {t.name for t in hashing.read_safetensors_header(real).tensors}
         except OSError as e:
             return f"cannot be read: {e.strerror}"
         except GateError as e:

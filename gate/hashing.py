@@ -1,23 +1,36 @@
-"""One streaming pass per file: whole-file SHA-256, format sniffing, and per-tensor digests.
+"""One read per byte: whole-file SHA-256, format sniffing, header checks and per-tensor digests.
 
 Threat model: the file may be hostile or change under us. Every length is checked against the
-file size and a cap before anything is allocated; memory is one chunk buffer plus the header.
+file size and a cap before anything is allocated; memory is a few chunk buffers per file plus the
+header, whatever the file size.
+
+Per-tensor digests are BLAKE3 (cryptographic, about 3x SHA-256's speed with SHA-NI here), so the
+second digest costs a fraction of the first; the file's SHA-256 is kept because it equals the Git
+LFS oid and the Hub's LFS sha256. The SHA-256 stream runs in the reading thread; the tensor stream
+runs in a helper thread on the same buffers, so one file keeps two cores busy (both hash libraries
+release the GIL).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable
+
+import blake3
 
 from gate import lfs, paths
 from gate.errors import FormatError
 from gate.formats import safetensors, sniff
 
-CHUNK = 8 << 20
+# 1 MiB reads: syscall overhead is negligible and a chunk stays in L2 while both digests read
+# it (8 MiB chunks measured about 15% slower here).
+CHUNK = 1 << 20
+BUFFERS_PER_FILE = 3  # one being read, one being digested, one spare
 Progress = Callable[[int], None]
 
 
@@ -26,7 +39,7 @@ class TensorDigest:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    sha256: str  # of the tensor's raw bytes: name-independent
+    digest: str  # BLAKE3 of the tensor's raw bytes, hex: name-independent
     constant: bool = False  # every element equal (zeros, ones): matches across unrelated models
 
 
@@ -44,89 +57,210 @@ class FileScan:
     changed: bool = False
 
     @property
-    def tensors_sha256(self) -> str | None:
+    def tensors_digest(self) -> str | None:
         return None if self.tensors is None else tensors_digest(self.tensors)
 
 
 def tensors_digest(tensors: Iterable[TensorDigest]) -> str:
-    """SHA-256 over canonical JSON lines [name, dtype, shape, sha256], sorted by name."""
-    h = hashlib.sha256()
+    """`blake3:` + BLAKE3 over canonical JSON lines [name, dtype, shape, digest], sorted by name."""
+    h = blake3.blake3()
     for t in sorted(tensors, key=lambda t: t.name):
-        line = json.dumps([t.name, t.dtype, list(t.shape), t.sha256], ensure_ascii=False)
+        line = json.dumps([t.name, t.dtype, list(t.shape), t.digest], ensure_ascii=False)
         h.update(line.encode("utf-8") + b"\n")
-    return h.hexdigest()
+    return "blake3:" + h.hexdigest()
 
 
-class _Reader:
-    """Reads a file once, feeding every byte to the whole-file hash."""
+class _Header:
+    """Collects the safetensors header from the first chunks, then plans the tensor stream."""
 
-    def __init__(self, f: io.FileIO, size: int, progress: Progress | None) -> None:
-        self._f = f
-        self._progress = progress
+    def __init__(self, size: int) -> None:
         self.size = size
-        self.pos = 0
-        self.hash = hashlib.sha256()
-        self.short = False
+        self.raw = bytearray()
+        self.length: int | None = None
+        self.header: safetensors.Header | None = None
+        self.error: str | None = None
 
-    def read(self, n: int) -> bytes:
-        data = self._f.read(n) or b""
-        if len(data) < n:
-            self.short = True
-        self.hash.update(data)
-        self.pos += len(data)
-        return data
+    def feed(self, chunk: memoryview, offset: int) -> bool:
+        """Take header bytes from a chunk; True once the header is parsed (or has failed)."""
+        if self.header is not None or self.error is not None:
+            return True
+        try:
+            if self.length is None:
+                need = 8 - len(self.raw)
+                self.raw += chunk[:need]
+                if len(self.raw) < 8:
+                    return offset + len(chunk) >= self.size and self._fail("file too short")
+                self.length = safetensors.header_length(bytes(self.raw), self.size)
+                self.raw.clear()
+                chunk, offset = chunk[need:], offset + need
+            take = self.length - len(self.raw)
+            self.raw += chunk[:take]
+            if len(self.raw) < self.length:
+                return False
+            self.header = safetensors.parse_header(bytes(self.raw), self.size)
+            self.raw = bytearray()
+        except FormatError as e:
+            return self._fail(e.message)
+        return True
 
-    def stream(self, buf: bytearray) -> Iterable[memoryview]:
-        view = memoryview(buf)
-        while self.pos < self.size:
-            want = min(len(buf), self.size - self.pos)
-            got = self._f.readinto(view[:want])
-            if not got:
-                self.short = True
+    def _fail(self, message: str) -> bool:
+        self.error = message
+        return True
+
+
+class _TensorStream:
+    """Per-tensor BLAKE3 digests and constancy over the data section, fed chunk by chunk."""
+
+    def __init__(self, header: safetensors.Header) -> None:
+        self.tensors = header.tensors
+        self.base = header.data_start
+        self.hashers = [blake3.blake3() for _ in self.tensors]
+        self.constancy = [_Constancy(safetensors.DTYPE_BITS[t.dtype]) for t in self.tensors]
+        self.i = 0
+
+    def feed(self, chunk: memoryview, offset: int) -> None:
+        lo = offset - self.base  # data-section offset of this chunk (may be negative)
+        hi = lo + len(chunk)
+        while self.i < len(self.tensors):
+            t = self.tensors[self.i]
+            a, b = max(t.begin, lo), min(t.end, hi)
+            if a < b:
+                seg = chunk[a - lo : b - lo]
+                self.hashers[self.i].update(seg)
+                self.constancy[self.i].feed(seg)
+            if t.end > hi:
                 return
-            chunk = view[:got]
-            self.hash.update(chunk)
-            self.pos += got
-            if self._progress is not None:
-                self._progress(got)
-            yield chunk
+            self.i += 1
+
+    def result(self) -> tuple[TensorDigest, ...]:
+        return tuple(
+            TensorDigest(t.name, t.dtype, t.shape, h.hexdigest(), c.constant)
+            for t, h, c in zip(self.tensors, self.hashers, self.constancy, strict=True)
+        )
 
 
-def scan(path: str, *, chunk_size: int = CHUNK, progress: Progress | None = None) -> FileScan:
+class _Helper(threading.Thread):
+    """Runs the tensor stream beside the reader (threaded) or in the reader's thread (inline).
+
+    Threaded, buffers travel through two bounded queues; worth it only when a core would
+    otherwise idle (fewer files than cores), since the hand-off costs context switches.
+    """
+
+    def __init__(self, stream: _TensorStream, free: queue.Queue[bytearray], threaded: bool) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.free = free
+        self.threaded = threaded
+        self.work: queue.Queue[tuple[bytearray, int, int] | None] = queue.Queue(BUFFERS_PER_FILE)
+        self.error: BaseException | None = None
+        if threaded:
+            self.start()
+
+    def submit(self, buf: bytearray, offset: int, n: int) -> None:
+        """Digest buf[:n] (at file offset); buf goes back to the free list when done."""
+        if self.threaded:
+            self.work.put((buf, offset, n))
+            return
+        try:
+            self.stream.feed(memoryview(buf)[:n], offset)
+        finally:
+            self.free.put(buf)
+
+    def close(self) -> None:
+        if self.threaded:
+            self.work.put(None)
+            self.join()
+
+    def run(self) -> None:
+        while (item := self.work.get()) is not None:
+            buf, offset, n = item
+            try:
+                if self.error is None:
+                    self.stream.feed(memoryview(buf)[:n], offset)
+            except BaseException as e:  # re-raised in the reader thread
+                self.error = e
+            finally:
+                self.free.put(buf)
+
+
+def scan(
+    path: str,
+    *,
+    chunk_size: int = CHUNK,
+    progress: Progress | None = None,
+    threaded: bool = True,
+) -> FileScan:
     """Hash and inspect one file in a single pass; raise OSError only for unreadable files.
 
-    progress(n) is called after each chunk of n bytes is hashed.
+    progress(n) is called after each chunk of n bytes is read. threaded: digest tensors in a
+    helper thread, overlapping the sequential SHA-256 (use it when cores would otherwise idle).
     """
     with paths.open_regular(path) as f:
         before = os.fstat(f.fileno())
         size = before.st_size
-        r = _Reader(f, size, progress)
-        prefix = r.read(min(size, sniff.SNIFF_BYTES))
-        fmt = sniff.sniff(prefix, path, size)
+        free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(BUFFERS_PER_FILE):
+            free.put(bytearray(max(1, min(chunk_size, size))))
+        sha = hashlib.sha256()
+        offset, short, fmt = 0, False, ""
         pointer: lfs.Pointer | None = None
-        pointer_error = header_error = None
-        tensors: tuple[TensorDigest, ...] | None = None
-        buf = bytearray(min(chunk_size, max(size, 1)))
-        if size < lfs.MAX_POINTER_BYTES and lfs.looks_like_pointer(prefix):
-            rest = r.read(size - len(prefix))
-            try:
-                pointer = lfs.parse(prefix + rest)
-            except FormatError as e:
-                pointer_error = e.message
-        elif fmt == "safetensors":
-            tensors, header_error = _safetensors(r, prefix, buf)
-        for _ in r.stream(buf):
-            pass
-        extra = f.read(1) or b""
+        pointer_error: str | None = None
+        header: _Header | None = None
+        helper: _Helper | None = None
+        try:
+            while offset < size:
+                buf = free.get()
+                n = f.readinto(memoryview(buf)[: min(len(buf), size - offset)]) or 0
+                if not n:
+                    short = True
+                    free.put(buf)
+                    break
+                chunk = memoryview(buf)[:n]
+                if offset == 0:
+                    fmt = sniff.sniff(bytes(chunk[: sniff.SNIFF_BYTES]), path, size)
+                    if size < lfs.MAX_POINTER_BYTES and lfs.looks_like_pointer(bytes(chunk[:16])):
+                        pointer, pointer_error = _pointer(chunk, size)
+                    elif fmt == "safetensors":
+                        header = _Header(size)
+                started = header is not None and helper is None and header.feed(chunk, offset)
+                if started and header is not None and header.header is not None:
+                    helper = _Helper(_TensorStream(header.header), free, threaded)
+                sha.update(chunk)
+                if helper is not None and helper.error is None:
+                    helper.submit(buf, offset, n)  # the helper returns buf to `free`
+                else:
+                    free.put(buf)
+                offset += n
+                if progress is not None:
+                    progress(n)
+            extra = f.read(1) or b""
+        finally:
+            if helper is not None:
+                helper.close()
         after = os.fstat(f.fileno())
+    if helper is not None and helper.error is not None:
+        raise helper.error
     changed = (
-        r.short
+        short
         or bool(extra)
         or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
     )
+    tensors: tuple[TensorDigest, ...] | None = None
+    header_error = None
+    if not fmt:  # empty file: nothing was sniffed
+        fmt = sniff.sniff(b"", path, size)
+        header_error = "empty file" if fmt == "safetensors" else None
+    if header is not None:
+        header_error = header.error
+        if header.header is None and header_error is None:
+            header_error = "file ended inside the header"
+        if helper is not None and not short:
+            tensors = helper.stream.result()
+        elif helper is not None:
+            header_error = "file ended before the data section did"
     return FileScan(
         size=size,
-        sha256=r.hash.hexdigest(),
+        sha256=sha.hexdigest(),
         format=fmt,
         pointer=pointer,
         pointer_error=pointer_error,
@@ -136,40 +270,13 @@ def scan(path: str, *, chunk_size: int = CHUNK, progress: Progress | None = None
     )
 
 
-def _safetensors(
-    r: _Reader, prefix: bytes, buf: bytearray
-) -> tuple[tuple[TensorDigest, ...] | None, str | None]:
-    first8 = prefix[:8] if len(prefix) >= 8 else prefix + r.read(8 - len(prefix))
+def _pointer(chunk: memoryview, size: int) -> tuple[lfs.Pointer | None, str | None]:
+    if len(chunk) < size:  # a pointer is < 1 KiB: it always fits in the first chunk
+        return None, "pointer file could not be read whole"
     try:
-        n = safetensors.header_length(first8, r.size)
-        have = prefix[8:]
-        raw = (have + r.read(max(0, n - len(have))))[:n]
-        header = safetensors.parse_header(raw, r.size)
+        return lfs.parse(bytes(chunk)), None
     except FormatError as e:
         return None, e.message
-    hashers = [hashlib.sha256() for _ in header.tensors]
-    constancy = [_Constancy(safetensors.DTYPE_BITS[t.dtype]) for t in header.tensors]
-    i, base = 0, header.data_start
-    for chunk in r.stream(buf):
-        lo = r.pos - len(chunk) - base  # data-section offset of this chunk
-        hi = lo + len(chunk)
-        while i < len(header.tensors):
-            t = header.tensors[i]
-            a, b = max(t.begin, lo), min(t.end, hi)
-            if a < b:
-                hashers[i].update(chunk[a - lo : b - lo])
-                constancy[i].feed(chunk[a - lo : b - lo])
-            if t.end <= hi:
-                i += 1
-            else:
-                break
-    if r.short:
-        return None, "file ended before the data section did"
-    digests = tuple(
-        TensorDigest(t.name, t.dtype, t.shape, h.hexdigest(), c.constant)
-        for t, h, c in zip(header.tensors, hashers, constancy, strict=True)
-    )
-    return digests, None
 
 
 class _Constancy:
@@ -210,7 +317,7 @@ def read_safetensors_header(path: str) -> safetensors.Header:
     """Read and validate only the header of a safetensors file (bounded by the cap)."""
     with paths.open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
-        n = safetensors.header_length(f.read(8), size)
+        n = safetensors.header_length(f.read(8) or b"", size)
         raw = f.read(n) or b""
         if len(raw) != n:
             raise FormatError("file ended inside the header")

@@ -28,8 +28,12 @@ def check_artifact(
     manifest: Manifest,
     decl: Artifact,
     locked: dict[str, lockfile.LockedArtifact] | None,
+    scan_of: Callable[[str], hashing.FileScan],
 ) -> ArtifactCheck:
-    """Verify one declared artifact: path, existence, size, digests, format and policy."""
+    """Verify one declared artifact: path, existence, size, digests, format and policy.
+
+    scan_of(real_path) returns the file's scan or raises the OSError that prevented reading it.
+    """
     at = _locator(manifest, decl.index)
     out: list[Finding] = []
 
@@ -45,7 +49,7 @@ def check_artifact(
         )
         return unverified()
     try:
-        scan = hashing.scan(real)
+        scan = scan_of(real)
     except FileNotFoundError:
         out.append(
             rules.make(
@@ -198,17 +202,17 @@ def _digest_findings(
     locked: dict[str, lockfile.LockedArtifact] | None,
 ) -> list[Finding]:
     out = _compare(decl, scan.size, scan.sha256, at, source="content")
-    if decl.tensors_sha256 is None or scan.tensors is None:
+    if decl.tensors_digest is None or scan.tensors is None:
         return out
-    found = scan.tensors_sha256
-    if found == decl.tensors_sha256:
+    found = scan.tensors_digest
+    if found == decl.tensors_digest:
         return out
     details: tuple[str, ...] = ()
     entry = (locked or {}).get(decl.path)
     if (
         entry is not None
         and entry.tensors is not None
-        and entry.tensors_sha256 == decl.tensors_sha256
+        and entry.tensors_digest == decl.tensors_digest
     ):
         details = lockfile.diff_tensors(entry.tensors, scan.tensors)
     message = f"{decl.path}: tensor digest differs"
@@ -221,8 +225,8 @@ def _digest_findings(
         rules.make(
             "PG205",
             message,
-            at("tensors_sha256"),
-            declared=decl.tensors_sha256,
+            at("tensors_digest"),
+            declared=decl.tensors_digest,
             found=found,
             details=details,
             hint="if the change is intended, run `provenance-gate lock`",
@@ -264,13 +268,13 @@ def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> lis
                 found="not checked: no structural reader for this format yet",
             )
         )
-        if decl.tensors_sha256 is not None:
+        if decl.tensors_digest is not None:
             out.append(
                 rules.make(
                     "PG306",
-                    f"{decl.path}: tensors_sha256 cannot be computed for {scan.format}",
-                    at("tensors_sha256"),
-                    declared=decl.tensors_sha256,
+                    f"{decl.path}: tensors_digest cannot be computed for {scan.format}",
+                    at("tensors_digest"),
+                    declared=decl.tensors_digest,
                     found="not checked",
                 )
             )

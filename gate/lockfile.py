@@ -7,9 +7,10 @@ import json
 import os
 from typing import Any
 
-from gate import __version__, paths, rules, yamlio
+from gate import __version__, paths, rules
 from gate.findings import Finding, Location
 from gate.hashing import FileScan, TensorDigest
+from gate.manifest import Memo
 
 LOCK_NAME = "provenance.lock.json"
 # Per-tensor digests of a large model fit in tens of MB; a larger lock is hostile or broken.
@@ -21,7 +22,7 @@ class LockedArtifact:
     size: int
     sha256: str
     format: str
-    tensors_sha256: str | None
+    tensors_digest: str | None
     tensors: dict[str, TensorDigest] | None
 
 
@@ -30,11 +31,10 @@ def lock_path(manifest_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(manifest_path)), LOCK_NAME)
 
 
-def read(path: str, display: str) -> tuple[dict[str, LockedArtifact] | None, Finding | None]:
+def read(
+    path: str, display: str, memo: Memo | None = None
+) -> tuple[dict[str, LockedArtifact] | None, Finding | None]:
     """Load a lock file; a missing file is (None, None), a bad one a PG104 finding."""
-    import jsonschema
-
-    from gate.manifest import schema
 
     def bad(message: str, line: int = 1, col: int = 1) -> tuple[None, Finding]:
         return None, rules.make(
@@ -54,22 +54,20 @@ def read(path: str, display: str) -> tuple[dict[str, LockedArtifact] | None, Fin
         return bad(f"lock file is {size} bytes, over the {MAX_LOCK_BYTES}-byte limit")
     try:
         with paths.open_regular(path) as f:
-            doc = json.loads((f.read(MAX_LOCK_BYTES + 1) or b"").decode("utf-8"))
+            data = f.read(MAX_LOCK_BYTES + 1) or b""
+        doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         return bad("lock file is not valid UTF-8")
     except json.JSONDecodeError as e:
         return bad(f"lock file is not valid JSON: {e.msg}", e.lineno, e.colno)
     except (OSError, RecursionError) as e:
         return bad(f"cannot read the lock file: {e}")
-    try:
-        error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(schema("lock.v1.schema.json")).iter_errors(doc)
-        )
-    except RecursionError:
-        return bad("lock file is nested too deeply")
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path)
-        return bad(f"lock file does not match its schema at `{where}`: {error.message}")
+    if memo is None or memo.memo_get("lock", data) is None:
+        problem = _schema_problem(doc)
+        if problem is not None:
+            return bad(problem)
+        if memo is not None:
+            memo.memo_put("lock", data, "valid")
     out: dict[str, LockedArtifact] = {}
     for rel, entry in doc["artifacts"].items():
         tensors = entry.get("tensors")
@@ -77,17 +75,34 @@ def read(path: str, display: str) -> tuple[dict[str, LockedArtifact] | None, Fin
             size=entry["size"],
             sha256=entry["sha256"],
             format=entry["format"],
-            tensors_sha256=entry.get("tensors_sha256"),
+            tensors_digest=entry.get("tensors_digest"),
             tensors=None
             if tensors is None
             else {
                 name: TensorDigest(
-                    name, t["dtype"], tuple(t["shape"]), t["sha256"], t.get("constant", False)
+                    name, t["dtype"], tuple(t["shape"]), t["blake3"], t.get("constant", False)
                 )
                 for name, t in tensors.items()
             },
         )
     return out, None
+
+
+def _schema_problem(doc: Any) -> str | None:
+    import jsonschema
+
+    from gate.manifest import schema
+
+    try:
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(schema("lock.v1.schema.json")).iter_errors(doc)
+        )
+    except RecursionError:
+        return "lock file is nested too deeply"
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"lock file does not match its schema at `{where}`: {error.message}"
 
 
 def entry(scan: FileScan) -> dict[str, Any]:
@@ -96,7 +111,7 @@ def entry(scan: FileScan) -> dict[str, Any]:
     if scan.pointer is not None:
         out.update(size=scan.pointer.size, sha256=scan.pointer.oid, lfs_pointer=True)
     if scan.tensors is not None:
-        out["tensors_sha256"] = scan.tensors_sha256
+        out["tensors_digest"] = scan.tensors_digest
         out["tensors"] = {
             t.name: tensor_entry(t) for t in sorted(scan.tensors, key=lambda t: t.name)
         }
@@ -104,7 +119,7 @@ def entry(scan: FileScan) -> dict[str, Any]:
 
 
 def tensor_entry(t: TensorDigest) -> dict[str, Any]:
-    out: dict[str, Any] = {"dtype": t.dtype, "shape": list(t.shape), "sha256": t.sha256}
+    out: dict[str, Any] = {"dtype": t.dtype, "shape": list(t.shape), "blake3": t.digest}
     if t.constant:
         out["constant"] = True
     return out
@@ -129,7 +144,7 @@ def write(path: str, artifacts: dict[str, dict[str, Any]]) -> None:
         lines.append(f"   {j(rel)}: {{\n" + ",\n".join(body) + f"\n   }}{comma}")
     lines += ["  }", "}"]
     # One tensor per line: readable in review, and a changed tensor is a one-line diff.
-    yamlio.atomic_write(path, "\n".join(lines) + "\n")
+    paths.atomic_write(path, "\n".join(lines) + "\n")
 
 
 def diff_tensors(
@@ -148,7 +163,7 @@ def diff_tensors(
             lines.append(
                 f"changed: {name} ({a.dtype} {list(a.shape)} -> {b.dtype} {list(b.shape)})"
             )
-        elif a.sha256 != b.sha256:
+        elif a.digest != b.digest:
             lines.append(f"changed: {name} (content)")
     if len(lines) > limit:
         lines = [*lines[:limit], f"... and {len(lines) - limit} more"]

@@ -10,13 +10,14 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from gate import card, hashing, lockfile, paths, rules, yamlio
+from gate import card, lockfile, paths, rules, yamlio
 from gate.engine import Target, _report, other_models
 from gate.findings import Finding, Report
 from gate.formats import sniff
 from gate.manifest import Manifest, parse, read_bytes
+from gate.scanner import Scanner
 
-_FIELD_ORDER = ("path", "size", "sha256", "tensors_sha256", "format")
+_FIELD_ORDER = ("path", "size", "sha256", "tensors_digest", "format")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9._/+-]*$")
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # as the schema
@@ -32,16 +33,16 @@ class Outcome:
     written: tuple[str, ...]
 
 
-def lock(target: Target) -> Outcome:
+def lock(target: Target, scanner: Scanner | None = None) -> Outcome:
     """Refresh size, sha256 and tensor digest of every declared artifact, and the lock file."""
     data = read_bytes(target.manifest_path, target.manifest_display)
     manifest, problems = parse(data, target.manifest_display)
     if manifest is None:
         return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), ())
-    return _lock_text(target, data.decode("utf-8"), manifest, ())
+    return _lock_text(target, data.decode("utf-8"), manifest, (), scanner=scanner)
 
 
-def init(target: Target) -> Outcome:
+def init(target: Target, scanner: Scanner | None = None) -> Outcome:
     """Scaffold a manifest (or extend an existing one) with every weight file, then lock it."""
     existing = os.path.exists(target.manifest_path)
     if existing:
@@ -52,7 +53,7 @@ def init(target: Target) -> Outcome:
     if manifest is None:
         written: tuple[str, ...] = ()
         if not existing:  # the scaffold needs a human decision: write it, point at the line
-            yamlio.atomic_write(target.manifest_path, text)
+            paths.atomic_write(target.manifest_path, text)
             written = (target.manifest_display,)
         return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), written)
     declared = {os.path.normpath(a.path) for a in manifest.artifacts}
@@ -66,7 +67,9 @@ def init(target: Target) -> Outcome:
     ]
     created = () if existing else ("created " + target.manifest_display,)
     if not new:
-        return _lock_text(target, text, manifest, created, force_write=not existing)
+        return _lock_text(
+            target, text, manifest, created, force_write=not existing, scanner=scanner
+        )
     doc, _, _ = yamlio.load(text)
     seq = doc.get("artifacts")
     if not isinstance(seq, CommentedSeq):
@@ -79,7 +82,7 @@ def init(target: Target) -> Outcome:
     manifest, problems = parse(text2.encode("utf-8"), target.manifest_display)
     assert manifest is not None, problems  # we only appended schema-valid entries
     changes = (*created, *(f"{rel}: declared" for rel in new))
-    return _lock_text(target, text2, manifest, changes, force_write=True)
+    return _lock_text(target, text2, manifest, changes, force_write=True, scanner=scanner)
 
 
 def _lock_text(
@@ -89,8 +92,11 @@ def _lock_text(
     changes_before: tuple[str, ...],
     *,
     force_write: bool = False,
+    scanner: Scanner | None = None,
 ) -> Outcome:
     doc, _, _ = yamlio.load(text)
+    reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
+    scanned = (scanner or Scanner()).scan_many(real for real, problem in reals if not problem)
     lock_file = lockfile.lock_path(target.manifest_path)
     old, _ = lockfile.read(lock_file, lock_file)
     changes = list(changes_before)
@@ -99,7 +105,7 @@ def _lock_text(
     for decl in manifest.artifacts:
         item = doc["artifacts"][decl.index]
         at = manifest.locate("artifacts", decl.index, "path")
-        real, problem = paths.resolve_inside(target.root, decl.path)
+        real, problem = reals[decl.index]
         if problem is not None:
             findings.append(
                 rules.make(
@@ -107,9 +113,9 @@ def _lock_text(
                 )
             )
             continue
-        try:
-            scan = hashing.scan(real)
-        except OSError as e:
+        scan = scanned[real]
+        if isinstance(scan, OSError):
+            e = scan
             rule = "PG201" if isinstance(e, FileNotFoundError) else "PG212"
             findings.append(
                 rules.make(
@@ -144,8 +150,8 @@ def _lock_text(
             entry = _old_entry(old[decl.path], entry)
         entries[decl.path] = entry
         updates = {"size": entry["size"], "sha256": entry["sha256"]}
-        if "tensors_sha256" in entry:
-            updates["tensors_sha256"] = entry["tensors_sha256"]
+        if "tensors_digest" in entry:
+            updates["tensors_digest"] = entry["tensors_digest"]
         for key, value in updates.items():
             before = item.get(key)
             if before != value:
@@ -156,7 +162,7 @@ def _lock_text(
     out_text = yamlio.dump(doc, like=text)
     written: list[str] = []
     if out_text != text or force_write or not os.path.exists(target.manifest_path):
-        yamlio.atomic_write(target.manifest_path, out_text)
+        paths.atomic_write(target.manifest_path, out_text)
         written.append(target.manifest_display)
     if entries or not findings:
         previous = _read_text(lock_file)
@@ -171,7 +177,7 @@ def _old_entry(old: lockfile.LockedArtifact, fresh: dict[str, Any]) -> dict[str,
     out = dict(fresh)
     out["format"] = old.format
     if old.tensors is not None:
-        out["tensors_sha256"] = old.tensors_sha256
+        out["tensors_digest"] = old.tensors_digest
         out["tensors"] = {n: lockfile.tensor_entry(t) for n, t in sorted(old.tensors.items())}
     return out
 

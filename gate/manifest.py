@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from gate import paths, rules, yamlio
+from gate import paths, rules
 from gate.errors import ManifestError
 from gate.findings import Finding, Location
+from gate.positions import MAX_YAML_BYTES, Positions
 
 MANIFEST_NAME = "provenance.yaml"
 DEFAULT_FORMATS = ("safetensors", "gguf")
@@ -38,7 +38,7 @@ class Artifact:
     index: int
     size: int | None = None
     sha256: str | None = None
-    tensors_sha256: str | None = None
+    tensors_digest: str | None = None
     format: str | None = None
 
 
@@ -68,7 +68,7 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
     policy: Policy
     ignore: tuple[str, ...]
-    positions: yamlio.Positions = dataclasses.field(repr=False, compare=False)
+    positions: Positions = dataclasses.field(repr=False, compare=False)
 
     def locate(self, *path: str | int, key: bool = False) -> Location:
         """The manifest location of a declared value (or its key)."""
@@ -79,6 +79,8 @@ class Manifest:
 @functools.cache
 def schema(name: str = "manifest.v1.schema.json") -> dict[str, Any]:
     """A JSON Schema shipped with the package."""
+    from importlib import resources  # pulls in pathlib: only when a schema is needed
+
     text = resources.files("gate").joinpath("schemas", name).read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
@@ -101,24 +103,45 @@ def read_bytes(path: str, display: str) -> bytes:
         raise ManifestError(f"cannot read the manifest: {e.strerror}", where=display) from None
     if not stat.S_ISREG(st.st_mode):
         raise ManifestError("the manifest is not a regular file", where=display)
-    if st.st_size > yamlio.MAX_YAML_BYTES:
+    if st.st_size > MAX_YAML_BYTES:
         raise ManifestError(
-            f"the manifest is {st.st_size} bytes, over the {yamlio.MAX_YAML_BYTES}-byte limit",
+            f"the manifest is {st.st_size} bytes, over the {MAX_YAML_BYTES}-byte limit",
             where=display,
             hint="per-tensor detail belongs in the lock file, not in the manifest",
         )
     try:
         with paths.open_regular(path) as f:
-            return f.read(yamlio.MAX_YAML_BYTES + 1) or b""
+            return f.read(MAX_YAML_BYTES + 1) or b""
     except OSError as e:
         raise ManifestError(f"cannot read the manifest: {e.strerror}", where=display) from None
 
 
-def parse(data: bytes, display: str) -> tuple[Manifest | None, list[Finding]]:
-    """Parse and validate manifest bytes; a None manifest comes with at least one finding."""
+class Memo(Protocol):
+    """Remembers the outcome of deterministic work on exact bytes (see cache.StatCache)."""
+
+    def memo_get(self, kind: str, data: bytes) -> str | None: ...
+
+    def memo_put(self, kind: str, data: bytes, payload: str) -> None: ...
+
+
+def parse(
+    data: bytes, display: str, memo: Memo | None = None
+) -> tuple[Manifest | None, list[Finding]]:
+    """Parse and validate manifest bytes; a None manifest comes with at least one finding.
+
+    With a memo, bytes already seen valid skip YAML parsing and schema validation entirely (a
+    warm pre-commit run then never imports ruamel.yaml or jsonschema).
+    """
+    if memo is not None:
+        hit = memo.memo_get("manifest", data)
+        if hit is not None:
+            cached = json.loads(hit)
+            return _build(cached["plain"], Positions.from_json(cached["positions"]), display), []
+    from gate import yamlio
+
     text, problem = yamlio.decode(data)
     doc: Any = None
-    positions = yamlio.Positions()
+    positions = Positions()
     if text is not None:
         doc, positions, problem = yamlio.load(text)
     if problem is not None:
@@ -132,10 +155,13 @@ def parse(data: bytes, display: str) -> tuple[Manifest | None, list[Finding]]:
     findings = validate(plain, positions, display)
     if findings:
         return None, findings
+    if memo is not None:
+        payload = {"plain": plain, "positions": positions.to_json()}
+        memo.memo_put("manifest", data, json.dumps(payload, ensure_ascii=False))
     return _build(plain, positions, display), []
 
 
-def validate(plain: Any, positions: yamlio.Positions, display: str) -> list[Finding]:
+def validate(plain: Any, positions: Positions, display: str) -> list[Finding]:
     """JSON Schema validation, every error located at the manifest's line and column."""
     import jsonschema
 
@@ -205,7 +231,7 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _build(plain: dict[str, Any], positions: yamlio.Positions, display: str) -> Manifest:
+def _build(plain: dict[str, Any], positions: Positions, display: str) -> Manifest:
     model = plain["model"]
     policy = plain.get("policy", {})
     licenses = policy.get("licenses", {})
@@ -237,7 +263,7 @@ def _build(plain: dict[str, Any], positions: yamlio.Positions, display: str) -> 
                 index=i,
                 size=a.get("size"),
                 sha256=a.get("sha256"),
-                tensors_sha256=a.get("tensors_sha256"),
+                tensors_digest=a.get("tensors_digest"),
                 format=a.get("format"),
             )
             for i, a in enumerate(plain.get("artifacts", []))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
 import re
 import stat
+import tempfile
 from collections.abc import Iterator
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -85,3 +87,23 @@ def walk_files(root: str, skip: tuple[str, ...] = ()) -> Iterator[str]:
         )
         for name in sorted(filenames):
             yield rel_dir + name
+
+
+def atomic_write(path: str, text: str) -> None:
+    """Replace path with text so readers see the old or the new file, never half of one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".provenance-gate-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        except FileNotFoundError:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,14 +1,15 @@
-"""Safe, located YAML reading and comment-preserving writing (ruamel.yaml round-trip)."""
+"""Safe, located YAML reading and comment-preserving writing (ruamel.yaml round-trip).
+
+Imported only when a manifest must really be parsed: a cached, unchanged manifest never loads
+ruamel (start-up time of warm pre-commit runs).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import itertools
-import os
 import re
-import tempfile
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -16,16 +17,14 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
 
-# A manifest or card front matter is hand-written text; anything larger is hostile or a mistake.
-MAX_YAML_BYTES = 1 << 20
+from gate.positions import MAX_YAML_BYTES, PathKey, Positions
+
 # Aliases let a few bytes expand into an exponentially large document ("billion laughs"); a
 # manifest never needs them, so they are refused rather than bounded.
 # Only the JSON-compatible core tags; anything else (!!python/..., custom tags) is refused.
 _ALLOWED_TAGS = frozenset(
     f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")
 ) | {"!"}
-
-PathKey = tuple[str | int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,26 +35,6 @@ class YamlProblem:
     message: str
     line: int
     column: int
-
-
-@dataclasses.dataclass
-class Positions:
-    """1-based positions of every key and value in a loaded document, by path."""
-
-    keys: dict[PathKey, tuple[int, int]] = dataclasses.field(default_factory=dict)
-    values: dict[PathKey, tuple[int, int]] = dataclasses.field(default_factory=dict)
-
-    def locate(self, path: PathKey, *, key: bool = False) -> tuple[int, int]:
-        """Position of path (its key when key=True), falling back to the nearest ancestor."""
-        p = tuple(path)
-        table = self.keys if key else self.values
-        while True:
-            found = table.get(p) or self.keys.get(p) or self.values.get(p)
-            if found is not None:
-                return found
-            if not p:
-                return 1, 1
-            p = p[:-1]
 
 
 def _pos(value: Any, fallback: tuple[int, int]) -> tuple[int, int]:
@@ -249,23 +228,3 @@ def dump(data: Any, like: str) -> str:
     buf = io.StringIO()
     y.dump(data, buf)
     return buf.getvalue()
-
-
-def atomic_write(path: str, text: str) -> None:
-    """Replace path with text so readers see the old or the new file, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".provenance-gate-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        except FileNotFoundError:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

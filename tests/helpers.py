@@ -64,8 +64,8 @@ def artifact_yaml(root: Path, *rels: str, tensors_digest: bool = True) -> str:
     for rel in rels:
         scan = hashing.scan(str(root / rel))
         lines += [f"  - path: {rel}", f"    size: {scan.size}", f"    sha256: {scan.sha256}"]
-        if tensors_digest and scan.tensors_sha256:
-            lines.append(f"    tensors_sha256: {scan.tensors_sha256}")
+        if tensors_digest and scan.tensors_digest:
+            lines.append(f"    tensors_digest: {scan.tensors_digest}")
     return "\n".join(lines) + "\n"
 
 

@@ -266,3 +266,61 @@ def test_version_imports_nothing_but_click() -> None:
     code = "import sys; from gate import cli; sys.argv=['x','--version']\ntry: cli.main()\nexcept SystemExit: pass\nprint(sorted(m for m in ('jsonschema','ruamel','gate.engine') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.endswith("[]\n")
+
+
+def test_warm_check_skips_hashing_parsing_and_validation(tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "homegrown", root)
+    env = {"PROVENANCE_GATE_CACHE_DIR": str(tmp_path / "cache")}
+    assert run("check", str(root), env=env).returncode == 1  # cold: fills the cache
+    code = (
+        "import sys; from gate import cli\n"
+        f"rc = cli.main(['check', {str(root)!r}])\n"
+        "heavy = sorted(m for m in ('ruamel.yaml', 'jsonschema') if m in sys.modules)\n"
+        "print(rc, heavy, file=sys.stderr)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env},
+    )
+    assert r.stderr == "1 []\n"  # same verdict, no YAML parser or schema validator loaded
+
+
+def test_no_cache_flag_and_cache_dir_option(tmp_path: Path) -> None:
+    cache = tmp_path / "c"
+    r = run("check", str(EXAMPLES / "honest"), "--no-cache", "--cache-dir", str(cache))
+    assert r.returncode == 0 and not cache.exists()
+    r = run("check", str(EXAMPLES / "honest"), "--cache-dir", str(cache), "-j", "1")
+    assert r.returncode == 0 and (cache / "scans-v1.sqlite").exists()
+
+
+def test_progress_bar_draws_and_clears() -> None:
+    import io
+
+    out = io.StringIO()
+    bar = cli.ProgressBar(out, min_bytes=0)
+    bar.start(2_000_000_000, 2)
+    bar.drawn_at = 0.0  # as if the last redraw was long ago
+    bar.advance(1_000_000_000)
+    bar.finish()
+    text = out.getvalue()
+    assert text.startswith("\rhashing 2 file(s) [############            ] 1.00/2.00 GB  ")
+    assert "GB/s  ETA" in text
+    assert text.endswith("\r\x1b[K")
+
+
+def test_progress_bar_silent_for_small_jobs() -> None:
+    import io
+
+    out = io.StringIO()
+    bar = cli.ProgressBar(out)
+    bar.start(1000, 1)
+    bar.drawn_at = 0.0
+    bar.advance(1000)
+    bar.finish()
+    assert out.getvalue() == ""

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-import hashlib
+import os
 from pathlib import Path
 
+import blake3
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -22,8 +23,8 @@ def test_one_pass_digests_match_independent_hashes(tmp_path: Path, chunk: int) -
     assert scan.header_error is None
     assert not scan.changed
     assert scan.tensors is not None
-    got = {t.name: t.sha256 for t in scan.tensors}
-    assert got == {k: sha(v.tobytes()) for k, v in data.items()}
+    got = {t.name: t.digest for t in scan.tensors}
+    assert got == {k: blake3.blake3(v.tobytes()).hexdigest() for k, v in data.items()}
 
 
 def test_constant_tensors_flagged(tmp_path: Path) -> None:
@@ -49,16 +50,16 @@ def test_tensor_digest_ignores_order_metadata_and_file_layout(tmp_path: Path) ->
     save_file(dict(reversed(list(data.items()))), str(b), metadata={"note": "re-saved"})
     sa, sb = hashing.scan(str(a)), hashing.scan(str(b))
     assert sa.sha256 != sb.sha256
-    assert sa.tensors_sha256 == sb.tensors_sha256
+    assert sa.tensors_digest == sb.tensors_digest
     data["layers.0.w"][0, 0] += 1
     save_file(data, str(b))
-    assert hashing.scan(str(b)).tensors_sha256 != sa.tensors_sha256
+    assert hashing.scan(str(b)).tensors_digest != sa.tensors_digest
 
 
 def test_tensor_digest_definition() -> None:
     t = hashing.TensorDigest("w", "F32", (2, 3), "ab" * 32)
     line = '["w", "F32", [2, 3], "' + "ab" * 32 + '"]\n'
-    assert hashing.tensors_digest([t]) == hashlib.sha256(line.encode()).hexdigest()
+    assert hashing.tensors_digest([t]) == "blake3:" + blake3.blake3(line.encode()).hexdigest()
 
 
 def test_file_changing_while_hashed_is_detected(tmp_path: Path) -> None:
@@ -141,3 +142,55 @@ def test_header_only_reader(tmp_path: Path) -> None:
     path = write_st(tmp_path / "m.safetensors")
     header = hashing.read_safetensors_header(str(path))
     assert len(header.tensors) == len(tensors())
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 31, 32, 33, 48, 1000])
+def test_sizes_around_buffer_boundaries(tmp_path: Path, size: int) -> None:
+    data = bytes(range(256)) * (size // 256 + 1)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data[:size])
+    scan = hashing.scan(str(path), chunk_size=16)
+    assert scan.sha256 == sha(data[:size])
+    assert scan.size == size and not scan.changed
+
+
+@pytest.mark.parametrize("chunk", [9, 10, 11, 100])
+def test_header_crossing_chunk_boundaries(tmp_path: Path, chunk: int) -> None:
+    data = tensors(seed=7)
+    path = write_st(tmp_path / "m.safetensors", data)
+    scan = hashing.scan(str(path), chunk_size=chunk)
+    assert scan.tensors is not None
+    assert {t.name: t.digest for t in scan.tensors} == {
+        k: blake3.blake3(v.tobytes()).hexdigest() for k, v in data.items()
+    }
+
+
+def test_file_truncated_during_hashing_is_a_finding_not_a_pass(tmp_path: Path) -> None:
+    from gate import engine
+    from gate.scanner import Scanner
+    from tests.helpers import HEAD, artifact_yaml, manifest
+
+    path = write_st(tmp_path / "m.safetensors", {"w": np.arange(4096, dtype=np.float32)})
+    manifest(tmp_path, HEAD + artifact_yaml(tmp_path, "m.safetensors"))
+
+    class Truncate:
+        def start(self, total: int, files: int) -> None: ...
+
+        def advance(self, n: int) -> None:
+            os.truncate(path, 100)
+
+        def finish(self) -> None: ...
+
+    report = engine.check(
+        engine.Target.resolve(str(tmp_path), None), scanner=Scanner(progress=Truncate())
+    )
+    assert [f.rule for f in report.findings if f.severity == "error"] == ["PG211"]
+    assert report.exit_code == 1
+
+
+def test_parallel_scans_match_sequential(tmp_path: Path) -> None:
+    from gate.scanner import Scanner
+
+    files = [str(write_st(tmp_path / f"s{i}.safetensors", seed=i)) for i in range(6)]
+    parallel = Scanner(workers=3).scan_many(files)
+    assert all(parallel[f] == hashing.scan(f) for f in files)

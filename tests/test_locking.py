@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gate import engine, locking, yamlio
+from gate import engine, locking, paths, yamlio
 from tests.helpers import check, errors, pointer, write_st
 
 HAND_WRITTEN = """\
@@ -43,9 +43,9 @@ def test_lock_keeps_comments_order_and_layout(tmp_path: Path) -> None:
     kept = [line for line in before if "size: 1" not in line]
     assert [line for line in after if line in kept] == kept  # every other line, in order
     added = [line for line in after if line not in before]
-    assert len(added) == 6  # size (changed), sha256, tensors_sha256; 3 new for extra
+    assert len(added) == 6  # size (changed), sha256, tensors_digest; 3 new for extra
     assert all(
-        line.startswith("  ") and line.split(":")[0].strip() in {"size", "sha256", "tensors_sha256"}
+        line.startswith("  ") and line.split(":")[0].strip() in {"size", "sha256", "tensors_digest"}
         for line in added
     )
     assert (
@@ -186,7 +186,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     path = tmp_path / "f.yaml"
     path.write_text("old\n")
     with pytest.raises(UnicodeEncodeError):
-        yamlio.atomic_write(str(path), "new \ud800\n")
+        paths.atomic_write(str(path), "new \ud800\n")
     assert path.read_text() == "old\n"
     assert os.listdir(tmp_path) == ["f.yaml"]
 
@@ -195,7 +195,7 @@ def test_atomic_write_keeps_mode(tmp_path: Path) -> None:
     path = tmp_path / "f.yaml"
     path.write_text("old\n")
     path.chmod(0o600)
-    yamlio.atomic_write(str(path), "new\n")
+    paths.atomic_write(str(path), "new\n")
     assert path.read_text() == "new\n"
     assert (path.stat().st_mode & 0o777) == 0o600
 

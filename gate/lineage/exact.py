@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from gate import hashing, paths
 from gate.formats import safetensors
+from gate.scanner import Scanner
 
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"})
 BUFFER_NAMES = ("inv_freq", "position_ids", "attn.bias", "attn.masked_bias", "num_batches_tracked")
@@ -80,7 +81,7 @@ def compare(
     by_digest: dict[str, str] = {}
     for t in reference:
         if informative(t):
-            by_digest.setdefault(t.sha256, t.name)
+            by_digest.setdefault(t.digest, t.name)
     total = matched = total_bytes = matched_bytes = renamed = 0
     pairs: list[tuple[str, str]] = []
     for t in candidate:
@@ -88,7 +89,7 @@ def compare(
             continue
         total += 1
         total_bytes += nbytes(t)
-        ref = by_digest.get(t.sha256)
+        ref = by_digest.get(t.digest)
         if ref is None:
             continue
         matched += 1
@@ -101,7 +102,7 @@ def compare(
     )
 
 
-def collect(root: str, rel: str) -> tuple[list[hashing.TensorDigest], list[str]]:
+def collect(root: str, rel: str, scanner: Scanner) -> tuple[list[hashing.TensorDigest], list[str]]:
     """Digests of every safetensors file in a folder (or one file) inside the repository."""
     real, problem = paths.resolve_inside(root, rel.rstrip("/"))
     if problem is not None:
@@ -119,12 +120,12 @@ def collect(root: str, rel: str) -> tuple[list[hashing.TensorDigest], list[str]]
         return [], ["no such file or folder"]
     tensors: list[hashing.TensorDigest] = []
     problems: list[str] = []
+    scanned = scanner.scan_many(os.path.realpath(p) for p in files)
     for path in files:
         name = os.path.relpath(path, real) if path != real else os.path.basename(path)
-        try:
-            scan = hashing.scan(path)
-        except OSError as e:
-            problems.append(f"{name}: cannot be read: {e.strerror}")
+        scan = scanned[os.path.realpath(path)]
+        if isinstance(scan, OSError):
+            problems.append(f"{name}: cannot be read: {scan.strerror}")
             continue
         if scan.pointer is not None or scan.pointer_error is not None:
             problems.append(f"{name}: Git LFS pointer, content not present")

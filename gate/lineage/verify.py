@@ -6,11 +6,14 @@ from gate import hashing, rules
 from gate.findings import Finding, Severity
 from gate.lineage import exact
 from gate.manifest import BaseModel, Manifest
+from gate.scanner import Scanner
 
 _LATER = "similarity tiers (fine-tunes, quantization, permutation) are not implemented yet"
 
 
-def check(root: str, manifest: Manifest, scans: dict[str, hashing.FileScan]) -> list[Finding]:
+def check(
+    root: str, manifest: Manifest, scans: dict[str, hashing.FileScan], scanner: Scanner
+) -> list[Finding]:
     """Findings for the scratch claim and for each declared base model."""
     candidate = [t for s in scans.values() if s.tensors for t in s.tensors]
     missing = sorted(p for p, s in scans.items() if s.tensors is None and s.format == "safetensors")
@@ -21,10 +24,10 @@ def check(root: str, manifest: Manifest, scans: dict[str, hashing.FileScan]) -> 
         )
         return [_not_checked(manifest, why, unverified)]
     if manifest.origin == "scratch":
-        return _scratch(root, manifest, candidate, unverified)
+        return _scratch(root, manifest, candidate, unverified, scanner)
     out: list[Finding] = []
     for i, base in enumerate(manifest.base_models):
-        out.extend(_base(root, manifest, i, base, candidate, unverified))
+        out.extend(_base(root, manifest, i, base, candidate, unverified, scanner))
     return out
 
 
@@ -40,7 +43,11 @@ def _not_checked(manifest: Manifest, why: str, severity: Severity) -> Finding:
 
 
 def _scratch(
-    root: str, manifest: Manifest, candidate: list[hashing.TensorDigest], unverified: Severity
+    root: str,
+    manifest: Manifest,
+    candidate: list[hashing.TensorDigest],
+    unverified: Severity,
+    scanner: Scanner,
 ) -> list[Finding]:
     at = manifest.locate("model", "origin")
     refs = manifest.policy.references
@@ -55,7 +62,7 @@ def _scratch(
         ]
     out: list[Finding] = []
     for ref in refs:
-        tensors, problems = exact.collect(root, ref)
+        tensors, problems = exact.collect(root, ref, scanner)
         if not tensors:
             out.append(
                 _not_checked(
@@ -99,6 +106,7 @@ def _base(
     base: BaseModel,
     candidate: list[hashing.TensorDigest],
     unverified: Severity,
+    scanner: Scanner,
 ) -> list[Finding]:
     at = manifest.locate("base_models", i)
     declared = f"{base.relation} of {base.name}"
@@ -114,7 +122,7 @@ def _base(
                 severity=unverified,
             )
         ]
-    tensors, problems = exact.collect(root, base.path)
+    tensors, problems = exact.collect(root, base.path, scanner)
     if not tensors:
         return [
             rules.make(

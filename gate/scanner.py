@@ -1,0 +1,108 @@
+"""Scans many files at once: stat cache first, then the misses in parallel, largest first."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Protocol
+
+from gate import hashing
+from gate.cache import StatCache, stat_key
+
+
+class ProgressSink(Protocol):
+    """Receives hashing progress; advance() is called from worker threads."""
+
+    def start(self, total_bytes: int, files: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class Scanner:
+    """Turns real paths into FileScans (or the OSError that prevented reading them)."""
+
+    def __init__(
+        self,
+        cache: StatCache | None = None,
+        workers: int | None = None,
+        progress: ProgressSink | None = None,
+    ) -> None:
+        self.cache = cache
+        self.workers = workers or default_workers()
+        self.progress = progress
+        self.bytes_hashed = 0
+        self.files_hashed = 0
+
+    def scan_many(self, real_paths: Iterable[str]) -> dict[str, hashing.FileScan | OSError]:
+        """One result per distinct path; unchanged files come from the cache without a read."""
+        out: dict[str, hashing.FileScan | OSError] = {}
+        todo: list[tuple[str, os.stat_result]] = []
+        for path in dict.fromkeys(real_paths):
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                out[path] = e
+                continue
+            cached = self.cache.get(path, stat_key(st)) if self.cache is not None else None
+            if cached is not None:
+                out[path] = cached
+            else:
+                todo.append((path, st))
+        if not todo:
+            return out
+        todo.sort(key=lambda item: -item[1].st_size)
+        total = sum(st.st_size for _, st in todo)
+        if self.progress is not None:
+            self.progress.start(total, len(todo))
+        advance = self.progress.advance if self.progress is not None else None
+        # With at least as many files as workers every core already hashes a file of its own.
+        threaded = len(todo) < self.workers
+
+        def one(item: tuple[str, os.stat_result]) -> hashing.FileScan | OSError:
+            path, st = item
+            try:
+                scan = hashing.scan(path, progress=advance, threaded=threaded)
+            except OSError as e:
+                return e
+            if self.cache is not None and not scan.changed:
+                try:
+                    if stat_key(os.stat(path)) == stat_key(st):
+                        self.cache.put(path, stat_key(st), scan)
+                except OSError:
+                    pass
+            return scan
+
+        try:
+            if len(todo) == 1 or self.workers == 1:
+                results = [one(item) for item in todo]
+            else:
+                from concurrent.futures import ThreadPoolExecutor  # not needed on warm runs
+
+                with ThreadPoolExecutor(min(self.workers, len(todo))) as pool:
+                    results = list(pool.map(one, todo))
+        finally:
+            if self.progress is not None:
+                self.progress.finish()
+        for (path, st), result in zip(todo, results, strict=True):
+            out[path] = result
+            self.files_hashed += 1
+            self.bytes_hashed += st.st_size
+        if self.cache is not None:
+            self.cache.flush()
+        return out
+
+    def scan(self, real_path: str) -> hashing.FileScan:
+        """One file; raises the OSError that prevented reading it."""
+        result = self.scan_many([real_path])[real_path]
+        if isinstance(result, OSError):
+            raise result
+        return result
