@@ -42,6 +42,13 @@ def digest(path):
 with ThreadPoolExecutor(int(sys.argv[1])) as pool:
     list(pool.map(digest, sys.argv[2:]))
 """
+ENGINE_ONLY = """
+import sys, time
+from gate.scanner import Scanner
+t = time.perf_counter()
+Scanner().scan_many(sys.argv[1:])
+print(time.perf_counter() - t)
+"""
 HIDDEN, INTERMEDIATE, VOCAB = 2048, 5632, 32000
 SHARD_BYTES = 512 << 20
 GATE = str(Path(sys.executable).parent / "provenance-gate")
@@ -172,6 +179,11 @@ def main() -> None:
     # The floor for any Python tool: SHA-256 alone, one thread per core, 1 MiB reads.
     floor = [sys.executable, "-c", SHA_ONLY, str(cores), *names]
     results["python hashlib sha256 only"] = measure(floor, env, args.repeat)
+    engine = [sys.executable, "-c", ENGINE_ONLY, *names]
+    engine_s = statistics.median(
+        float(subprocess.run(engine, env=env, capture_output=True, text=True, check=True).stdout)
+        for _ in range(args.repeat)
+    )
     results["gate check (cold, no cache)"] = measure(
         [GATE, "check", str(root), "--no-cache"], env, args.repeat
     )
@@ -195,6 +207,7 @@ def main() -> None:
     ratios = {
         "cold lock throughput / parallel openssl": openssl / lock,
         "cold lock throughput / sha256sum": results["coreutils sha256sum"][0] / lock,
+        "gate hashing engine alone / parallel openssl": openssl / engine_s,
         "python sha256-only throughput / parallel openssl": (
             openssl / results["python hashlib sha256 only"][0]
         ),
@@ -218,6 +231,7 @@ def main() -> None:
             "shards": len(files),
             "cores": cores,
             "results": {k: {"wall_s": w, "peak_rss_mb": r} for k, (w, r) in results.items()},
+            "engine_only_s": engine_s,
             "ratios": ratios,
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
