@@ -147,7 +147,7 @@ class _Helper(threading.Thread):
     """
 
     def __init__(self, stream: _TensorStream, free: queue.Queue[bytearray], threaded: bool) -> None:
-        super().__init__(daemon=True)
+        super().__init__(daemon=True, name="provenance-gate-tensors")
         self.stream = stream
         self.free = free
         self.threaded = threaded
