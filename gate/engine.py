@@ -42,7 +42,7 @@ def load_manifest(
 ) -> tuple[Manifest | None, list[Finding]]:
     """Read and validate the manifest; a missing one is NothingToCheck or ManifestError."""
     if not os.path.exists(target.manifest_path):
-        weights = [f for f in paths.walk_files(target.root) if sniff.is_weight_name(f)]
+        weights = list(weight_files(target.root, list(paths.walk_files(target.root))))
         if not weights:
             raise NothingToCheck(
                 f"no {MANIFEST_NAME} and no weight files in {target.root}",
@@ -104,7 +104,7 @@ def check(target: Target, fail_on: FailOn = "error", scanner: Scanner | None = N
 
     skip = other_models(manifest)
     files = set(paths.walk_files(target.root, skip=skip))
-    findings.extend(_undeclared(manifest, files, declared))
+    findings.extend(_undeclared(target, manifest, files, declared))
     for rel in sorted(f for f in files if shards.is_index(f)):
         if not any(paths.glob_match(rel, g) for g in manifest.ignore):
             findings.extend(
@@ -173,22 +173,40 @@ def _stale_lock(
     ]
 
 
-def _undeclared(manifest: Manifest, files: set[str], declared: set[str]) -> list[Finding]:
+def weight_files(
+    root: str, files: set[str] | list[str], skip: tuple[str, ...] = ()
+) -> dict[str, str]:
+    """Weight files among repository files: by extension, or by content under any other name."""
+    special = {lockfile.LOCK_NAME, MANIFEST_NAME}
+    out: dict[str, str] = {}
+    for rel in sorted(files):
+        if rel in special or any(paths.glob_match(rel, g) for g in skip):
+            continue
+        if sniff.is_weight_name(rel):
+            out[rel] = "name"
+        elif not shards.is_index(rel):
+            found = sniff.content_format(os.path.join(root, rel))
+            if found is not None:
+                out[rel] = found
+    return out
+
+
+def _undeclared(
+    target: Target, manifest: Manifest, files: set[str], declared: set[str]
+) -> list[Finding]:
     at = (
         manifest.locate("artifacts", key=True)
         if manifest.artifacts
         else manifest.locate("model", key=True)
     )
     out = []
-    for rel in sorted(files):
-        if rel in declared or not sniff.is_weight_name(rel):
-            continue
-        if any(paths.glob_match(rel, g) for g in manifest.ignore):
-            continue
+    for rel, how in weight_files(target.root, files - declared, manifest.ignore).items():
+        hidden = "" if how == "name" else f" (its content is {how}, whatever its name says)"
         out.append(
             rules.make(
                 "PG206",
-                f"{rel} is a weight file in the repository but is not declared in artifacts",
+                f"{rel} is a weight file in the repository but is not declared in artifacts"
+                + hidden,
                 at,
                 declared="(not declared)",
                 found=rel,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from gate import hashing, lockfile, paths, rules
 from gate.findings import ArtifactResult, Finding, Location
+from gate.formats import pickles
 from gate.manifest import Artifact, Manifest
 
 PICKLE_HINT = (
@@ -101,7 +102,7 @@ def check_artifact(
     if scan.pointer is not None or scan.pointer_error is not None:
         out.extend(_pointer_findings(decl, scan, at))
         fmt = decl.format or _format_from_name(decl.path)
-        out.extend(_policy_findings(manifest, decl, fmt, at))
+        out.extend(_policy_findings(manifest, decl, fmt, at, None))
         ok = not any(f.severity == "error" for f in out)
         size = scan.pointer.size if scan.pointer else None
         sha = scan.pointer.oid if scan.pointer else None
@@ -111,7 +112,7 @@ def check_artifact(
 
     out.extend(_digest_findings(decl, scan, at, locked))
     out.extend(_format_findings(decl, scan, at))
-    out.extend(_policy_findings(manifest, decl, scan.format, at))
+    out.extend(_policy_findings(manifest, decl, scan.format, at, real))
     ok = not any(f.severity == "error" for f in out)
     return ArtifactCheck(
         out, ArtifactResult(decl.path, scan.format, "content", ok, scan.size, scan.sha256), scan
@@ -281,41 +282,82 @@ def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> lis
     return out
 
 
-def _policy_findings(manifest: Manifest, decl: Artifact, fmt: str, at: Locator) -> list[Finding]:
+def _policy_findings(
+    manifest: Manifest, decl: Artifact, fmt: str, at: Locator, real: str | None
+) -> list[Finding]:
+    """Format policy. Pickle-family content is scanned, never run (real is None: LFS pointer)."""
     allowed = manifest.policy.allowed_formats
-    if fmt in allowed or fmt == "other":  # config, tokenizer and other non-weight files
-        if fmt == "pickle":
+    scannable = real is not None and fmt in ("pickle", "numpy")
+    scan = pickles.scan(real, decl.path) if real is not None and scannable else None
+    if fmt not in allowed and fmt != "other":  # "other": config, tokenizer, non-weight files
+        if fmt != "pickle":
             return [
                 rules.make(
-                    "PG303",
-                    f"{decl.path}: pickle is allowed by the policy, but this version does not scan"
-                    " pickles; the file was not unpickled and its safety is not checked",
+                    "PG301",
+                    f"{decl.path}: format {fmt} is not allowed by the policy",
                     at("path"),
-                    declared="policy.allowed_formats includes pickle",
-                    found="not checked: no static pickle scan",
-                    hint=PICKLE_HINT,
+                    declared=f"policy.allowed_formats: {', '.join(allowed)}",
+                    found=fmt,
+                    hint=f"convert the file, or add `{fmt}` to policy.allowed_formats",
                 )
             ]
-        return []
-    if fmt == "pickle":
+        refused = _globals(scan.refused, scan) if scan is not None and scan.refused else ""
         return [
             rules.make(
                 "PG302",
-                f"{decl.path}: pickle-family file refused; loading it can execute arbitrary code"
-                " (it was never unpickled)",
+                f"{decl.path}: pickle-family file refused: loading it can execute arbitrary code"
+                " (it was never unpickled)" + (f"; it imports {refused}" if refused else ""),
                 at("path"),
                 declared=f"policy.allowed_formats: {', '.join(allowed)}",
-                found="pickle",
+                found="pickle" + (f" importing {refused}" if refused else ""),
+                details=tuple(f"global: {g}" for g in (scan.refused if scan is not None else ())),
                 hint=PICKLE_HINT,
             )
         ]
-    return [
-        rules.make(
-            "PG301",
-            f"{decl.path}: format {fmt} is not allowed by the policy",
-            at("path"),
-            declared=f"policy.allowed_formats: {', '.join(allowed)}",
-            found=fmt,
-            hint=f"convert the file, or add `{fmt}` to policy.allowed_formats",
+    if fmt == "pickle" and scan is None:
+        return [
+            rules.make(
+                "PG303",
+                f"{decl.path}: pickle allowed by the policy but not scanned: its content is not"
+                " present (Git LFS pointer)",
+                at("path"),
+                declared="policy.allowed_formats includes pickle",
+                found="not checked: content not read",
+                hint="check out with LFS content so the pickle can be scanned",
+            )
+        ]
+    return _pickle_scan_findings(decl, scan, at) if scan is not None else []
+
+
+def _globals(names: tuple[str, ...], scan: pickles.PickleScan) -> str:
+    return ", ".join(f"{g} (dangerous)" if g in scan.dangerous else g for g in names)
+
+
+def _pickle_scan_findings(decl: Artifact, scan: pickles.PickleScan, at: Locator) -> list[Finding]:
+    out: list[Finding] = []
+    if scan.refused:
+        out.append(
+            rules.make(
+                "PG307",
+                f"{decl.path}: pickle imports globals outside the allowlist:"
+                f" {_globals(scan.refused, scan)} (it was never unpickled)",
+                at("path"),
+                declared="a checkpoint importing only tensor and container types",
+                found=_globals(scan.refused, scan),
+                details=tuple(f"global: {g}" for g in scan.refused),
+                hint="regenerate it from trusted code, or convert it to safetensors",
+            )
         )
-    ]
+    if scan.error is not None:
+        out.append(
+            rules.make(
+                "PG308",
+                f"{decl.path}: pickle could not be scanned completely, so it is refused:"
+                f" {scan.error}",
+                at("path"),
+                declared="a pickle the static scanner can read",
+                found=scan.error,
+                hint=PICKLE_HINT,
+            )
+        )
+    return out

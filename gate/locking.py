@@ -11,9 +11,8 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from gate import card, lockfile, paths, rules, yamlio
-from gate.engine import Target, _report, other_models
+from gate.engine import Target, _report, other_models, weight_files
 from gate.findings import Finding, Report
-from gate.formats import sniff
 from gate.manifest import Manifest, parse, read_bytes
 from gate.scanner import Scanner
 
@@ -58,13 +57,12 @@ def init(target: Target, scanner: Scanner | None = None) -> Outcome:
         return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), written)
     declared = {os.path.normpath(a.path) for a in manifest.artifacts}
     skip = other_models(manifest)
-    new = [
+    candidates = [
         rel
         for rel in paths.walk_files(target.root, skip=skip)
-        if sniff.is_weight_name(rel)
-        and os.path.normpath(rel) not in declared
-        and not any(paths.glob_match(rel, g) for g in manifest.ignore)
+        if os.path.normpath(rel) not in declared
     ]
+    new = list(weight_files(target.root, candidates, manifest.ignore))
     created = () if existing else ("created " + target.manifest_display,)
     if not new:
         return _lock_text(
@@ -246,7 +244,7 @@ def scaffold(root: str) -> str:
                 lines.append("    relation: finetune  # not in the card: confirm")
     else:
         lines.append("  origin: scratch  # no base_model in README.md; the gate tests this claim")
-    weights = [f for f in paths.walk_files(root) if sniff.is_weight_name(f)]
+    weights = list(weight_files(root, list(paths.walk_files(root))))
     if weights:
         lines.append("artifacts:")
         lines.extend(f"  - path: {_q(rel)}" for rel in weights)

@@ -55,12 +55,16 @@ _RULES = [
     # 3xx: formats and safety
     Rule("PG301", "format-not-allowed", "error", "The weight format is not allowed by the policy."),
     Rule("PG302", "pickle-refused", "error", "A pickle-family file is refused (never unpickled)."),
-    Rule("PG303", "pickle-not-scanned", "warning", "An allowed pickle file was not scanned."),
+    Rule("PG303", "pickle-not-scanned", "warning", "An allowed pickle's content was not present."),
     Rule("PG304", "safetensors-header-invalid", "error", "A safetensors header is malformed."),
     Rule("PG305", "format-mismatch", "error", "The declared format differs from the file content."),
     Rule(
         "PG306", "format-not-inspected", "note", "The file's internal structure was not inspected."
     ),
+    Rule(
+        "PG307", "pickle-unsafe-global", "error", "A pickle imports a global outside the allowlist."
+    ),
+    Rule("PG308", "pickle-scan-failed", "error", "A pickle could not be scanned; it is refused."),
     # 4xx-6xx: checks that later releases implement; reported as not checked, never as passed
     Rule("PG401", "license-not-checked", "note", "License consistency was not checked."),
     Rule("PG501", "lineage-not-checked", "note", "A lineage claim could not be fully verified."),

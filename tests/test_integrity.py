@@ -229,12 +229,18 @@ class TestFormats:
         report = check(tmp_path)
         assert errors(report) == ["PG302"]
 
-    def test_allowed_pickle_is_not_checked_not_passed(self, tmp_path: Path) -> None:
-        (tmp_path / "model.bin").write_bytes(b"PK\x03\x04" + b"\0" * 40)
-        repo(tmp_path, "model.bin", extra="policy:\n  allowed_formats: [safetensors, pickle]\n")
+    def test_allowed_pickle_behind_lfs_pointer_is_not_checked_not_passed(
+        self, tmp_path: Path
+    ) -> None:
+        pointer_repo(tmp_path)
         report = check(tmp_path)
         assert rules_of(report, "warning") == ["PG303"]
-        assert "not checked" in (report.findings[0].found or "")
+        assert "not checked" in (next(f for f in report.findings if f.rule == "PG303").found or "")
+
+    def test_allowed_but_corrupt_pickle_fails_closed(self, tmp_path: Path) -> None:
+        (tmp_path / "model.bin").write_bytes(b"PK\x03\x04" + b"\0" * 40)
+        repo(tmp_path, "model.bin", extra="policy:\n  allowed_formats: [safetensors, pickle]\n")
+        assert errors(check(tmp_path)) == ["PG308"]
 
     def test_format_not_allowed(self, tmp_path: Path) -> None:
         (tmp_path / "m.onnx").write_bytes(b"\x08\x07" + b"\0" * 30)
@@ -288,9 +294,15 @@ def test_invalid_manifest_gives_exit_2_even_with_fail_on_never(tmp_path: Path) -
     assert report.verdict == "fail"
 
 
+def pointer_repo(root: Path) -> None:
+    """An allowed pickle whose content is only a Git LFS pointer: one PG303 warning."""
+    (root / "model.bin").write_bytes(pointer(b"content"))
+    decl = f"artifacts:\n  - path: model.bin\n    size: 7\n    sha256: {sha(b'content')}\n"
+    manifest(root, HEAD + decl + "policy:\n  allowed_formats: [pickle]\n")
+
+
 def test_fail_on_thresholds(tmp_path: Path) -> None:
-    (tmp_path / "model.bin").write_bytes(b"PK\x03\x04")
-    repo(tmp_path, "model.bin", extra="policy:\n  allowed_formats: [pickle]\n")
+    pointer_repo(tmp_path)
     assert check(tmp_path).exit_code == 0  # only a warning
     assert check(tmp_path, fail_on="warning").exit_code == 1
     assert check(tmp_path, fail_on="note").exit_code == 1
@@ -334,3 +346,25 @@ def test_target_must_be_a_directory(tmp_path: Path) -> None:
 
     with pytest.raises(GateError, match="not a directory"):
         engine.Target.resolve(str(tmp_path / "nope"), None)
+
+
+def test_weights_hidden_under_other_names_are_found_by_content(tmp_path: Path) -> None:
+    import io
+    import pickle
+    import zipfile
+
+    write_st(tmp_path / "model.safetensors")
+    (tmp_path / "weights.dat").write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    write_st(tmp_path / "notes.txt")  # a safetensors file named like text
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+    (tmp_path / "blob").write_bytes(buf.getvalue())
+    with zipfile.ZipFile(tmp_path / "docs.zip", "w") as z:
+        z.writestr("readme.txt", "just documents")
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    repo(tmp_path, "model.safetensors")
+    found = {f.found: f.message for f in check(tmp_path).findings if f.rule == "PG206"}
+    assert sorted(found) == ["blob", "notes.txt", "weights.dat"]
+    assert "its content is pickle" in found["weights.dat"]
+    assert "its content is safetensors" in found["notes.txt"]
