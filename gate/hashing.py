@@ -25,7 +25,7 @@ import blake3
 
 from gate import lfs, paths
 from gate.errors import FormatError
-from gate.formats import safetensors, sniff
+from gate.formats import gguf, safetensors, sniff
 
 # 1 MiB reads: syscall overhead is negligible and a chunk stays in L2 while both digests read
 # it (8 MiB chunks measured about 15% slower here).
@@ -70,6 +70,22 @@ def tensors_digest(tensors: Iterable[TensorDigest]) -> str:
     return "blake3:" + h.hexdigest()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Region:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # relative to the data section
+    end: int
+    width: int  # bytes of one element (or one quantisation block): the unit of constancy
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    regions: tuple[_Region, ...]  # sorted by begin
+    base: int  # absolute offset of the data section
+
+
 class _Header:
     """Collects the safetensors header from the first chunks, then plans the tensor stream."""
 
@@ -107,15 +123,73 @@ class _Header:
         self.error = message
         return True
 
+    @property
+    def plan(self) -> _Plan | None:
+        if self.header is None:
+            return None
+        regions = tuple(
+            _Region(t.name, t.dtype, t.shape, t.begin, t.end, safetensors.DTYPE_BITS[t.dtype] // 8)
+            for t in self.header.tensors
+        )
+        return _Plan(regions, self.header.data_start)
+
+
+class _GgufHeader:
+    """Collects a GGUF header (bounded by gguf.MAX_HEADER_BYTES) and parses it when complete."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.raw = bytearray()
+        self.next_try = 1 << 16
+        self.header: gguf.GgufHeader | None = None
+        self.error: str | None = None
+        self.replay = b""  # bytes read before the chunk that completed the header
+
+    def feed(self, chunk: memoryview, offset: int) -> bool:
+        """Buffer the file's first bytes; parse at doubling sizes; True once parsed or failed.
+
+        Parsing may complete several chunks after the header ended, so the bytes before the
+        current chunk are kept for the tensor stream to replay (bounded by MAX_HEADER_BYTES).
+        """
+        if self.header is not None or self.error is not None:
+            return True
+        room = gguf.MAX_HEADER_BYTES - len(self.raw)
+        self.raw += chunk[:room]
+        at_end = offset + len(chunk) >= self.size or len(self.raw) >= gguf.MAX_HEADER_BYTES
+        if len(self.raw) < self.next_try and not at_end:
+            return False  # parse attempts at doubling sizes: linear total cost
+        self.next_try = 2 * len(self.raw)
+        try:
+            self.header = gguf.parse_header(bytes(self.raw), self.size)
+            self.replay = bytes(self.raw[:offset])
+        except gguf.NeedMore:
+            if not at_end:
+                return False
+            self.error = "file ended inside the header"
+        except FormatError as e:
+            self.error = e.message
+        self.raw = bytearray()
+        return True
+
+    @property
+    def plan(self) -> _Plan | None:
+        if self.header is None:
+            return None
+        regions = tuple(
+            _Region(t.name, t.dtype, t.shape, t.begin, t.end, t.block_bytes)
+            for t in self.header.tensors
+        )
+        return _Plan(regions, self.header.data_start)
+
 
 class _TensorStream:
     """Per-tensor BLAKE3 digests and constancy over the data section, fed chunk by chunk."""
 
-    def __init__(self, header: safetensors.Header) -> None:
-        self.tensors = header.tensors
-        self.base = header.data_start
+    def __init__(self, plan: _Plan) -> None:
+        self.tensors = plan.regions
+        self.base = plan.base
         self.hashers = [blake3.blake3() for _ in self.tensors]
-        self.constancy = [_Constancy(safetensors.DTYPE_BITS[t.dtype]) for t in self.tensors]
+        self.constancy = [_Constancy(8 * t.width) for t in self.tensors]
         self.i = 0
 
     def feed(self, chunk: memoryview, offset: int) -> None:
@@ -205,7 +279,7 @@ def scan(
         offset, short, fmt = 0, False, ""
         pointer: lfs.Pointer | None = None
         pointer_error: str | None = None
-        header: _Header | None = None
+        header: _Header | _GgufHeader | None = None
         helper: _Helper | None = None
         try:
             while offset < size:
@@ -222,9 +296,16 @@ def scan(
                         pointer, pointer_error = _pointer(chunk, size)
                     elif fmt == "safetensors":
                         header = _Header(size)
+                    elif fmt == "gguf":
+                        header = _GgufHeader(size)
                 started = header is not None and helper is None and header.feed(chunk, offset)
-                if started and header is not None and header.header is not None:
-                    helper = _Helper(_TensorStream(header.header), free, threaded)
+                plan = header.plan if started and header is not None else None
+                if plan is not None:
+                    helper = _Helper(_TensorStream(plan), free, threaded)
+                    if isinstance(header, _GgufHeader) and header.replay:
+                        # Before any chunk is submitted, so the helper thread is still idle.
+                        helper.stream.feed(memoryview(header.replay), 0)
+                        header.replay = b""
                 sha.update(chunk)
                 if helper is not None and helper.error is None:
                     helper.submit(buf, offset, n)  # the helper returns buf to `free`
@@ -249,7 +330,7 @@ def scan(
     header_error = None
     if not fmt:  # empty file: nothing was sniffed
         fmt = sniff.sniff(b"", path, size)
-        header_error = "empty file" if fmt == "safetensors" else None
+        header_error = "empty file" if fmt in ("safetensors", "gguf") else None
     if header is not None:
         header_error = header.error
         if header.header is None and header_error is None:

@@ -249,16 +249,17 @@ def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> lis
             )
         )
     if scan.header_error is not None:
+        rule = "PG309" if scan.format == "gguf" else "PG304"
         out.append(
             rules.make(
-                "PG304",
-                f"{decl.path}: invalid safetensors header: {scan.header_error}",
+                rule,
+                f"{decl.path}: invalid {scan.format} header: {scan.header_error}",
                 at("path"),
-                declared="a valid safetensors file",
+                declared=f"a valid {scan.format} file",
                 found=scan.header_error,
             )
         )
-    elif scan.format not in ("safetensors", "pickle", "other"):  # pickles: PG302/PG303 say it
+    elif scan.format not in ("safetensors", "gguf", "pickle", "other"):  # pickles: PG302/PG303
         out.append(
             rules.make(
                 "PG306",

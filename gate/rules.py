@@ -65,6 +65,7 @@ _RULES = [
         "PG307", "pickle-unsafe-global", "error", "A pickle imports a global outside the allowlist."
     ),
     Rule("PG308", "pickle-scan-failed", "error", "A pickle could not be scanned; it is refused."),
+    Rule("PG309", "gguf-header-invalid", "error", "A GGUF header is malformed."),
     # 4xx-6xx: checks that later releases implement; reported as not checked, never as passed
     Rule("PG401", "license-not-checked", "note", "License consistency was not checked."),
     Rule("PG501", "lineage-not-checked", "note", "A lineage claim could not be fully verified."),

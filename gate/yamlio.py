@@ -190,7 +190,8 @@ def load(text: str) -> tuple[Any, Positions, YamlProblem | None]:
         data = _rt_yaml().load(text)
     except MarkedYAMLError as e:
         return None, Positions(), _marked(e)
-    except (YAMLError, RecursionError, ValueError) as e:
+    except (YAMLError, RecursionError, ValueError, TypeError) as e:
+        # TypeError: a mapping used as a mapping key (`? {a: 1}: x`), found by fuzz/fuzz.py.
         return None, Positions(), YamlProblem("syntax", f"invalid YAML: {e}", 1, 1)
     pos = Positions()
     if isinstance(data, CommentedMap | CommentedSeq):

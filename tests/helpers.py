@@ -94,3 +94,21 @@ def rules_of(report: Report, severity: str | None = None) -> list[str]:
 
 def errors(report: Report) -> list[str]:
     return rules_of(report, "error")
+
+
+def write_gguf(path: Path, data: dict[str, np.ndarray] | None = None, **metadata: str) -> Path:
+    """A real GGUF file written by the reference writer (the `gguf` package)."""
+    import gguf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    for key, value in metadata.items():
+        w.add_string(key, value)
+    arrays = data if data is not None else {"w": np.arange(64, dtype=np.float32).reshape(2, 32)}
+    for name, array in arrays.items():
+        w.add_tensor(name, array)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

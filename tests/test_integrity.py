@@ -19,6 +19,7 @@ from tests.helpers import (
     repo,
     rules_of,
     sha,
+    write_gguf,
     write_st,
 )
 
@@ -63,9 +64,9 @@ def test_changed_tensors_listed_from_lock(tmp_path: Path) -> None:
 
 
 def test_size_mismatch(tmp_path: Path) -> None:
-    (tmp_path / "w.gguf").write_bytes(b"GGUF" + b"\0" * 60)
-    repo(tmp_path, "w.gguf")
-    (tmp_path / "w.gguf").write_bytes(b"GGUF" + b"\0" * 61)
+    (tmp_path / "w.onnx").write_bytes(b"\x08\x07" + b"\0" * 60)
+    repo(tmp_path, "w.onnx", extra="policy:\n  allowed_formats: [onnx]\n")
+    (tmp_path / "w.onnx").write_bytes(b"\x08\x07" + b"\0" * 61)
     assert errors(check(tmp_path)) == ["PG203", "PG204"]
 
 
@@ -248,13 +249,23 @@ class TestFormats:
         assert errors(check(tmp_path)) == ["PG301"]
 
     def test_declared_format_mismatch(self, tmp_path: Path) -> None:
-        (tmp_path / "m.gguf").write_bytes(b"GGUF" + b"\0" * 30)
+        write_gguf(tmp_path / "m.gguf")
         manifest(tmp_path, HEAD + artifact_yaml(tmp_path, "m.gguf") + "    format: safetensors\n")
         assert errors(check(tmp_path)) == ["PG305"]
 
-    def test_gguf_structure_reported_as_not_inspected(self, tmp_path: Path) -> None:
-        (tmp_path / "m.gguf").write_bytes(b"GGUF" + b"\0" * 30)
+    def test_gguf_is_inspected_and_digested(self, tmp_path: Path) -> None:
+        write_gguf(tmp_path / "m.gguf")
         report = check(repo(tmp_path, "m.gguf"))
+        assert errors(report) == []
+        assert "PG306" not in rules_of(report)
+
+    def test_invalid_gguf_header(self, tmp_path: Path) -> None:
+        (tmp_path / "m.gguf").write_bytes(b"GGUF" + b"\0" * 30)
+        assert errors(check(repo(tmp_path, "m.gguf"))) == ["PG309"]
+
+    def test_other_formats_reported_as_not_inspected(self, tmp_path: Path) -> None:
+        (tmp_path / "m.onnx").write_bytes(b"\x08\x07" + b"\0" * 30)
+        report = check(repo(tmp_path, "m.onnx", extra="policy:\n  allowed_formats: [onnx]\n"))
         assert errors(report) == []
         assert "PG306" in rules_of(report, "note")
 

@@ -4,6 +4,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gate import manifest
 from gate.errors import ManifestError
@@ -103,3 +105,25 @@ def test_every_schema_field_is_documented() -> None:
         return missing
 
     assert walk(manifest.schema(), "") == []
+
+
+YAML_ALPHABET = st.sampled_from(
+    [*list("abc:-[]{},&*!#|>'\"\n \t0123456789.%@`?"), "version: 1\n", "model:\n", "  ", "- ", "<<: ", "!!python/object:os.system ", "ÿ", "\u2028"]
+)
+
+
+@settings(max_examples=300, deadline=2000)
+@given(st.lists(YAML_ALPHABET, max_size=120).map("".join))
+def test_fuzz_manifest_loader_ends_in_value_or_located_finding(text: str) -> None:
+    parsed, findings = manifest.parse(text.encode("utf-8", "surrogatepass"), "p.yaml")
+    assert (parsed is None) == bool(findings)
+    for f in findings:
+        assert f.rule in {"PG101", "PG102", "PG103"}
+        assert f.location.line >= 1 and f.location.column >= 1
+
+
+@settings(max_examples=200, deadline=2000)
+@given(st.binary(max_size=400))
+def test_fuzz_manifest_loader_on_bytes(data: bytes) -> None:
+    parsed, findings = manifest.parse(data, "p.yaml")
+    assert (parsed is None) == bool(findings)

@@ -126,7 +126,12 @@ def _one_pickle(stream: BinaryIO, start: int, where: str) -> tuple[bytes, str | 
 def _classify(data: bytes, where: str) -> tuple[set[str], set[str], str | None]:
     from picklescan import scanner  # imported only when a pickle-family file is present
 
-    result = scanner.scan_pickle_bytes(io.BytesIO(data), where, multiple_pickles=False, strict=True)
+    try:
+        result = scanner.scan_pickle_bytes(
+            io.BytesIO(data), where, multiple_pickles=False, strict=True
+        )
+    except Exception as e:  # found by fuzz/fuzz.py: malformed STACK_GLOBAL raises ValueError
+        return set(), set(), f"{where}: the scanner rejected it ({type(e).__name__}: {e})"
     names = {f"{g.module}.{g.name}" for g in result.globals}
     dangerous = {
         f"{g.module}.{g.name}" for g in result.globals if g.safety == scanner.SafetyLevel.Dangerous

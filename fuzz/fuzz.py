@@ -1,0 +1,172 @@
+"""Long property-based fuzz run of every parser that reads untrusted bytes.
+
+    python fuzz/fuzz.py [--examples 20000] [--seed 0]
+
+Targets: the safetensors header parser, the GGUF header reader, the Git LFS pointer parser, the
+manifest loader and the static pickle scanner. Each input must end in a value or a FormatError /
+located finding, within a per-input time bound; anything else is a crash and fails the run.
+The unit tests run the same properties with a few hundred examples; this is the long run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gate import lfs, manifest  # noqa: E402
+from gate.errors import FormatError  # noqa: E402
+from gate.formats import gguf, pickles, safetensors  # noqa: E402
+
+PER_INPUT_S = 2.0
+
+
+def st_safetensors() -> st.SearchStrategy[bytes]:
+    entry = st.fixed_dictionaries(
+        {
+            "dtype": st.sampled_from([*safetensors.DTYPE_BITS, "X"]),
+            "shape": st.lists(st.integers(-1, 2**20), max_size=3),
+            "data_offsets": st.lists(st.integers(-1, 2**20), max_size=3),
+        }
+    )
+    header = st.dictionaries(st.text(max_size=8), entry, max_size=6).map(
+        lambda h: json.dumps(h).encode()
+    )
+    return st.one_of(st.binary(max_size=300), header.map(lambda h: h + b" " * (len(h) % 8)))
+
+
+def st_gguf() -> st.SearchStrategy[bytes]:
+    head = st.tuples(st.sampled_from([1, 2, 3]), st.integers(0, 4), st.integers(0, 4)).map(
+        lambda t: b"GGUF" + struct.pack("<IQQ", *t)
+    )
+    return st.tuples(head, st.binary(max_size=600)).map(lambda p: p[0] + p[1])
+
+
+def st_pointer() -> st.SearchStrategy[bytes]:
+    line = st.sampled_from(
+        [b"oid sha256:" + b"a" * 64, b"size 12", b"size -1", b"oid x", b"ext-0 y"]
+    )
+    return st.lists(line, max_size=4).map(
+        lambda ls: b"version https://git-lfs.github.com/spec/v1\n" + b"\n".join(ls) + b"\n"
+    ) | st.binary(max_size=200)
+
+
+def st_manifest() -> st.SearchStrategy[bytes]:
+    atoms = st.sampled_from(
+        [*"abc:-[]{},&*!#|>'\"\n \t019.%@`?", "version: 1\n", "model:\n", "  ", "- ", "<<: ",
+         "!!python/object:os.system ", "\xff", "artifacts:\n", "  - path: ../x\n"]
+    )  # fmt: skip
+    return st.one_of(
+        st.lists(atoms, max_size=150).map(lambda x: "".join(x).encode("utf-8", "surrogatepass")),
+        st.binary(max_size=300),
+    )
+
+
+def st_pickle() -> st.SearchStrategy[bytes]:
+    import pickletools  # noqa: F401  (documents that opcodes, not objects, are generated)
+
+    ops = st.sampled_from(
+        [b"\x80\x02", b"\x80\x04", b"c", b"os\nsystem\n", b"\x93", b"\x8c\x02os", b"R", b"(",
+         b"t", b".", b"N", b"K\x01", b"X\x02\x00\x00\x00ab", b"q\x00", b"h\x00", b"\x94"]
+    )  # fmt: skip
+    return st.lists(ops, max_size=40).map(b"".join) | st.binary(max_size=200)
+
+
+def run_safetensors(data: bytes) -> None:
+    try:
+        n = safetensors.header_length(data[:8], len(data) + 8)
+        safetensors.parse_header(data[:n] if n <= len(data) else data, len(data) + 8)
+    except FormatError:
+        pass
+
+
+def run_gguf(data: bytes) -> None:
+    with contextlib.suppress(FormatError):
+        gguf.parse_header(data, len(data))
+
+
+def run_pointer(data: bytes) -> None:
+    with contextlib.suppress(FormatError):
+        lfs.parse(data)
+
+
+def run_manifest(data: bytes) -> None:
+    parsed, findings = manifest.parse(data, "p.yaml")
+    assert (parsed is None) == bool(findings)
+
+
+def run_pickle(data: bytes, scratch: Path) -> None:
+    path = scratch / "p.pkl"
+    path.write_bytes(data)
+    result = pickles.scan(str(path), "p.pkl")
+    assert result.ok or result.refused or result.error
+
+
+def fuzz(
+    name: str, strategy: st.SearchStrategy[bytes], target: Callable[[bytes], None], n: int, rng: int
+) -> dict[str, object]:
+    stats = {"target": name, "inputs": 0, "crashes": 0, "slowest_s": 0.0}
+
+    @seed(rng)
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+    )
+    @given(strategy)
+    def prop(data: bytes) -> None:
+        stats["inputs"] = int(stats["inputs"]) + 1
+        t = time.perf_counter()
+        target(data)
+        took = time.perf_counter() - t
+        stats["slowest_s"] = max(float(stats["slowest_s"]), took)
+        assert took < PER_INPUT_S, f"{took:.2f}s for one input"
+
+    t = time.perf_counter()
+    try:
+        prop()
+    except Exception as e:  # hypothesis re-raises the minimal failing example
+        stats["crashes"] = 1
+        stats["failure"] = f"{type(e).__name__}: {e}"[:500]
+    stats["seconds"] = round(time.perf_counter() - t, 1)
+    return stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--examples", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        targets: list[tuple[str, st.SearchStrategy[bytes], Callable[[bytes], None]]] = [
+            ("safetensors header", st_safetensors(), run_safetensors),
+            ("gguf header", st_gguf(), run_gguf),
+            ("lfs pointer", st_pointer(), run_pointer),
+            ("manifest loader", st_manifest(), run_manifest),
+            ("pickle scanner", st_pickle(), lambda d: run_pickle(d, Path(scratch))),
+        ]
+        results = [fuzz(name, s, t, args.examples, args.seed) for name, s, t in targets]
+    for r in results:
+        print(json.dumps(r))
+    total = sum(int(r["inputs"]) for r in results)
+    crashes = sum(int(r["crashes"]) for r in results)
+    print(f"{total} inputs, {crashes} crash(es)")
+    sys.exit(1 if crashes else 0)
+
+
+if __name__ == "__main__":
+    main()
