@@ -17,6 +17,7 @@ import struct
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from gate.errors import FormatError  # noqa: E402
 from gate.formats import gguf, pickles, safetensors  # noqa: E402
 
 PER_INPUT_S = 2.0
+PER_INPUT_BYTES = 64 << 20  # peak Python allocation while handling one input
 
 
 def st_safetensors() -> st.SearchStrategy[bytes]:
@@ -117,7 +119,7 @@ def run_pickle(data: bytes, scratch: Path) -> None:
 def fuzz(
     name: str, strategy: st.SearchStrategy[bytes], target: Callable[[bytes], None], n: int, rng: int
 ) -> dict[str, object]:
-    stats = {"target": name, "inputs": 0, "crashes": 0, "slowest_s": 0.0}
+    stats = {"target": name, "inputs": 0, "crashes": 0, "slowest_s": 0.0, "peak_mb": 0.0}
 
     @seed(rng)
     @settings(
@@ -130,18 +132,25 @@ def fuzz(
     @given(strategy)
     def prop(data: bytes) -> None:
         stats["inputs"] = int(stats["inputs"]) + 1
+        tracemalloc.reset_peak()
         t = time.perf_counter()
         target(data)
         took = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
         stats["slowest_s"] = max(float(stats["slowest_s"]), took)
+        stats["peak_mb"] = max(float(stats["peak_mb"]), peak / 2**20)
         assert took < PER_INPUT_S, f"{took:.2f}s for one input"
+        assert peak < PER_INPUT_BYTES, f"{peak} bytes allocated for one input"
 
     t = time.perf_counter()
+    tracemalloc.start()
     try:
         prop()
     except Exception as e:  # hypothesis re-raises the minimal failing example
         stats["crashes"] = 1
         stats["failure"] = f"{type(e).__name__}: {e}"[:500]
+    finally:
+        tracemalloc.stop()
     stats["seconds"] = round(time.perf_counter() - t, 1)
     return stats
 

@@ -8,7 +8,8 @@ import os
 from gate import __version__, hashing, lfs, lockfile, paths, rules, shards
 from gate.errors import GateError, ManifestError, NothingToCheck
 from gate.findings import ArtifactResult, FailOn, Finding, Report
-from gate.formats import sniff
+from gate.formats import sniff, torch_weights
+from gate.formats.pickles import PickleScan
 from gate.integrity import check_artifact
 from gate.lineage.verify import check as verify_lineage
 from gate.manifest import MANIFEST_NAME, Artifact, Manifest, Memo, parse, read_bytes
@@ -71,6 +72,7 @@ def check(target: Target, fail_on: FailOn = "error", scanner: Scanner | None = N
 
     results: list[ArtifactResult] = []
     scans: dict[str, hashing.FileScan] = {}
+    pickled: list[tuple[str, str, PickleScan]] = []  # (declared path, real path, scan)
     declared: set[str] = set()
     reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
     scanned = scanner.scan_many(real for real, problem in reals if problem is None)
@@ -100,6 +102,8 @@ def check(target: Target, fail_on: FailOn = "error", scanner: Scanner | None = N
         results.append(done.result)
         if done.scan is not None:
             scans[norm] = done.scan
+        if done.pickle_scan is not None and done.scan is not None and done.scan.format == "pickle":
+            pickled.append((decl.path, reals[decl.index][0], done.pickle_scan))
         findings.extend(_stale_lock(manifest, decl, locked, lock_file, target))
 
     skip = other_models(manifest)
@@ -110,10 +114,30 @@ def check(target: Target, fail_on: FailOn = "error", scanner: Scanner | None = N
             findings.extend(
                 shards.check_index(target.root, rel, files, _headers(target.root, scans))
             )
-    findings.extend(verify_lineage(target.root, manifest, scans, scanner))
+    extra, unread = _pickled_tensors(manifest, pickled)
+    findings.extend(verify_lineage(target.root, manifest, scans, scanner, extra, unread))
     findings.extend(_not_checked(manifest))
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)
+
+
+def _pickled_tensors(
+    manifest: Manifest, pickled: list[tuple[str, str, PickleScan]]
+) -> tuple[list[hashing.TensorDigest], list[str]]:
+    """Tensors of allowed torch checkpoints whose static scan passed (torch extra), and gaps."""
+    tensors: list[hashing.TensorDigest] = []
+    unread: list[str] = []
+    for rel, real, scan in pickled:
+        if "pickle" not in manifest.policy.allowed_formats or not scan.ok:
+            unread.append(f"{rel}: refused pickle, never loaded")
+            continue
+        try:
+            tensors += torch_weights.tensor_digests(real, scan)
+        except torch_weights.TorchUnavailable:
+            unread.append(f"{rel}: reading torch checkpoints needs the torch extra")
+        except Exception as e:  # torch's restricted loader refusing or failing: not evidence
+            unread.append(f"{rel}: torch could not load it ({type(e).__name__})")
+    return tensors, unread
 
 
 def other_models(manifest: Manifest) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ class ArtifactCheck:
     findings: list[Finding]
     result: ArtifactResult
     scan: hashing.FileScan | None = None
+    pickle_scan: pickles.PickleScan | None = None  # pickle-family content, scanned statically
 
 
 def check_artifact(
@@ -102,7 +103,7 @@ def check_artifact(
     if scan.pointer is not None or scan.pointer_error is not None:
         out.extend(_pointer_findings(decl, scan, at))
         fmt = decl.format or _format_from_name(decl.path)
-        out.extend(_policy_findings(manifest, decl, fmt, at, None))
+        out.extend(_policy_findings(manifest, decl, fmt, at, None, content=False))
         ok = not any(f.severity == "error" for f in out)
         size = scan.pointer.size if scan.pointer else None
         sha = scan.pointer.oid if scan.pointer else None
@@ -112,11 +113,11 @@ def check_artifact(
 
     out.extend(_digest_findings(decl, scan, at, locked))
     out.extend(_format_findings(decl, scan, at))
-    out.extend(_policy_findings(manifest, decl, scan.format, at, real))
+    pickle_scan = pickles.scan(real, decl.path) if scan.format in ("pickle", "numpy") else None
+    out.extend(_policy_findings(manifest, decl, scan.format, at, pickle_scan, content=True))
     ok = not any(f.severity == "error" for f in out)
-    return ArtifactCheck(
-        out, ArtifactResult(decl.path, scan.format, "content", ok, scan.size, scan.sha256), scan
-    )
+    result = ArtifactResult(decl.path, scan.format, "content", ok, scan.size, scan.sha256)
+    return ArtifactCheck(out, result, scan, pickle_scan)
 
 
 Locator = Callable[[str], Location]
@@ -284,12 +285,16 @@ def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> lis
 
 
 def _policy_findings(
-    manifest: Manifest, decl: Artifact, fmt: str, at: Locator, real: str | None
+    manifest: Manifest,
+    decl: Artifact,
+    fmt: str,
+    at: Locator,
+    scan: pickles.PickleScan | None,
+    *,
+    content: bool,
 ) -> list[Finding]:
-    """Format policy. Pickle-family content is scanned, never run (real is None: LFS pointer)."""
+    """Format policy; scan: the static scan of pickle-family content (never unpickled)."""
     allowed = manifest.policy.allowed_formats
-    scannable = real is not None and fmt in ("pickle", "numpy")
-    scan = pickles.scan(real, decl.path) if real is not None and scannable else None
     if fmt not in allowed and fmt != "other":  # "other": config, tokenizer, non-weight files
         if fmt != "pickle":
             return [
@@ -315,7 +320,7 @@ def _policy_findings(
                 hint=PICKLE_HINT,
             )
         ]
-    if fmt == "pickle" and scan is None:
+    if fmt == "pickle" and not content:
         return [
             rules.make(
                 "PG303",

@@ -108,7 +108,17 @@ def test_every_schema_field_is_documented() -> None:
 
 
 YAML_ALPHABET = st.sampled_from(
-    [*list("abc:-[]{},&*!#|>'\"\n \t0123456789.%@`?"), "version: 1\n", "model:\n", "  ", "- ", "<<: ", "!!python/object:os.system ", "ÿ", "\u2028"]
+    [
+        *list("abc:-[]{},&*!#|>'\"\n \t0123456789.%@`?"),
+        "version: 1\n",
+        "model:\n",
+        "  ",
+        "- ",
+        "<<: ",
+        "!!python/object:os.system ",
+        "ÿ",
+        "\u2028",
+    ]
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gate import hashing, rules
 from gate.findings import Finding, Severity
 from gate.lineage import exact
@@ -12,20 +14,30 @@ _LATER = "similarity tiers (fine-tunes, quantization, permutation) are not imple
 
 
 def check(
-    root: str, manifest: Manifest, scans: dict[str, hashing.FileScan], scanner: Scanner
+    root: str,
+    manifest: Manifest,
+    scans: dict[str, hashing.FileScan],
+    scanner: Scanner,
+    extra: Sequence[hashing.TensorDigest] = (),
+    unread: Sequence[str] = (),
 ) -> list[Finding]:
-    """Findings for the scratch claim and for each declared base model."""
-    candidate = [t for s in scans.values() if s.tensors for t in s.tensors]
-    missing = sorted(p for p, s in scans.items() if s.tensors is None and s.format == "safetensors")
+    """Findings for the scratch claim and for each declared base model.
+
+    extra: tensors read from other formats (torch checkpoints); unread: weight files whose
+    tensors could not be read, with the reason (the evidence is then partial, and says so).
+    """
+    candidate = [t for s in scans.values() if s.tensors for t in s.tensors] + list(extra)
+    missing = [p for p, s in scans.items() if s.tensors is None and s.format == "safetensors"]
+    gaps = [f"{p}: not readable as tensors" for p in sorted(missing)] + list(unread)
     unverified: Severity = "error" if manifest.policy.lineage_strict else "note"
     if not candidate:
-        why = "no safetensors content to compare" + (
-            f" ({', '.join(missing)} not readable as tensors)" if missing else ""
-        )
+        why = "no tensors to compare" + (f" ({'; '.join(gaps)})" if gaps else "")
         return [_not_checked(manifest, why, unverified)]
-    if manifest.origin == "scratch":
-        return _scratch(root, manifest, candidate, unverified, scanner)
     out: list[Finding] = []
+    if gaps:
+        out.append(_not_checked(manifest, "evidence is partial: " + "; ".join(gaps), unverified))
+    if manifest.origin == "scratch":
+        return out + _scratch(root, manifest, candidate, unverified, scanner)
     for i, base in enumerate(manifest.base_models):
         out.extend(_base(root, manifest, i, base, candidate, unverified, scanner))
     return out

@@ -165,3 +165,64 @@ def test_zip_entry_lying_about_its_size(tmp_path: Path) -> None:
     (tmp_path / "bomb.bin").write_bytes(bytes(raw))
     result = pickles.scan(str(tmp_path / "bomb.bin"), "bomb.bin")
     assert not result.ok
+
+
+def lineage_repo(root: Path, allowed: str) -> None:
+    from tests.helpers import tensors, write_st
+
+    reference = tensors(seed=1)
+    write_st(root / "ref" / "model.safetensors", reference)
+    stolen = {f"renamed.{k}": torch.from_numpy(v) for k, v in reference.items()}
+    torch.save(stolen, root / "pytorch_model.bin")
+    policy = f"policy:\n  allowed_formats: [{allowed}]\n  lineage:\n    references: [ref]\n"
+    manifest(root, HEAD + artifact_yaml(root, "pytorch_model.bin") + policy)
+
+
+def test_scratch_claim_refuted_from_a_torch_checkpoint(tmp_path: Path) -> None:
+    lineage_repo(tmp_path, "pickle")
+    report = check(tmp_path)
+    assert errors(report) == ["PG502"]
+    assert "3 of 3 weight tensors" in report.findings[0].message
+
+
+def test_refused_pickle_is_not_lineage_evidence(tmp_path: Path) -> None:
+    lineage_repo(tmp_path, "safetensors")
+    report = check(tmp_path)
+    assert errors(report) == ["PG302"]
+    (note,) = [f for f in report.findings if f.rule == "PG501"]
+    assert "refused pickle, never loaded" in note.message
+
+
+def test_without_torch_lineage_says_not_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    lineage_repo(tmp_path, "pickle")
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if the torch extra were not installed
+    report = check(tmp_path)
+    assert errors(report) == []
+    (note,) = [f for f in report.findings if f.rule == "PG501"]
+    assert "needs the torch extra" in note.message
+
+
+def test_loader_refuses_unscanned_or_failed_scans(tmp_path: Path) -> None:
+    from gate.formats import torch_weights
+
+    bad = pickles.PickleScan(("posix.system",), ("posix.system",), ("posix.system",))
+    with pytest.raises(ValueError, match="refusing"):
+        torch_weights.tensor_digests(str(tmp_path / "x"), bad)
+
+
+def test_torch_digests_match_safetensors_digests(tmp_path: Path) -> None:
+    from gate import hashing
+    from gate.formats import torch_weights
+    from tests.helpers import tensors, write_st
+
+    data = tensors(seed=3)
+    st_path = write_st(tmp_path / "m.safetensors", data)
+    torch.save({k: torch.from_numpy(v) for k, v in data.items()}, tmp_path / "m.bin")
+    scan = pickles.scan(str(tmp_path / "m.bin"), "m.bin")
+    from_torch = {t.name: t for t in torch_weights.tensor_digests(str(tmp_path / "m.bin"), scan)}
+    from_st = {t.name: t for t in hashing.scan(str(st_path)).tensors or ()}
+    assert from_torch == from_st
