@@ -88,3 +88,13 @@ def test_shard_count_mismatch(tmp_path: Path) -> None:
     (root / INDEX).write_text(json.dumps({"weight_map": {"a": S1}}))
     repo(root, S1)
     assert any("-of-00002" in f.message for f in check(root).findings if f.rule == "PG222")
+
+
+def test_hostile_index_json(tmp_path: Path) -> None:
+    root = sharded(tmp_path)
+    (root / INDEX).write_text('{"weight_map": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert errors(check(root)) == ["PG221"]
+    (root / INDEX).write_bytes(b'{"weight_map": {"a": "\xff"}}')
+    assert errors(check(root)) == ["PG221"]
+    (root / INDEX).write_text('{"weight_map": {"a": NaN}}')
+    assert errors(check(root)) == ["PG221"]
