@@ -69,7 +69,10 @@ def _decode(payload: str) -> FileScan:
 
 
 def _check(path: str, key: StatKey, payload: str) -> str:
-    return blake3.blake3(json.dumps([FORMAT, path, list(key), payload]).encode()).hexdigest()
+    # The tool version is part of every row's check: a new release re-reads what an older one
+    # scanned (its readers may see more, e.g. GGUF tensors), instead of trusting old results.
+    doc = [FORMAT, __version__, path, list(key), payload]
+    return blake3.blake3(json.dumps(doc).encode()).hexdigest()
 
 
 def _memo_key(kind: str, data: bytes) -> str:

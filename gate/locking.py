@@ -138,6 +138,17 @@ def _lock_text(
                 )
             )
             continue
+        if scan.header_error is not None:  # recorded all the same: `check` keeps failing on it
+            findings.append(
+                rules.make(
+                    "PG309" if scan.format == "gguf" else "PG304",
+                    f"{decl.path}: locked, but its {scan.format} header is invalid:"
+                    f" {scan.header_error}",
+                    at,
+                    declared=f"a valid {scan.format} file",
+                    found=scan.header_error,
+                )
+            )
         entry = lockfile.entry(scan)
         if (
             scan.pointer is not None
@@ -150,6 +161,9 @@ def _lock_text(
         updates = {"size": entry["size"], "sha256": entry["sha256"]}
         if "tensors_digest" in entry:
             updates["tensors_digest"] = entry["tensors_digest"]
+        elif scan.pointer is None and scan.header_error is None and "tensors_digest" in item:
+            del item["tensors_digest"]  # the content has no tensor table any more
+            changes.append(f"{decl.path}: tensors_digest removed (no tensors in {scan.format})")
         for key, value in updates.items():
             before = item.get(key)
             if before != value:

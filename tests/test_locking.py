@@ -250,3 +250,30 @@ def test_non_weight_artifacts_are_hashed_without_format_policy(tmp_path: Path) -
     report = check(tmp_path)
     assert errors(report) == []
     assert [a.format for a in report.artifacts] == ["safetensors", "other"]
+
+
+def test_lock_drops_a_tensor_digest_the_content_no_longer_has(tmp_path: Path) -> None:
+    write_st(tmp_path / "model.weights")  # an unknown extension: the content decides
+    (tmp_path / "provenance.yaml").write_text(
+        "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
+        "artifacts:\n  - path: model.weights\n"
+    )
+    locking.lock(target(tmp_path))
+    assert "tensors_digest" in (tmp_path / "provenance.yaml").read_text()
+    (tmp_path / "model.weights").write_bytes(b"no tensor table here")
+    outcome = locking.lock(target(tmp_path))
+    assert "model.weights: tensors_digest removed (no tensors in other)" in outcome.changes
+    assert "tensors_digest" not in (tmp_path / "provenance.yaml").read_text()
+
+
+def test_lock_keeps_the_tensor_digest_of_a_corrupt_checkpoint(tmp_path: Path) -> None:
+    write_st(tmp_path / "model.safetensors")
+    (tmp_path / "provenance.yaml").write_text(
+        "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
+        "artifacts:\n  - path: model.safetensors\n"
+    )
+    locking.lock(target(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    assert [f.rule for f in locking.lock(target(tmp_path)).report.findings] == ["PG304"]
+    assert "tensors_digest" in (tmp_path / "provenance.yaml").read_text()
+    assert "PG304" in [f.rule for f in check(tmp_path).findings]
