@@ -20,6 +20,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import blake3
 
@@ -86,6 +87,15 @@ class _Plan:
     base: int  # absolute offset of the data section
 
 
+def _plan(tensors: Iterable[Any], base: int, width: Callable[[Any], int]) -> _Plan:
+    regions = (_Region(t.name, t.dtype, t.shape, t.begin, t.end, width(t)) for t in tensors)
+    return _Plan(tuple(regions), base)
+
+
+def _safetensors_width(t: safetensors.TensorInfo) -> int:
+    return safetensors.DTYPE_BITS[t.dtype] // 8
+
+
 class _Header:
     """Collects the safetensors header from the first chunks, then plans the tensor stream."""
 
@@ -125,13 +135,8 @@ class _Header:
 
     @property
     def plan(self) -> _Plan | None:
-        if self.header is None:
-            return None
-        regions = tuple(
-            _Region(t.name, t.dtype, t.shape, t.begin, t.end, safetensors.DTYPE_BITS[t.dtype] // 8)
-            for t in self.header.tensors
-        )
-        return _Plan(regions, self.header.data_start)
+        h = self.header
+        return None if h is None else _plan(h.tensors, h.data_start, _safetensors_width)
 
 
 class _GgufHeader:
@@ -173,13 +178,8 @@ class _GgufHeader:
 
     @property
     def plan(self) -> _Plan | None:
-        if self.header is None:
-            return None
-        regions = tuple(
-            _Region(t.name, t.dtype, t.shape, t.begin, t.end, t.block_bytes)
-            for t in self.header.tensors
-        )
-        return _Plan(regions, self.header.data_start)
+        h = self.header
+        return None if h is None else _plan(h.tensors, h.data_start, lambda t: t.block_bytes)
 
 
 class _TensorStream:
