@@ -226,3 +226,14 @@ def test_torch_digests_match_safetensors_digests(tmp_path: Path) -> None:
     from_torch = {t.name: t for t in torch_weights.tensor_digests(str(tmp_path / "m.bin"), scan)}
     from_st = {t.name: t for t in hashing.scan(str(st_path)).tensors or ()}
     assert from_torch == from_st
+
+
+def test_the_corpus_is_live_when_loaded_by_an_unsafe_loader(tmp_path: Path) -> None:
+    """Control: the payloads really execute under pickle.loads (in a throwaway process)."""
+    import sys
+
+    marker = tmp_path / "pwned"
+    path = build("raw-p2", payloads(marker)["os.system"][0], tmp_path / "evil.pkl")
+    code = f"import pickle; pickle.loads(open({str(path)!r}, 'rb').read())"
+    subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, timeout=60)
+    assert marker.exists()  # so the scanner tests' "marker never created" means something
