@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -64,11 +65,16 @@ class Scanner:
         if self.progress is not None:
             self.progress.start(total, len(todo))
         advance = self.progress.advance if self.progress is not None else None
-        # With at least as many files as workers every core already hashes a file of its own.
-        threaded = len(todo) < self.workers
+        # A file's tensor digests get a helper thread only when a core would otherwise idle:
+        # when fewer files remain to be started than there are workers (the tail of the run).
+        not_started = [len(todo)]
+        lock = threading.Lock()
 
         def one(item: tuple[str, os.stat_result]) -> hashing.FileScan | OSError:
             path, st = item
+            with lock:
+                threaded = not_started[0] < self.workers
+                not_started[0] -= 1
             try:
                 scan = hashing.scan(path, progress=advance, threaded=threaded)
             except OSError as e:
