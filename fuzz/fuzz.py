@@ -160,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", help="run one target (its name, e.g. 'pickle scanner')")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         targets: list[tuple[str, st.SearchStrategy[bytes], Callable[[bytes], None]]] = [
@@ -169,7 +170,8 @@ def main() -> None:
             ("manifest loader", st_manifest(), run_manifest),
             ("pickle scanner", st_pickle(), lambda d: run_pickle(d, Path(scratch))),
         ]
-        results = [fuzz(name, s, t, args.examples, args.seed) for name, s, t in targets]
+        chosen = [t for t in targets if args.only in (None, t[0])]
+        results = [fuzz(name, s, t, args.examples, args.seed) for name, s, t in chosen]
     for r in results:
         print(json.dumps(r))
     total = sum(int(r["inputs"]) for r in results)

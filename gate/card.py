@@ -18,7 +18,7 @@ def front_matter(root: str, rel: str) -> dict[str, Any] | None:
         return None
     try:
         with paths.open_regular(real) as f:
-            data = f.read(MAX_CARD_BYTES) or b""
+            data = paths.read_capped(f, MAX_CARD_BYTES)[:MAX_CARD_BYTES]
     except OSError:
         return None
     text = data.decode("utf-8", errors="replace")

@@ -54,7 +54,7 @@ def read(
         return bad(f"lock file is {size} bytes, over the {MAX_LOCK_BYTES}-byte limit")
     try:
         with paths.open_regular(path) as f:
-            data = f.read(MAX_LOCK_BYTES + 1) or b""
+            data = paths.read_capped(f, MAX_LOCK_BYTES)
         doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         return bad("lock file is not valid UTF-8")

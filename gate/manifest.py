@@ -111,7 +111,7 @@ def read_bytes(path: str, display: str) -> bytes:
         )
     try:
         with paths.open_regular(path) as f:
-            return f.read(MAX_YAML_BYTES + 1) or b""
+            return paths.read_capped(f, MAX_YAML_BYTES)
     except OSError as e:
         raise ManifestError(f"cannot read the manifest: {e.strerror}", where=display) from None
 

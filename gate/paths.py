@@ -55,6 +55,13 @@ def open_regular(path: str) -> io.FileIO:
         raise
 
 
+def read_capped(f: io.FileIO, cap: int) -> bytes:
+    """Up to cap + 1 bytes (so callers can tell "over the cap"), allocating no more than the file
+    holds: file objects allocate the requested size up front."""
+    size = os.fstat(f.fileno()).st_size
+    return f.read(min(size, cap) + 1) or b""
+
+
 def is_within(path: str, root: str) -> bool:
     """Whether a real path lies inside (or is) the real root."""
     return os.path.commonpath([path, root]) == root

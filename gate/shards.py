@@ -34,7 +34,7 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
         ]
     try:
         with paths.open_regular(real) as f:
-            data = f.read(MAX_INDEX_BYTES + 1) or b""
+            data = paths.read_capped(f, MAX_INDEX_BYTES)
         if len(data) > MAX_INDEX_BYTES:
             raise FormatError(f"index is over the {MAX_INDEX_BYTES}-byte limit")
         text = data.decode("utf-8")

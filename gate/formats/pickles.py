@@ -78,9 +78,10 @@ class _TooLarge(Exception):
 class _Capped(io.RawIOBase):
     """A read-only view of a stream that refuses to deliver more than `cap` bytes."""
 
-    def __init__(self, inner: BinaryIO, cap: int) -> None:
+    def __init__(self, inner: BinaryIO, cap: int, available: int) -> None:
         self.inner = inner
         self.cap = cap
+        self.available = available  # bytes left in the stream: a length field may lie
         self.used = 0
 
     def readable(self) -> bool:
@@ -92,6 +93,11 @@ class _Capped(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0 or self.used + n > self.cap:
             raise _TooLarge(f"pickle data exceeds the {self.cap}-byte limit")
+        if self.used + n > self.available:
+            # Checked before reading: file objects allocate the requested size up front, so a
+            # 200-byte pickle claiming an 80 MB string would otherwise cost 80 MB (fuzz finding).
+            left = self.available - self.used
+            raise EOFError(f"{n} bytes needed at byte {self.used}, {left} left")
         data = self.inner.read(n)
         self.used += len(data)
         return data
@@ -106,8 +112,9 @@ class _Capped(io.RawIOBase):
 
 def _one_pickle(stream: BinaryIO, start: int, where: str) -> tuple[bytes, str | None]:
     """The bytes of the pickle at `start` (validated by a full opcode walk), or an error."""
+    available = stream.seek(0, io.SEEK_END) - start
     stream.seek(start)
-    capped = _Capped(stream, MAX_PICKLE_BYTES)
+    capped = _Capped(stream, MAX_PICKLE_BYTES, available)
     try:
         # genops disassembles; it constructs and runs nothing.
         for opcode, _arg, _pos in pickletools.genops(cast("IO[bytes]", capped)):
@@ -198,7 +205,7 @@ def _scan_zip(stream: BinaryIO, where: str, depth: int) -> tuple[set[str], set[s
                     errors.append(f"{inner}: {entry.file_size} bytes, over the pickle limit")
                     continue
                 with archive.open(entry) as f:
-                    data = f.read(MAX_PICKLE_BYTES + 1)
+                    data = f.read(min(entry.file_size, MAX_PICKLE_BYTES) + 1)
                 if len(data) > MAX_PICKLE_BYTES:  # the declared size lied
                     errors.append(f"{inner}: expands past the pickle limit")
                     continue

@@ -237,3 +237,19 @@ def test_the_corpus_is_live_when_loaded_by_an_unsafe_loader(tmp_path: Path) -> N
     code = f"import pickle; pickle.loads(open({str(path)!r}, 'rb').read())"
     subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, timeout=60)
     assert marker.exists()  # so the scanner tests' "marker never created" means something
+
+
+def test_lying_length_fields_cost_no_memory(tmp_path: Path) -> None:
+    import struct
+    import tracemalloc
+
+    path = tmp_path / "lie.pkl"  # BINBYTES8 claiming 80 MB, followed by 3 bytes (fuzz finding)
+    path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 80_000_000) + b"abc")
+    tracemalloc.start()
+    try:
+        result = pickles.scan(str(path), "lie.pkl")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "not a valid pickle" in (result.error or "")
+    assert peak < 1 << 20
