@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 from gate import __version__, hashing, lfs, lockfile, paths, rules, shards
 from gate.errors import GateError, ManifestError, NothingToCheck
 from gate.findings import ArtifactResult, FailOn, Finding, Report
-from gate.formats import sniff, torch_weights
-from gate.formats.pickles import PickleScan
+from gate.formats import sniff
 from gate.integrity import check_artifact
 from gate.lineage.verify import check as verify_lineage
 from gate.manifest import MANIFEST_NAME, Artifact, Manifest, Memo, parse, read_bytes
 from gate.scanner import Scanner
+
+if TYPE_CHECKING:
+    from gate.formats.pickles import PickleScan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +128,8 @@ def _pickled_tensors(
     manifest: Manifest, pickled: list[tuple[str, str, PickleScan]]
 ) -> tuple[list[hashing.TensorDigest], list[str]]:
     """Tensors of allowed torch checkpoints whose static scan passed (torch extra), and gaps."""
+    from gate.formats import torch_weights
+
     tensors: list[hashing.TensorDigest] = []
     unread: list[str] = []
     for rel, real, scan in pickled:

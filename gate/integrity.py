@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gate import hashing, lockfile, paths, rules
 from gate.findings import ArtifactResult, Finding, Location
-from gate.formats import pickles
 from gate.manifest import Artifact, Manifest
+
+if TYPE_CHECKING:  # the scanner itself loads only when a pickle-family file is present
+    from gate.formats import pickles
 
 PICKLE_HINT = (
     "convert it to safetensors; or, if you must ship it, add `pickle` to policy.allowed_formats"
@@ -113,7 +116,11 @@ def check_artifact(
 
     out.extend(_digest_findings(decl, scan, at, locked))
     out.extend(_format_findings(decl, scan, at))
-    pickle_scan = pickles.scan(real, decl.path) if scan.format in ("pickle", "numpy") else None
+    pickle_scan = None
+    if scan.format in ("pickle", "numpy"):
+        from gate.formats import pickles
+
+        pickle_scan = pickles.scan(real, decl.path)
     out.extend(_policy_findings(manifest, decl, scan.format, at, pickle_scan, content=True))
     ok = not any(f.severity == "error" for f in out)
     result = ArtifactResult(decl.path, scan.format, "content", ok, scan.size, scan.sha256)

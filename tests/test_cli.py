@@ -278,7 +278,7 @@ def test_warm_check_skips_hashing_parsing_and_validation(tmp_path: Path) -> None
     code = (
         "import sys; from gate import cli\n"
         f"rc = cli.main(['check', {str(root)!r}])\n"
-        "heavy = sorted(m for m in ('ruamel.yaml', 'jsonschema') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('ruamel.yaml', 'jsonschema', 'picklescan', 'gate.formats.pickles') if m in sys.modules)\n"
         "print(rc, heavy, file=sys.stderr)"
     )
     r = subprocess.run(
