@@ -128,10 +128,12 @@ def _pickled_tensors(
     manifest: Manifest, pickled: list[tuple[str, str, PickleScan]]
 ) -> tuple[list[hashing.TensorDigest], list[str]]:
     """Tensors of allowed torch checkpoints whose static scan passed (torch extra), and gaps."""
-    from gate.formats import torch_weights
-
     tensors: list[hashing.TensorDigest] = []
     unread: list[str] = []
+    if not pickled:
+        return tensors, unread
+    from gate.formats import torch_weights
+
     for rel, real, scan in pickled:
         if "pickle" not in manifest.policy.allowed_formats or not scan.ok:
             unread.append(f"{rel}: refused pickle, never loaded")
