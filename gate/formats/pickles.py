@@ -18,10 +18,10 @@ import zipfile
 from typing import IO, BinaryIO, cast
 
 from gate import paths
+from gate.formats import zips
 
 _STORAGE = re.compile(r"(^|/)data/\d+$")
 MAX_PICKLE_BYTES = 256 << 20  # a state-dict pickle is small: tensor bytes live outside it
-MAX_ZIP_ENTRIES = 100_000
 MAX_NESTING = 2  # zips inside zips
 MAX_LEADING_PICKLES = 5  # legacy torch files: magic, protocol, sys info, data, storage keys
 
@@ -182,11 +182,12 @@ def _scan_zip(stream: BinaryIO, where: str, depth: int) -> tuple[set[str], set[s
     errors: list[str] = []
     if depth > MAX_NESTING:
         return names, dangerous, [f"{where}: zip archives nested deeper than {MAX_NESTING}"]
+    refusal = zips.too_many_entries(stream)  # before zipfile parses the central directory
+    if refusal is not None:
+        return names, dangerous, [f"{where}: unreadable zip archive ({refusal})"]
     try:
         with zipfile.ZipFile(stream) as archive:
             entries = archive.infolist()
-            if len(entries) > MAX_ZIP_ENTRIES:
-                return names, dangerous, [f"{where}: more than {MAX_ZIP_ENTRIES} zip entries"]
             for entry in entries:
                 inner = f"{where}:{entry.filename}"
                 if entry.is_dir():

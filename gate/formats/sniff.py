@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 
@@ -80,12 +81,18 @@ def content_format(path: str) -> str | None:
     return None if fmt == "other" else fmt
 
 
-def _zip_holds_pickle(path: str, max_entries: int = 100_000) -> bool:
+def _zip_holds_pickle(path: str) -> bool:
     import zipfile
 
+    from gate import paths
+    from gate.formats import zips
+
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+        with paths.open_regular(path) as raw, io.BufferedReader(raw) as f:
+            if zips.too_many_entries(f) is not None:
+                return True  # unreadable or oversized: treated as a checkpoint (fail closed)
+            with zipfile.ZipFile(f) as archive:
+                names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):
         return True  # an unreadable zip in a model repository is treated as a pickle: fail closed
-    return any(n.endswith((".pkl", ".pickle")) for n in names[:max_entries])
+    return any(n.endswith((".pkl", ".pickle")) for n in names)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+from gate.formats import pickles, sniff, zips
+
+
+def archive(n: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(n):
+            z.writestr(f"f{i}", b"x")
+    return buf.getvalue()
+
+
+def test_counts_entries_from_the_end_record() -> None:
+    assert zips.declared_entries(io.BytesIO(archive(3))) == 3
+    assert zips.declared_entries(io.BytesIO(b"PK\x03\x04 not really a zip")) is None
+
+
+def huge_zip64_claim(count: int) -> bytes:
+    """A zip whose zip64 end record claims `count` entries (no such entries exist)."""
+    zip64_eocd = b"PK\x06\x06" + struct.pack("<QHHIIQQQQ", 44, 45, 45, 0, 0, count, count, 0, 0)
+    locator = b"PK\x06\x07" + struct.pack("<IQI", 0, 4, 1)
+    eocd = b"PK\x05\x06" + struct.pack("<HHHHIIH", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return b"PK\x03\x04" + zip64_eocd + locator + eocd
+
+
+def test_zip64_claims_are_read_and_refused_before_parsing(tmp_path: Path) -> None:
+    data = huge_zip64_claim(10**9)
+    assert zips.declared_entries(io.BytesIO(data)) == 10**9
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    result = pickles.scan(str(path), "model.bin")
+    assert "declares 1000000000 entries" in (result.error or "")
+    assert sniff.content_format(str(path)) == "pickle"  # fail closed: treated as a checkpoint
+
+
+def test_ordinary_document_zip_is_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "docs.zip"
+    path.write_bytes(archive(5))
+    assert sniff.content_format(str(path)) is None
