@@ -116,10 +116,38 @@ def _value(c: _Cursor, vtype: int, key: str, depth: int = 0) -> Any:
         if itype not in _MIN_VALUE_BYTES:
             raise FormatError(f"{key}: unknown array item type {itype}")
         n = c.count(f"{key} item count", _MIN_VALUE_BYTES[itype])
-        for _ in range(n):  # bounded: n items must fit in the remaining bytes
-            _value(c, itype, key, depth + 1)
+        if itype in _SCALARS:  # fixed-size items: skip them in one step, not n Python iterations
+            c.take(n * _MIN_VALUE_BYTES[itype], f"items of {key}")
+        elif itype == 8:
+            _skip_strings(c, n, key)
+        else:
+            for _ in range(n):  # bounded: n items must fit in the remaining bytes
+                _value(c, itype, key, depth + 1)
         return ("array", itype, n)
     raise FormatError(f"{key}: unknown value type {vtype}")
+
+
+def _skip_strings(c: _Cursor, n: int, key: str) -> None:
+    """Validate n length-prefixed UTF-8 strings (vocabularies): the hot loop of a GGUF header."""
+    buf, pos, unpack = c.buf, c.pos, struct.unpack_from
+    limit = min(c.file_size, MAX_HEADER_BYTES)
+    for _ in range(n):
+        if pos + 8 > len(buf):
+            c.pos = pos
+            c.take(8, f"string length in {key}")  # raises NeedMore or FormatError
+        (length,) = unpack("<Q", buf, pos)
+        end = pos + 8 + length
+        if length > MAX_STRING_BYTES or end > limit:
+            raise FormatError(f"string of {length} bytes in {key} at byte {pos} cannot fit")
+        if end > len(buf):
+            c.pos = pos + 8
+            c.take(length, f"string in {key}")  # raises NeedMore
+        try:
+            buf[pos + 8 : end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"string in {key} at byte {pos + 8} is not valid UTF-8") from None
+        pos = end
+    c.pos = pos
 
 
 def parse_header(buf: bytes, file_size: int) -> GgufHeader:
