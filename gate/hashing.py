@@ -7,8 +7,8 @@ header, whatever the file size.
 Per-tensor digests are BLAKE3 (cryptographic, about 3x SHA-256's speed with SHA-NI here), so the
 second digest costs a fraction of the first; the file's SHA-256 is kept because it equals the Git
 LFS oid and the Hub's LFS sha256. The SHA-256 stream runs in the reading thread; the tensor stream
-runs in a helper thread on the same buffers, so one file keeps two cores busy (both hash libraries
-release the GIL).
+runs on the same buffers, in that thread or (when a core would otherwise idle) in a helper thread,
+so one file can keep two cores busy (both hash libraries release the GIL).
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ class _Header:
         self.length: int | None = None
         self.header: safetensors.Header | None = None
         self.error: str | None = None
+        self.replay = b""  # parsed the moment it is complete: nothing to replay
 
     def feed(self, chunk: memoryview, offset: int) -> bool:
         """Take header bytes from a chunk; True once the header is parsed (or has failed)."""
@@ -298,11 +299,14 @@ def scan(
                         header = _Header(size)
                     elif fmt == "gguf":
                         header = _GgufHeader(size)
-                started = header is not None and helper is None and header.feed(chunk, offset)
-                plan = header.plan if started and header is not None else None
-                if plan is not None:
+                if (
+                    header is not None
+                    and helper is None
+                    and header.feed(chunk, offset)
+                    and (plan := header.plan) is not None
+                ):
                     helper = _Helper(_TensorStream(plan), free, threaded)
-                    if isinstance(header, _GgufHeader) and header.replay:
+                    if header.replay:  # data read before the header was known to be complete
                         # Before any chunk is submitted, so the helper thread is still idle.
                         helper.stream.feed(memoryview(header.replay), 0)
                         header.replay = b""

@@ -278,16 +278,18 @@ def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> lis
                 found="not checked: no structural reader for this format yet",
             )
         )
-        if decl.tensors_digest is not None:
-            out.append(
-                rules.make(
-                    "PG306",
-                    f"{decl.path}: tensors_digest cannot be computed for {scan.format}",
-                    at("tensors_digest"),
-                    declared=decl.tensors_digest,
-                    found="not checked",
-                )
+    if decl.tensors_digest is not None and scan.tensors is None and scan.header_error is None:
+        # Whatever the format (pickle, numpy, other): a declared digest nobody verified is no pass.
+        out.append(
+            rules.make(
+                "PG306",
+                f"{decl.path}: tensors_digest not checked: no tensor table is read from"
+                f" {scan.format} content",
+                at("tensors_digest"),
+                declared=decl.tensors_digest,
+                found="not checked",
             )
+        )
     return out
 
 

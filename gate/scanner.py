@@ -40,7 +40,6 @@ class Scanner:
         self.cache = cache
         self.workers = workers or default_workers()
         self.progress = progress
-        self.bytes_hashed = 0
         self.files_hashed = 0
 
     def scan_many(self, real_paths: Iterable[str]) -> dict[str, hashing.FileScan | OSError]:
@@ -98,10 +97,9 @@ class Scanner:
         finally:
             if self.progress is not None:
                 self.progress.finish()
-        for (path, st), result in zip(todo, results, strict=True):
+        for (path, _), result in zip(todo, results, strict=True):
             out[path] = result
             self.files_hashed += 1
-            self.bytes_hashed += st.st_size
         if self.cache is not None:
             self.cache.flush()
         return out

@@ -379,3 +379,20 @@ def test_weights_hidden_under_other_names_are_found_by_content(tmp_path: Path) -
     assert sorted(found) == ["blob", "notes.txt", "weights.dat"]
     assert "its content is pickle" in found["weights.dat"]
     assert "its content is safetensors" in found["notes.txt"]
+
+
+def test_declared_tensor_digest_without_a_tensor_table_is_not_checked(tmp_path: Path) -> None:
+    import pickle
+
+    (tmp_path / "model.bin").write_bytes(pickle.dumps({"w": [1.0]}, protocol=2))
+    digest = "blake3:" + "0" * 64
+    manifest(
+        tmp_path,
+        HEAD + artifact_yaml(tmp_path, "model.bin") + f"    tensors_digest: {digest}\n"
+        "policy:\n  allowed_formats: [pickle]\n",
+    )
+    report = check(tmp_path)
+    assert errors(report) == []
+    (note,) = [f for f in report.findings if f.rule == "PG306"]
+    assert "tensors_digest not checked" in note.message
+    assert note.location.line == 10
