@@ -18,6 +18,7 @@ from gate.findings import FailOn
 from gate.reporters import FORMATS  # light: the reporter modules themselves load lazily
 
 if TYPE_CHECKING:
+    from gate.lineage.verify import LineageDepth
     from gate.scanner import Scanner
 
 FAIL_ON = get_args(FailOn)
@@ -87,6 +88,14 @@ def cli() -> None:
     default=None,
     help="Colour text output (default: when standard output is a terminal).",
 )
+@click.option(
+    "--lineage-depth",
+    type=click.Choice(["full", "exact"]),
+    default="full",
+    show_default=True,
+    help="`exact`: look only for bit-identical tensors (fast, for pre-commit); `full`: also the"
+    " weight-similarity tiers (needs the lineage extra).",
+)
 def check(
     directory: str,
     manifest: str | None,
@@ -97,13 +106,19 @@ def check(
     output: str | None,
     fail_on: str,
     color: bool | None,
+    lineage_depth: str,
 ) -> int:
     """Verify the declarations in DIR's manifest (default DIR: the current folder)."""
     from gate import engine, reporters
 
     target = engine.Target.resolve(directory, manifest)
     with _scanner(no_cache, cache_dir, jobs) as scanner:
-        report = engine.check(target, fail_on=cast("FailOn", fail_on), scanner=scanner)
+        report = engine.check(
+            target,
+            fail_on=cast("FailOn", fail_on),
+            scanner=scanner,
+            lineage_depth=cast("LineageDepth", lineage_depth),
+        )
     use_color = color if color is not None else (output is None and sys.stdout.isatty())
     options = reporters.ReporterOptions(
         color=use_color, workspace=os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
@@ -121,6 +136,63 @@ def check(
                 f"cannot append the job summary: {e.strerror}", where=summary_file
             ) from None
     return report.exit_code
+
+
+@cli.command()
+@click.argument("candidate", type=click.Path(exists=True))
+@click.option(
+    "--reference",
+    "-r",
+    "references",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True),
+    help="A reference model (folder or weight file); repeat for several.",
+)
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the report to this file instead of standard output.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Significance level for dependence (after correction for every test and reference).",
+)
+@click.option(
+    "--fail-if-dependent",
+    is_flag=True,
+    help="Exit 1 when the candidate depends on any reference (e.g. to test a scratch claim).",
+)
+def lineage(
+    candidate: str,
+    references: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    alpha: float,
+    fail_if_dependent: bool,
+) -> int:
+    """How CANDIDATE relates to each reference model, from the weights alone."""
+    from gate.lineage.audit import audit
+    from gate.lineage.render import render
+
+    report = audit(candidate, references, alpha)
+    _emit(render(report, fmt), output)
+    if fail_if_dependent and any(v.dependent for v in report.verdicts):
+        return int(ExitCode.FAILED)
+    return int(ExitCode.PASS)
 
 
 def _emit(text: str, output: str | None) -> None:

@@ -11,6 +11,7 @@ from gate.errors import GateError, ManifestError, NothingToCheck
 from gate.findings import ArtifactResult, FailOn, Finding, Report
 from gate.formats import sniff
 from gate.integrity import check_artifact
+from gate.lineage.verify import LineageDepth
 from gate.lineage.verify import check as verify_lineage
 from gate.manifest import MANIFEST_NAME, Artifact, Manifest, Memo, parse, read_bytes
 from gate.scanner import Scanner
@@ -61,8 +62,17 @@ def load_manifest(
     return parse(data, target.manifest_display, memo)
 
 
-def check(target: Target, fail_on: FailOn = "error", scanner: Scanner | None = None) -> Report:
-    """Run every implemented check; checks not implemented are reported as not checked."""
+def check(
+    target: Target,
+    fail_on: FailOn = "error",
+    scanner: Scanner | None = None,
+    lineage_depth: LineageDepth = "full",
+) -> Report:
+    """Run every implemented check; checks not implemented are reported as not checked.
+
+    lineage_depth "exact" limits lineage to tier 0 (digests from the cached scan): the fast,
+    numpy-free mode for pre-commit.
+    """
     scanner = scanner or Scanner()
     manifest, problems = load_manifest(target, scanner.cache)
     if manifest is None:
@@ -118,7 +128,9 @@ def check(target: Target, fail_on: FailOn = "error", scanner: Scanner | None = N
                 shards.check_index(target.root, rel, files, _headers(target.root, scans))
             )
     extra, unread = _pickled_tensors(manifest, pickled)
-    findings.extend(verify_lineage(target.root, manifest, scans, scanner, extra, unread))
+    findings.extend(
+        verify_lineage(target.root, manifest, scans, scanner, extra, unread, lineage_depth)
+    )
     findings.extend(_not_checked(manifest))
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)

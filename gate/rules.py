@@ -82,6 +82,24 @@ _RULES = [
         "warning",
         "A declared derivative is bit-identical to its base.",
     ),
+    Rule(
+        "PG505",
+        "relation-mismatch",
+        "error",
+        "The weights show a different relation to a base model than the one declared.",
+    ),
+    Rule(
+        "PG506",
+        "base-independent",
+        "error",
+        "A declared base model is independent of this model's weights.",
+    ),
+    Rule(
+        "PG507",
+        "merge-weight-mismatch",
+        "warning",
+        "A declared merge coefficient differs from the one recovered from the weights.",
+    ),
     Rule("PG601", "card-not-checked", "note", "Model card consistency was not checked."),
 ]
 

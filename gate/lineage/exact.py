@@ -47,6 +47,7 @@ class ExactEvidence:
     matched_bytes: int
     renamed: int  # matches stored under a different name
     pairs: tuple[tuple[str, str], ...]  # (candidate name, reference name), first MAX_PAIRS
+    names: frozenset[str] = frozenset()  # every matched candidate tensor
 
     @property
     def all_matched(self) -> bool:
@@ -84,6 +85,7 @@ def compare(
             by_digest.setdefault(t.digest, t.name)
     total = matched = total_bytes = matched_bytes = renamed = 0
     pairs: list[tuple[str, str]] = []
+    names: set[str] = set()
     for t in candidate:
         if not informative(t):
             continue
@@ -93,12 +95,20 @@ def compare(
         if ref is None:
             continue
         matched += 1
+        names.add(t.name)
         matched_bytes += nbytes(t)
         renamed += ref != t.name
         if len(pairs) < MAX_PAIRS:
             pairs.append((t.name, ref))
     return ExactEvidence(
-        reference_name, total, matched, total_bytes, matched_bytes, renamed, tuple(pairs)
+        reference_name,
+        total,
+        matched,
+        total_bytes,
+        matched_bytes,
+        renamed,
+        tuple(pairs),
+        frozenset(names),
     )
 
 

@@ -1,16 +1,50 @@
-"""Check the manifest's lineage claims with the evidence tiers this release implements."""
+"""Check the manifest's lineage claims against the weights.
+
+Tier 0 (exact digests from the cached scan) is always available. The weight tiers (aligned and
+permutation-robust tests, relation diagnostics) need numpy/scipy/ml_dtypes/gguf, the `lineage`
+extra; without it the findings say which claims were only checked for exact copies.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
-from gate import hashing, rules
-from gate.findings import Finding, Severity
+from gate import hashing, paths, rules
+from gate.findings import Finding, Location, Severity
 from gate.lineage import exact
+from gate.lineage.result import Verdict, format_p
 from gate.manifest import BaseModel, Manifest
 from gate.scanner import Scanner
 
-_LATER = "similarity tiers (fine-tunes, quantization, permutation) are not implemented yet"
+LineageDepth = Literal["full", "exact"]
+_TIER0_ONLY = (
+    "only exact copies were looked for: the weight-similarity tiers (fine-tunes, merges,"
+    " quantization, permutation) need `pip install provenance-gate[lineage]`"
+)
+_TIER0_ASKED = "only exact copies were looked for (--lineage-depth exact)"
+# declared relation -> relations found in the weights that are consistent with it. A merge with
+# one local parent looks like a fine-tune, and a merged adapter is a (low-rank) fine-tune.
+ACCEPTS: dict[str, frozenset[str]] = {
+    "copy": frozenset({"copy"}),
+    "finetune": frozenset({"finetune", "merge"}),
+    "merge": frozenset({"merge", "finetune"}),
+    "quantized": frozenset({"quantized"}),
+    "pruned": frozenset({"pruned"}),
+    "adapter": frozenset({"adapter"}),
+}
+MERGE_WEIGHT_TOLERANCE = 0.05
+
+
+def weight_tiers_available() -> bool:
+    try:
+        import gguf  # noqa: F401
+        import ml_dtypes  # noqa: F401
+        import numpy  # noqa: F401
+        import scipy  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check(
@@ -20,6 +54,7 @@ def check(
     scanner: Scanner,
     extra: Sequence[hashing.TensorDigest] = (),
     unread: Sequence[str] = (),
+    depth: LineageDepth = "full",
 ) -> list[Finding]:
     """Findings for the scratch claim and for each declared base model.
 
@@ -36,11 +71,10 @@ def check(
     out: list[Finding] = []
     if gaps:
         out.append(_not_checked(manifest, "evidence is partial: " + "; ".join(gaps), unverified))
+    ctx = _Context(root, manifest, scans, scanner, candidate, unverified, depth)
     if manifest.origin == "scratch":
-        return out + _scratch(root, manifest, candidate, unverified, scanner)
-    for i, base in enumerate(manifest.base_models):
-        out.extend(_base(root, manifest, i, base, candidate, unverified, scanner))
-    return out
+        return out + ctx.scratch()
+    return out + ctx.bases()
 
 
 def _not_checked(manifest: Manifest, why: str, severity: Severity) -> Finding:
@@ -54,132 +88,276 @@ def _not_checked(manifest: Manifest, why: str, severity: Severity) -> Finding:
     )
 
 
-def _scratch(
-    root: str,
-    manifest: Manifest,
-    candidate: list[hashing.TensorDigest],
-    unverified: Severity,
-    scanner: Scanner,
-) -> list[Finding]:
-    at = manifest.locate("model", "origin")
-    refs = manifest.policy.references
-    if not refs:
-        return [
-            _not_checked(
-                manifest,
-                "the `scratch` claim was not tested: no reference models are listed in"
-                " policy.lineage.references",
-                unverified,
-            )
-        ]
-    out: list[Finding] = []
-    for ref in refs:
-        tensors, problems = exact.collect(root, ref, scanner)
-        if not tensors:
-            out.append(
+class _Context:
+    def __init__(
+        self,
+        root: str,
+        manifest: Manifest,
+        scans: dict[str, hashing.FileScan],
+        scanner: Scanner,
+        candidate: list[hashing.TensorDigest],
+        unverified: Severity,
+        depth: LineageDepth,
+    ) -> None:
+        self.root, self.manifest, self.scans, self.scanner = root, manifest, scans, scanner
+        self.candidate, self.unverified = candidate, unverified
+        self.full = depth == "full" and weight_tiers_available()
+        self.why_tier0 = _TIER0_ASKED if depth == "exact" else _TIER0_ONLY
+
+    # ------------------------------------------------------------------ scratch
+    def scratch(self) -> list[Finding]:
+        at = self.manifest.locate("model", "origin")
+        refs = self.manifest.policy.references
+        if not refs:
+            return [
                 _not_checked(
-                    manifest, f"reference {ref} unreadable: {'; '.join(problems)}", unverified
+                    self.manifest,
+                    "the `scratch` claim was not tested: no reference models are listed in"
+                    " policy.lineage.references",
+                    self.unverified,
                 )
-            )
-            continue
-        ev = exact.compare(candidate, tensors, ref)
+            ]
+        out: list[Finding] = []
+        usable: list[tuple[str, exact.ExactEvidence]] = []
+        for ref in refs:
+            tensors, problems = exact.collect(self.root, ref, self.scanner)
+            if not tensors:
+                out.append(
+                    _not_checked(
+                        self.manifest,
+                        f"reference {ref} unreadable: {'; '.join(problems)}",
+                        self.unverified,
+                    )
+                )
+                continue
+            usable.append((ref, exact.compare(self.candidate, tensors, ref)))
+        if not self.full:
+            return out + [self._scratch_tier0(at, ref, ev) for ref, ev in usable]
+        verdicts = self._compare([ref for ref, _ in usable], dict(usable))
+        for (ref, ev), verdict in zip(usable, verdicts, strict=True):
+            if ev.matched and (verdict is None or not verdict.dependent):
+                # exact matches found in files the weight tiers cannot open (torch checkpoints)
+                out.append(self._scratch_tier0(at, ref, ev))
+            elif verdict is None or verdict.relation == "inconclusive":
+                why = verdict.notes[0] if verdict is not None and verdict.notes else "no model"
+                out.append(_not_checked(self.manifest, f"against {ref}: {why}", self.unverified))
+            elif verdict.dependent:
+                also = f"; {ev.summary()}" if ev.matched else ""
+                out.append(
+                    rules.make(
+                        "PG502",
+                        f"origin `scratch` is contradicted by the weights: {verdict.summary()}"
+                        + also,
+                        at,
+                        declared="origin: scratch (no base model)",
+                        found=verdict.summary(),
+                        details=(*_evidence_lines(verdict), *ev.detail_lines()),
+                        hint=f"declare `origin: derived` with base_models: [{{path: {ref},"
+                        f" relation: {verdict.relation}}}] and the base model's license",
+                    )
+                )
+        return out
+
+    def _scratch_tier0(self, at: Location, ref: str, ev: exact.ExactEvidence) -> Finding:
         if ev.matched:
-            out.append(
-                rules.make(
-                    "PG502",
-                    f"origin `scratch` is contradicted by the weights: {ev.summary()}",
-                    at,
-                    declared="origin: scratch (no base model)",
-                    found=ev.summary(),
-                    details=ev.detail_lines(),
-                    hint=f"declare `origin: derived` with base_models: [{{path: {ref}, relation:"
-                    f" {'copy' if ev.all_matched else 'merge'}}}] and the base model's license",
-                )
-            )
-        else:
-            out.append(
-                rules.make(
-                    "PG501",
-                    f"no tensor is bit-identical to {ref}; {_LATER}, so independence from it"
-                    " is not established",
-                    at,
-                    declared="origin: scratch",
-                    found=f"0 of {ev.candidate_tensors} weight tensors identical to {ref}",
-                    severity=unverified,
-                )
-            )
-    return out
-
-
-def _base(
-    root: str,
-    manifest: Manifest,
-    i: int,
-    base: BaseModel,
-    candidate: list[hashing.TensorDigest],
-    unverified: Severity,
-    scanner: Scanner,
-) -> list[Finding]:
-    at = manifest.locate("base_models", i)
-    declared = f"{base.relation} of {base.name}"
-    if base.path is None:
-        return [
-            rules.make(
-                "PG501",
-                f"{base.name}: Hub base models are not fetched by this version; relation"
-                f" `{base.relation}` not verified",
+            return rules.make(
+                "PG502",
+                f"origin `scratch` is contradicted by the weights: {ev.summary()}",
                 at,
-                declared=declared,
-                found="not checked: Hub access not implemented",
-                severity=unverified,
-            )
-        ]
-    tensors, problems = exact.collect(root, base.path, scanner)
-    if not tensors:
-        return [
-            rules.make(
-                "PG501",
-                f"{base.name}: base weights unusable ({'; '.join(problems)}); relation not checked",
-                at,
-                declared=declared,
-                found="not checked",
-                severity=unverified,
-            )
-        ]
-    ev = exact.compare(candidate, tensors, base.name)
-    if base.relation == "copy":
-        if ev.all_matched:
-            return []
-        return [
-            rules.make(
-                "PG503",
-                f"declared a copy of {base.name}, but only {ev.summary()}",
-                at,
-                declared=declared,
+                declared="origin: scratch (no base model)",
                 found=ev.summary(),
                 details=ev.detail_lines(),
-                hint="declare the relation that describes how the weights were changed",
+                hint=f"declare `origin: derived` with base_models: [{{path: {ref}, relation:"
+                f" {'copy' if ev.all_matched else 'merge'}}}] and the base model's license",
             )
-        ]
-    if ev.all_matched:
-        return [
-            rules.make(
+        return rules.make(
+            "PG501",
+            f"no tensor is bit-identical to {ref}; {self.why_tier0}, so independence from it"
+            " is not established",
+            at,
+            declared="origin: scratch",
+            found=f"0 of {ev.candidate_tensors} weight tensors identical to {ref}",
+            severity=self.unverified,
+        )
+
+    # ------------------------------------------------------------------ declared bases
+    def bases(self) -> list[Finding]:
+        out: list[Finding] = []
+        local: list[tuple[int, BaseModel, exact.ExactEvidence]] = []
+        for i, base in enumerate(self.manifest.base_models):
+            at = self.manifest.locate("base_models", i)
+            declared = f"{base.relation} of {base.name}"
+            if base.path is None:
+                out.append(
+                    rules.make(
+                        "PG501",
+                        f"{base.name}: Hub base models are not fetched by this version; relation"
+                        f" `{base.relation}` not verified",
+                        at,
+                        declared=declared,
+                        found="not checked: Hub access not implemented",
+                        severity=self.unverified,
+                    )
+                )
+                continue
+            tensors, problems = exact.collect(self.root, base.path, self.scanner)
+            if not tensors:
+                out.append(
+                    rules.make(
+                        "PG501",
+                        f"{base.name}: base weights unusable ({'; '.join(problems)}); relation"
+                        " not checked",
+                        at,
+                        declared=declared,
+                        found="not checked",
+                        severity=self.unverified,
+                    )
+                )
+                continue
+            local.append((i, base, exact.compare(self.candidate, tensors, base.name)))
+        if not self.full:
+            return out + [f for i, b, ev in local for f in self._base_tier0(i, b, ev)]
+        verdicts = self._compare([b.path or "" for _, b, _ in local],
+                                 {b.path or "": ev for _, b, ev in local})  # fmt: skip
+        for (i, base, ev), verdict in zip(local, verdicts, strict=True):
+            if verdict is None or verdict.relation == "inconclusive":
+                why = (verdict.notes[0] if verdict is not None and verdict.notes
+                       else "the weight tiers could not open the base model")  # fmt: skip
+                out.extend(self._base_tier0(i, base, ev, why))
+            else:
+                out.extend(self._base(i, base, ev, verdict))
+        return out
+
+    def _base(
+        self, i: int, base: BaseModel, ev: exact.ExactEvidence, verdict: Verdict
+    ) -> list[Finding]:
+        at = self.manifest.locate("base_models", i)
+        declared = f"{base.relation} of {base.name}"
+        found = verdict.summary()
+        details = _evidence_lines(verdict)
+        if verdict.relation == "independent" or (
+            verdict.relation != "adapter" and not verdict.dependent
+        ):
+            return [rules.make(
+                "PG506",
+                f"declared `{base.relation}` of {base.name}, but the weights are {found}",
+                at, declared=declared, found=found, details=details,
+                hint="declare the model this one was really derived from, or `origin: scratch`"
+                " if it was trained from scratch",
+            )]  # fmt: skip
+        if base.relation == "copy" and verdict.relation != "copy":
+            return [rules.make("PG503", f"declared a copy of {base.name}, but the weights show"
+                               f" {found}", at, declared=declared, found=found,
+                               details=(ev.summary(), *details),
+                               hint=f"declare `relation: {verdict.relation}`")]  # fmt: skip
+        if verdict.relation == "copy" and base.relation != "copy":
+            return [rules.make(
+                "PG504",
+                f"declared `{base.relation}`, but the weights are {found}: this is a copy",
+                at, declared=declared, found=found, details=details,
+                hint="declare `relation: copy`, or ship the changed weights",
+            )]  # fmt: skip
+        ok = verdict.relation in ACCEPTS[base.relation] or (
+            base.relation == "adapter" and "adapter_rank" in verdict.details
+        )
+        if not ok:
+            return [rules.make(
+                "PG505",
+                f"declared `{base.relation}` of {base.name}, but the weights show {found}",
+                at, declared=declared, found=found, details=details,
+                hint=f"declare `relation: {verdict.relation}`",
+            )]  # fmt: skip
+        return self._merge_weight(i, base, verdict)
+
+    def _merge_weight(self, i: int, base: BaseModel, verdict: Verdict) -> list[Finding]:
+        merge = verdict.details.get("merge")
+        if base.weight is None or not merge:
+            return []
+        k = merge["parents"].index(verdict.reference)
+        got = merge["mean_coefficients"][k]
+        if abs(got - base.weight) <= MERGE_WEIGHT_TOLERANCE:
+            return []
+        return [rules.make(
+            "PG507",
+            f"{base.name}: declared merge weight {base.weight}, recovered {got:.3f}"
+            f" ({merge['method']} merge)",
+            self.manifest.locate("base_models", i, "weight"),
+            declared=base.weight, found=round(got, 4),
+            hint=f"declare `weight: {got:.2f}`",
+        )]  # fmt: skip
+
+    def _base_tier0(
+        self, i: int, base: BaseModel, ev: exact.ExactEvidence, why: str | None = None
+    ) -> list[Finding]:
+        at = self.manifest.locate("base_models", i)
+        declared = f"{base.relation} of {base.name}"
+        if base.relation == "copy":
+            if ev.all_matched:
+                return []
+            return [rules.make("PG503", f"declared a copy of {base.name}, but only {ev.summary()}",
+                               at, declared=declared, found=ev.summary(),
+                               details=ev.detail_lines(),
+                               hint="declare the relation that describes how the weights were"
+                               " changed")]  # fmt: skip
+        if ev.all_matched:
+            return [rules.make(
                 "PG504",
                 f"declared `{base.relation}`, but every weight tensor is bit-identical to"
                 f" {base.name}: this is a copy",
-                at,
-                declared=declared,
-                found=ev.summary(),
+                at, declared=declared, found=ev.summary(),
                 hint="declare `relation: copy`, or ship the changed weights",
-            )
-        ]
-    return [
-        rules.make(
+            )]  # fmt: skip
+        return [rules.make(
             "PG501",
-            f"{base.name}: relation `{base.relation}` not verified: {ev.summary()}; {_LATER}",
-            at,
-            declared=declared,
-            found=f"not checked beyond tier 0: {ev.summary()}",
-            severity=unverified,
+            f"{base.name}: relation `{base.relation}` not verified: {ev.summary()};"
+            f" {why or self.why_tier0}",
+            at, declared=declared, found=f"not checked beyond tier 0: {ev.summary()}",
+            severity=self.unverified,
+        )]  # fmt: skip
+
+    # ------------------------------------------------------------------ the weight tiers
+    def _compare(
+        self, refs: list[str], tier0: dict[str, exact.ExactEvidence]
+    ) -> list[Verdict | None]:
+        """One Verdict (or None when the reference cannot be opened) per reference."""
+        from gate.lineage import models, relate
+
+        files = []
+        for rel, scan in sorted(self.scans.items()):
+            if scan.format in ("safetensors", "gguf") and scan.tensors is not None:
+                real, problem = paths.resolve_inside(self.root, rel)
+                if problem is None:
+                    files.append(real)
+        cand = models.open_files(files, self.root, "this model")
+        opened: list[models.Model | None] = []
+        for ref in refs:
+            real, problem = paths.resolve_inside(self.root, ref.rstrip("/"))
+            try:
+                opened.append(None if problem else models.open_model(real, ref))
+            except models.ModelError:
+                opened.append(None)
+        present = [m for m in opened if m is not None]
+        names = {ref: set(tier0[ref].names) for ref in refs}
+        try:
+            report = relate.compare(cand, present, exact_matches=names)
+        finally:
+            cand.close()
+            for m in present:
+                m.close()
+        it = iter(report.verdicts)
+        return [next(it) if m is not None else None for m in opened]
+
+
+def _evidence_lines(verdict: Verdict, limit: int = 12) -> tuple[str, ...]:
+    lines = [f"relation: {verdict.relation}; p {format_p(verdict.log10_p)} ({verdict.p_method})"]
+    for row in verdict.layers[:limit]:
+        mapped = (
+            f" <- reference layer {row.reference_layer}" if row.reference_layer is not None else ""
         )
-    ]
+        lines.append(
+            f"layer {row.layer}{mapped}: {row.tensors} tensors, {row.exact} exact, mean |cos|"
+            f" {row.mean_effect:.4f}, min p {format_p(row.min_log10_p)}"
+        )
+    if len(verdict.layers) > limit:
+        lines.append(f"... and {len(verdict.layers) - limit} more layers")
+    return tuple(lines)

@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from gate.findings import Finding, Report
 from gate.hashing import TensorDigest
 from gate.lineage import exact
 from tests.helpers import HEAD, artifact_yaml, check, errors, manifest, rules_of, tensors, write_st
@@ -57,6 +59,10 @@ def test_pairs_are_capped() -> None:
     assert ev.detail_lines()[-1] == "... and 10 more"
 
 
+def lineage_findings(report: Report) -> list[Finding]:
+    return [f for f in report.findings if f.rule.startswith("PG5")]
+
+
 def scratch_repo(
     root: Path,
     weights: dict[str, np.ndarray],
@@ -93,10 +99,24 @@ def test_partial_copy_is_caught(tmp_path: Path) -> None:
 
 
 def test_independent_model_with_shared_constants_is_not_convicted(tmp_path: Path) -> None:
-    report = check(scratch_repo(tmp_path, tensors(seed=2), tensors(seed=1)))
+    root = scratch_repo(tmp_path, tensors(seed=2), tensors(seed=1))
+    report = check(root, lineage_depth="exact")
     assert errors(report) == []
     (note,) = [f for f in report.findings if f.rule == "PG501"]
     assert "not established" in note.message  # honest about what tier 0 cannot show
+    assert "--lineage-depth exact" in note.message
+    assert lineage_findings(check(root)) == []  # the weight tiers establish independence
+
+
+def test_without_the_lineage_extra_the_note_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as if the lineage extra were missing
+    report = check(scratch_repo(tmp_path, tensors(seed=2), tensors(seed=1)))
+    (note,) = [f for f in report.findings if f.rule == "PG501"]
+    assert "provenance-gate[lineage]" in note.message
 
 
 def test_scratch_without_references_is_not_checked(tmp_path: Path) -> None:
@@ -137,13 +157,15 @@ def test_declared_copy_verified(tmp_path: Path) -> None:
     assert "PG501" not in rules_of(report)
 
 
-def test_declared_copy_that_differs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", ["exact", "full"])
+def test_declared_copy_that_differs(tmp_path: Path, depth: str) -> None:
     base = tensors(seed=1)
     changed = dict(base)
-    changed["embed.weight"] = changed["embed.weight"] + 1
-    report = check(derived_repo(tmp_path, changed, base, "copy"))
+    changed["embed.weight"] = changed["embed.weight"] + 1  # not a function-preserving change
+    report = check(derived_repo(tmp_path, changed, base, "copy"), lineage_depth=depth)
     assert errors(report) == ["PG503"]
-    assert "2 of 3" in report.findings[0].message
+    (f,) = lineage_findings(report)
+    assert "2 of 3" in (f.message if depth == "exact" else f.details[0])
 
 
 def test_finetune_that_is_a_copy(tmp_path: Path) -> None:
@@ -154,10 +176,21 @@ def test_finetune_that_is_a_copy(tmp_path: Path) -> None:
 
 def test_finetune_not_verified_beyond_tier0(tmp_path: Path) -> None:
     base = tensors(seed=1)
-    tuned = {k: v + np.float32(0.01) for k, v in base.items()}
-    report = check(derived_repo(tmp_path, tuned, base, "finetune"))
+    noise = tensors(seed=3)
+    tuned = {k: v + np.float32(0.1) * noise[k] for k, v in base.items()}
+    root = derived_repo(tmp_path, tuned, base, "finetune")
+    report = check(root, lineage_depth="exact")
     assert errors(report) == []
     assert any("not verified" in f.message for f in report.findings if f.rule == "PG501")
+    assert lineage_findings(check(root)) == []  # the weight tiers verify it
+
+
+def test_declared_finetune_of_an_unrelated_base_fails(tmp_path: Path) -> None:
+    report = check(derived_repo(tmp_path, tensors(seed=2), tensors(seed=1), "finetune"))
+    assert errors(report) == ["PG506"]
+    (f,) = lineage_findings(report)
+    assert "independent of base" in f.message
+    assert f.details[0].startswith("relation: independent; p = ")
 
 
 def test_hub_base_not_checked(tmp_path: Path) -> None:

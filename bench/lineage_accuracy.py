@@ -1,0 +1,226 @@
+"""Lineage accuracy on the test zoo: every derived and independent pair, one confusion matrix.
+
+    python bench/lineage_accuracy.py [--zoo DIR] [--llama 4] [--gpt2 2] [--json out.json]
+    python bench/lineage_accuracy.py --calibrate   # also rewrite gate/lineage/calibration.json
+
+Positives: each zoo model against its true base (merges: against all their parents).
+Negatives: each zoo model against every base of its family it was not made from (same
+architecture, same data, other seed: the hardest negatives there are). Prints the confusion
+matrix of relations, TPR at the default alpha and the FPR observed on the negatives (with its 95%
+upper bound), p-value calibration on the negatives (the fraction below each level must not
+exceed the level), merge-coefficient error and layer-map accuracy.
+
+--calibrate first measures the matching test's null hit rate on the negatives' rows (see
+gate/lineage/calibration.py) and writes it, with the false-positive bound, into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gate.lineage import calibration, stats  # noqa: E402
+from gate.lineage.models import iter_float, open_model  # noqa: E402
+from gate.lineage.relate import _TOKEN_AXIS, compare  # noqa: E402
+from tests.zoo import build  # noqa: E402
+
+EXPECTED = {"base": "copy"}  # the truth's `relation` -> the relation the gate should name
+CALIBRATION = ROOT / "gate" / "lineage" / "calibration.json"
+
+
+def pairs(truth: dict[str, Any]) -> tuple[list[tuple[str, list[str]]], list[tuple[str, str]]]:
+    """(model, true parents) positives and (model, unrelated base) negatives."""
+    bases = {n for n, t in truth.items() if t["relation"] == "base"}
+    positives, negatives = [], []
+    for name, t in sorted(truth.items()):
+        parents = t.get("parents") or [t["base"]]
+        positives.append((name, parents))
+        for b in sorted(bases):
+            if truth[b]["family"] == t["family"] and b not in parents and b != t["base"]:
+                negatives.append((name, b))
+    return positives, negatives
+
+
+def null_rows(root: Path, negatives: list[tuple[str, str]]) -> tuple[int, int]:
+    """Rows tested and rows whose best |cosine| reached HIT_COSINE, over the negatives, in
+    every orientation and with the residual rotation the matching test would use."""
+    import numpy as np
+
+    tested = hits = 0
+    for name, base in negatives:
+        c, r = open_model(str(root / name)), open_model(str(root / base))
+        if c.adapter is not None:
+            continue
+        cm = {(t.role, t.layer): t for t in iter_float(c)}
+        ce = next((t for t in c.tensors.values() if t.role == "token_embd.weight"), None)
+        re_ = next((t for t in r.tensors.values() if t.role == "token_embd.weight"), None)
+        q = None
+        if ce is not None and re_ is not None and ce.shape == re_.shape:
+            q = stats.procrustes(r.array(re_), c.array(ce))
+        for t in iter_float(r):
+            u = cm.get((t.role, t.layer))
+            if u is None or len(u.shape) != 2 or t.role in _TOKEN_AXIS:
+                continue
+            cc, rr = c.array(u), r.array(t)
+            variants = []
+            if cc.shape[1] == rr.shape[1] >= stats.MIN_MATCH_DIM:
+                variants.append((cc, rr))
+                if q is not None and rr.shape[1] == q.shape[0]:
+                    variants.append((cc, rr @ q))
+            if cc.shape[0] == rr.shape[0] >= stats.MIN_MATCH_DIM:
+                variants.append((cc.T, rr.T))
+                if q is not None and rr.shape[0] == q.shape[0]:
+                    variants.append((cc.T, (q.T @ rr).T))
+            for a, b in variants:
+                sims = np.abs(stats._unit_rows(b) @ stats._unit_rows(a).T)
+                best = sims.max(axis=1)
+                tested += len(best)
+                hits += int((best >= calibration.HIT_COSINE).sum())
+        c.close()
+        r.close()
+    return tested, hits
+
+
+def upper95(k: int, n: int) -> float:
+    """One-sided 95% upper confidence bound of a binomial rate (Clopper-Pearson)."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k))
+
+
+def run(root: Path, alpha: float) -> dict[str, Any]:
+    truth = build.truth(root)
+    positives, negatives = pairs(truth)
+    confusion: Counter[tuple[str, str]] = Counter()
+    rows = []
+    t0 = time.perf_counter()
+    tp = 0
+    for name, parents in positives:
+        rep = compare(open_model(str(root / name), name),
+                      [open_model(str(root / p), p) for p in parents], alpha)  # fmt: skip
+        t = truth[name]
+        expected = EXPECTED.get(t["relation"], t["relation"])
+        got = rep.verdicts[0].relation
+        confusion[(expected, got)] += 1
+        detected = all(v.dependent or v.relation == "adapter" for v in rep.verdicts)
+        tp += detected
+        rows.append({"model": name, "expected": expected, "found": got, "detected": detected,
+                     "details": _recovered(t, rep)})  # fmt: skip
+    neg_p: list[float] = []
+    fp = 0
+    for name, base in negatives:
+        rep = compare(open_model(str(root / name), name), [open_model(str(root / base), base)],
+                      alpha)  # fmt: skip
+        v = rep.verdicts[0]
+        confusion[("independent", v.relation)] += 1
+        fp += v.dependent
+        if v.log10_p is not None:
+            neg_p.append(10**v.log10_p)
+    elapsed = time.perf_counter() - t0
+    n_neg = len(negatives)
+    merges = [
+        r["details"]["coefficient_error"] for r in rows if "coefficient_error" in r["details"]
+    ]
+    maps = [r["details"]["layer_map_correct"] for r in rows if "layer_map_correct" in r["details"]]
+    return {
+        "zoo": str(root),
+        "alpha": alpha,
+        "positives": len(positives),
+        "negatives": n_neg,
+        "true_positive_rate": tp / len(positives),
+        "false_positives": fp,
+        "false_positive_rate": fp / n_neg if n_neg else None,
+        "false_positive_upper95": upper95(fp, n_neg) if n_neg else None,
+        "relation_accuracy": sum(v for (e, g), v in confusion.items() if e == g)
+        / (len(positives) + n_neg),
+        "confusion": {f"{e} -> {g}": v for (e, g), v in sorted(confusion.items())},
+        "calibration": {
+            str(level): sum(p <= level for p in neg_p) / max(len(neg_p), 1)
+            for level in (0.5, 0.1, 0.05, 0.01, 1e-3)
+        },
+        "merge_coefficient_max_error": max(merges) if merges else None,
+        "layer_maps_correct": f"{sum(maps)}/{len(maps)}",
+        "seconds": round(elapsed, 1),
+        "rows": rows,
+    }
+
+
+def _recovered(t: dict[str, Any], rep: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    v = rep.verdicts[0]
+    merge = v.details.get("merge")
+    if merge and t.get("method") == "linear":
+        out["coefficient_error"] = max(
+            abs(a - b) for a, b in zip(merge["mean_coefficients"], t["weights"], strict=True)
+        )
+    if merge and t.get("method") == "slerp":
+        out["coefficient_error"] = abs(merge.get("slerp_t", math.inf) - t["t"])
+    if t["relation"] == "pruned" and "layer_map" in t:
+        out["layer_map_correct"] = (
+            v.details.get("layer_map") == list(range(len(t["layer_map"])))
+            or [x for x in v.details.get("layer_map", []) if x is not None] == t["layer_map"]
+        )
+    if t.get("method") == "passthrough":
+        mine = sorted(i for i, (src, _) in enumerate(t["layer_map"]) if src == t["base"])
+        out["layer_map_correct"] = v.details.get("layers_taken_unchanged") == mine
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", type=Path, help="zoo folder (default: the test suite's cache)")
+    ap.add_argument("--llama", type=int, default=4)
+    ap.add_argument("--gpt2", type=int, default=2)
+    ap.add_argument("--alpha", type=float, default=1e-3)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--calibrate", action="store_true")
+    args = ap.parse_args()
+    root = build.ensure(args.zoo, args.llama, args.gpt2)
+    if args.calibrate:
+        _, negatives = pairs(build.truth(root))
+        tested, hits = null_rows(root, negatives)
+        table = dict(calibration.TABLE)
+        table.update({
+            "null_hit_rate": float(f"{upper95(hits, tested):.3g}"),
+            "rows_tested": tested,
+            "rows_hit": hits,
+            "source": f"bench/lineage_accuracy.py --calibrate on zoo {build.key()}"
+            f" ({args.llama} llama + {args.gpt2} gpt2 bases, {len(negatives)} negative pairs)",
+        })  # fmt: skip
+        CALIBRATION.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"null rows: {hits} of {tested} hit |cos| >= {calibration.HIT_COSINE};"
+              f" rate bound {table['null_hit_rate']} written to {CALIBRATION}")  # fmt: skip
+    result = run(root, args.alpha)
+    if args.calibrate:
+        table = json.loads(CALIBRATION.read_text())
+        n, k = result["negatives"], result["false_positives"]
+        table["false_positive_bound"] = (
+            f"{k}/{n} independent pairs of the test zoo called"
+            f" dependent (95% upper bound {upper95(k, n):.2%})"
+        )
+        CALIBRATION.write_text(json.dumps(table, indent=1) + "\n")
+    for k, v in result.items():
+        if k not in ("rows", "confusion"):
+            print(f"{k}: {v}")
+    print("confusion (expected -> found):")
+    for k, v in result["confusion"].items():
+        print(f"  {k}: {v}")
+    wrong = [r for r in result["rows"] if r["expected"] != r["found"]]
+    for r in wrong:
+        print(f"  mislabelled: {r['model']}: expected {r['expected']}, found {r['found']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""A model as the lineage tiers see it: tensors by canonical role, config, vocabulary, adapter.
+
+Weights are memory-mapped and decoded one tensor at a time (bf16/fp8 through ml_dtypes, GGUF
+quantizations through the gguf package), so memory stays at a small multiple of the largest
+tensor. Headers are read with the gate's own bounded parsers, never with a library that trusts
+the file. Pickle checkpoints are not read here (they are never unpickled; see formats/pickles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import mmap
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from gate import paths
+from gate.errors import FormatError
+from gate.formats import gguf as gguf_format
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MAX_JSON_BYTES = 64 << 20  # config.json / tokenizer.json / adapter_config.json
+MAX_FILES = 4096
+_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+_GENERIC_LAYER = re.compile(r"^(.*?\.)(\d+)(\..+)$")
+FLOAT_DTYPES = frozenset(
+    {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"}
+    | {name for name, block, _ in gguf_format.GGML_TYPES.values() if block > 1}
+)
+
+
+class ModelError(FormatError):
+    """A model folder or file that cannot be read as a model at all."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorRef:
+    """Where one tensor lives and what it is."""
+
+    name: str  # as stored
+    role: str  # canonical, layer index replaced by '*': 'blk.*.attn_q.weight'
+    layer: int | None
+    shape: tuple[int, ...]  # numpy order (rows first)
+    dtype: str  # safetensors dtype or ggml type name
+    file: str
+    offset: int  # absolute offset in the file
+    nbytes: int
+
+    @property
+    def floating(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclasses.dataclass
+class Model:
+    """One model opened for comparison; arrays are decoded on demand."""
+
+    display: str
+    tensors: dict[str, TensorRef]
+    config: dict[str, Any]
+    vocab: dict[str, int] | None
+    adapter: dict[str, Any] | None
+    quantization: str | None  # ggml type of the largest quantized tensors, if any
+    problems: list[str]
+    _maps: dict[str, mmap.mmap] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def layers(self) -> int:
+        return 1 + max((t.layer for t in self.tensors.values() if t.layer is not None), default=-1)
+
+    def array(self, t: TensorRef, rows: np.ndarray | None = None) -> np.ndarray:
+        """The tensor (or only the given rows of a matrix) decoded to float32. The file is
+        memory-mapped, so rows not asked for are never read."""
+        import numpy as np
+
+        m = self._map(t.file)
+        if t.dtype in _NUMPY:
+            raw = np.frombuffer(m, dtype=_numpy_dtype(t.dtype), count=t.size, offset=t.offset)
+            raw = raw.reshape(t.shape)
+            if rows is not None and raw.ndim >= 2:
+                raw = raw[rows]
+            return raw.astype(np.float32)
+        import gguf
+
+        qtype = gguf.GGMLQuantizationType[t.dtype]
+        blocks = np.frombuffer(m, dtype=np.uint8, count=t.nbytes, offset=t.offset)
+        blocks = blocks.reshape(math.prod(t.shape[:-1]), -1)
+        shape = t.shape
+        if rows is not None and len(t.shape) == 2:
+            blocks, shape = blocks[rows], (len(rows), t.shape[1])
+        out = gguf.quants.dequantize(blocks, qtype)
+        return np.asarray(out, dtype=np.float32).reshape(shape)
+
+    def rows(self, t: TensorRef) -> int:
+        return t.shape[0] if len(t.shape) >= 2 else 1
+
+    def raw(self, t: TensorRef) -> memoryview:
+        """The tensor's stored bytes, without a copy."""
+        return memoryview(self._map(t.file))[t.offset : t.offset + t.nbytes]
+
+    def _map(self, file: str) -> mmap.mmap:
+        if file not in self._maps:
+            with paths.open_regular(file) as f:
+                self._maps[file] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._maps[file]
+
+    def close(self) -> None:
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()
+
+
+def sample_rows(n: int, cap: int) -> np.ndarray | None:
+    """A fixed, sorted sample of row indices (None: take every row). The same n always gives
+    the same rows, so two same-shaped tensors are sampled alike."""
+    if n <= cap:
+        return None
+    import numpy as np
+
+    return np.sort(np.random.default_rng(n).choice(n, size=cap, replace=False))
+
+
+_NUMPY = {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "I8", "U8", "I16", "I32", "I64"}
+
+
+def _numpy_dtype(dtype: str) -> Any:
+    import ml_dtypes
+    import numpy as np
+
+    return {
+        "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F32": np.float32, "F64": np.float64,
+        "F8_E5M2": ml_dtypes.float8_e5m2, "F8_E4M3": ml_dtypes.float8_e4m3fn, "I8": np.int8,
+        "U8": np.uint8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
+    }[dtype]  # fmt: skip
+
+
+def open_model(path: str, display: str | None = None) -> Model:
+    """Open a model folder (safetensors shards, a GGUF file, or a PEFT adapter) or one file."""
+    display = display or path
+    if os.path.isfile(path):
+        return open_files([path], os.path.dirname(path), display)
+    if not os.path.isdir(path):
+        raise ModelError(f"{display}: no such file or folder")
+    files = []
+    for i, rel in enumerate(paths.walk_files(path)):
+        if i >= MAX_FILES:
+            raise ModelError(f"{display}: more than {MAX_FILES} files")
+        if rel.endswith((".safetensors", ".gguf")) and "/" not in rel:
+            files.append(os.path.join(path, rel))
+    return open_files(files, path, display)
+
+
+def open_files(files: list[str], folder: str, display: str) -> Model:
+    """A model made of these weight files, with config/tokenizer/adapter files from folder."""
+    config = _json(os.path.join(folder, "config.json")) or {}
+    adapter = _json(os.path.join(folder, "adapter_config.json"))
+    vocab = _vocab(folder)
+    tensors: dict[str, TensorRef] = {}
+    problems: list[str] = []
+    arch = str(config.get("model_type") or "")
+    quant: dict[str, int] = {}
+    for file in sorted(files):
+        rel = os.path.relpath(file, folder)
+        try:
+            if file.endswith(".gguf") or _is_gguf(file):
+                refs, meta = _gguf(file)
+                arch = arch or str(meta.get("general.architecture") or "")
+                config = config or _gguf_config(meta)
+            else:
+                refs = _safetensors(file)
+        except (FormatError, OSError) as e:
+            problems.append(f"{rel}: {getattr(e, 'strerror', None) or e}")
+            continue
+        for r in refs:
+            if r.floating and r.dtype not in _NUMPY and not _dequantizable(r.dtype):
+                problems.append(f"{rel}: tensor {r.name}: {r.dtype} cannot be dequantized; skipped")
+                continue
+            if r.name in tensors:
+                problems.append(f"{rel}: tensor {r.name} is stored twice")
+                continue
+            tensors[r.name] = r
+            if r.dtype not in _NUMPY and r.floating:
+                quant[r.dtype] = quant.get(r.dtype, 0) + r.nbytes
+    if not tensors:
+        problems.append("no readable safetensors or GGUF tensors")
+    canon = _Canonical(arch, tensors)
+    tensors = {n: canon.apply(t) for n, t in tensors.items()}
+    return Model(
+        display=display,
+        tensors=tensors,
+        config=config,
+        vocab=vocab,
+        adapter=adapter,
+        quantization=max(quant, key=lambda k: quant[k]) if quant else None,
+        problems=problems,
+    )
+
+
+_DEQUANTIZABLE: dict[str, bool] = {}
+
+
+def _dequantizable(dtype: str) -> bool:
+    """Whether gguf-py can dequantize this ggml type (it lacks a few, e.g. Q8_1, Q8_K)."""
+    if dtype not in _DEQUANTIZABLE:
+        import gguf
+        import numpy as np
+
+        try:
+            qtype = gguf.GGMLQuantizationType[dtype]
+            block = gguf.GGML_QUANT_SIZES[qtype][1]
+            gguf.quants.dequantize(np.zeros((1, block), np.uint8), qtype)
+            _DEQUANTIZABLE[dtype] = True
+        except (KeyError, NotImplementedError, ValueError):
+            _DEQUANTIZABLE[dtype] = False
+    return _DEQUANTIZABLE[dtype]
+
+
+def _is_gguf(file: str) -> bool:
+    try:
+        with paths.open_regular(file) as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def _json(path: str) -> dict[str, Any] | None:
+    try:
+        with paths.open_regular(path) as f:
+            data = json.loads(paths.read_capped(f, MAX_JSON_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _vocab(folder: str) -> dict[str, int] | None:
+    """Token string -> id from tokenizer.json (fast tokenizers) or vocab.json (GPT-2 style)."""
+    tok = _json(os.path.join(folder, "tokenizer.json"))
+    vocab: Any = None
+    if tok is not None:
+        model = tok.get("model")
+        vocab = model.get("vocab") if isinstance(model, dict) else None
+        if isinstance(vocab, list):  # unigram: [[piece, score], ...]
+            vocab = {p[0]: i for i, p in enumerate(vocab) if isinstance(p, list) and p}
+        added = tok.get("added_tokens")
+        if isinstance(vocab, dict) and isinstance(added, list):
+            vocab = dict(vocab)
+            for a in added:
+                if isinstance(a, dict) and isinstance(a.get("content"), str):
+                    vocab[a["content"]] = a.get("id")
+    else:
+        vocab = _json(os.path.join(folder, "vocab.json"))
+    if not isinstance(vocab, dict):
+        return None
+    return {k: v for k, v in vocab.items() if isinstance(k, str) and isinstance(v, int)}
+
+
+def _safetensors(file: str) -> list[TensorRef]:
+    from gate.hashing import read_safetensors_header
+
+    header = read_safetensors_header(file)
+    return [
+        TensorRef(
+            t.name,
+            t.name,
+            None,
+            t.shape,
+            t.dtype,
+            file,
+            header.data_start + t.begin,
+            t.end - t.begin,
+        )
+        for t in header.tensors
+    ]
+
+
+def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
+    with paths.open_regular(file) as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = paths.read_capped(f, gguf_format.MAX_HEADER_BYTES)
+    try:
+        header = gguf_format.parse_header(buf, size)
+    except gguf_format.NeedMore as e:
+        raise FormatError(f"GGUF header larger than {gguf_format.MAX_HEADER_BYTES} bytes") from e
+    refs = []
+    for t in header.tensors:
+        shape = tuple(reversed(t.shape))  # GGUF lists the innermost dimension first
+        if t.dtype not in _NUMPY and shape and shape[-1] % _block(t.dtype):
+            raise FormatError(f"tensor {t.name}: row length not a multiple of its block size")
+        refs.append(
+            TensorRef(
+                t.name,
+                t.name,
+                None,
+                shape,
+                t.dtype,
+                file,
+                header.data_start + t.begin,
+                t.end - t.begin,
+            )
+        )
+    return refs, header.metadata
+
+
+def _block(dtype: str) -> int:
+    return next(b for n, b, _ in gguf_format.GGML_TYPES.values() if n == dtype)
+
+
+def _gguf_config(meta: dict[str, Any]) -> dict[str, Any]:
+    arch = meta.get("general.architecture")
+    keys = {"embedding_length": "hidden_size", "block_count": "num_hidden_layers",
+            "feed_forward_length": "intermediate_size", "attention.head_count":
+            "num_attention_heads", "attention.head_count_kv": "num_key_value_heads"}  # fmt: skip
+    out: dict[str, Any] = {"model_type": arch} if isinstance(arch, str) else {}
+    for k, v in keys.items():
+        if isinstance(meta.get(f"{arch}.{k}"), int):
+            out[v] = meta[f"{arch}.{k}"]
+    return out
+
+
+class _Canonical:
+    """Canonical tensor names: the GGUF names llama.cpp uses (`blk.N.attn_q.weight`), found with
+    gguf-py's maintained per-architecture tables, so a Hugging Face checkpoint and its GGUF
+    conversion line up; a leading prefix nobody knows ('net.') is tried away."""
+
+    def __init__(self, arch: str, tensors: dict[str, TensorRef]) -> None:
+        self.map: Any = None
+        layers = 1 + max((int(m.group(2)) for n in tensors
+                          if (m := _GENERIC_LAYER.match(n))), default=0)  # fmt: skip
+        try:
+            import gguf
+
+            names = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}
+            known = names.get(arch.replace("_", "-")) or names.get(arch) or gguf.MODEL_ARCH.LLAMA
+            self.map = gguf.get_tensor_name_map(known, max(layers, 1))
+        except ImportError:  # pragma: no cover - gguf is part of the lineage extra
+            self.map = None
+
+    def name(self, raw: str) -> str:
+        if raw.startswith(("blk.", "token_embd", "output", "position_embd")) or self.map is None:
+            return raw
+        parts = raw.split(".")
+        for cut in range(min(3, len(parts) - 1)):
+            rest = ".".join(parts[cut:])
+            for candidate in (rest, "model." + rest, "transformer." + rest):
+                found = self.map.get_name(candidate, try_suffixes=(".weight", ".bias"))
+                if found:
+                    return str(found)
+        return raw
+
+    def apply(self, t: TensorRef) -> TensorRef:
+        name = self.name(t.name)
+        m = _LAYER.match(name)
+        if m:
+            return dataclasses.replace(t, role=f"blk.*.{m.group(2)}", layer=int(m.group(1)))
+        g = _GENERIC_LAYER.match(name)
+        if g:  # keep only the container's own name: 'x.model.layers.3.fc1' -> 'layers.*.fc1'
+            container = g.group(1).rstrip(".").rsplit(".", 1)[-1]
+            role = f"{container}.*{g.group(3)}"
+            return dataclasses.replace(t, role=role, layer=int(g.group(2)))
+        return dataclasses.replace(t, role=name)
+
+
+def iter_float(model: Model) -> Iterator[TensorRef]:
+    """Floating-point tensors with more than one element, in storage order."""
+    for t in model.tensors.values():
+        if t.floating and t.size > 1:
+            yield t

@@ -1,0 +1,885 @@
+"""Decide, from the weights, how a candidate model relates to each reference model.
+
+Evidence runs cheapest first and the expensive tiers run only where the cheap ones left doubt:
+exact equality (also after re-casting the reference to the candidate's dtype, and as a multiset
+so a permuted copy is still exact), structure (config, vocabulary, shapes: routes the tests,
+never convicts), aligned tests with p-values, then permutation-robust matching after mapping
+the residual basis. Once dependence is shown, diagnostics name the relation: quantized,
+pruned (layer map), merge (regression on the parents), low-rank delta (merged LoRA), sparse delta
+(TIES/DARE). p-values are Bonferroni-corrected over every test and every reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from gate.lineage import stats
+from gate.lineage.models import Model, TensorRef, iter_float, sample_rows
+from gate.lineage.result import (
+    DEFAULT_ALPHA,
+    EXACT_LOG10_P,
+    LayerEvidence,
+    LineageReport,
+    Relation,
+    TensorEvidence,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+MATCH_BUDGET = 12  # permutation-robust tests per reference (they cost rows x rows products)
+MAX_ASSIGNMENT = 4096
+MAX_ROWS = 2048  # rows sampled per matrix for the aligned tests (the rest is never read)
+MULTISET_MAX = 1 << 22  # elements up to which the sorted-values fingerprint is computed
+RECAST_BLOCK = 4096  # rows decoded at a time when comparing across dtypes
+RANK_SAMPLE = 16  # changed tensors whose delta rank is estimated
+CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size",
+               "num_attention_heads", "num_key_value_heads", "vocab_size")  # fmt: skip
+SURE = -12.0  # log10 p below which one tensor settles dependence and matching stops
+# Practical significance: a test counts as evidence only when its |cos| exceeds the chance level
+# by this much. On the zoo, the strongest such margin of 338 unrelated pairs was 0.071 and the
+# weakest of 132 derived pairs 0.53 (a 0.42-weight SLERP parent): docs/lineage.md.
+MIN_MARGIN = 0.15
+EQUIVALENT = 0.99999  # a light fine-tune stays below (0.9993-0.9997 in the zoo's shortest)
+_VOCAB_ROLES = ("token_embd.weight", "output.weight")
+_TOKEN_AXIS = (*_VOCAB_ROLES, "position_embd.weight")  # rows indexed by tokens or positions
+# which linear layers read each norm's output (RMSNorm/LayerNorm weights fold into them)
+_NORM_READERS = {
+    "attn_norm.weight": ("attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_qkv.weight"),
+    "ffn_norm.weight": ("ffn_gate.weight", "ffn_up.weight"),
+    "output_norm.weight": ("output.weight",),
+}
+
+
+@dataclasses.dataclass
+class _Pair:
+    c: TensorRef
+    r: TensorRef
+    evidence: TensorEvidence | None = None
+    exact: bool = False
+
+
+def compare(
+    candidate: Model,
+    references: Sequence[Model],
+    alpha: float = DEFAULT_ALPHA,
+    exact_matches: dict[str, set[str]] | None = None,
+) -> LineageReport:
+    """The relation of the candidate to each reference, plus merge analysis across them.
+
+    exact_matches: per reference display name, the candidate tensor names whose content digest
+    equals some reference tensor's (tier 0, computed from the stat-cached scan).
+    """
+    exact_matches = exact_matches or {}
+    verdicts = [
+        _Compare(
+            candidate, ref, len(references), alpha, exact_matches.get(ref.display, set())
+        ).run()
+        for ref in references
+    ]
+    verdicts = _merges(candidate, references, verdicts, alpha)
+    problems = tuple(candidate.problems) + tuple(
+        f"{r.display}: {p}" for r in references for p in r.problems
+    )
+    return LineageReport(candidate.display, alpha, tuple(verdicts), problems)
+
+
+class _Compare:
+    def __init__(
+        self, cand: Model, ref: Model, n_refs: int, alpha: float, digest_matches: set[str]
+    ) -> None:
+        self.cand, self.ref, self.n_refs, self.alpha = cand, ref, n_refs, alpha
+        self.digest_matches = digest_matches
+        self.seed = zlib.crc32(ref.display.encode())
+        self.tests = 0
+        self.matches = 0
+        self.certain = False
+        self.constant: set[str] = set()
+        self.folded: set[str] = set()
+        self._q: np.ndarray | bool | None = False  # False: not computed yet
+        self.notes: list[str] = []
+        self.details: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ driver
+    def run(self) -> Verdict:
+        structure = self.structure()
+        if self.cand.adapter is not None:
+            return self.adapter(structure)
+        pairs = self.pairs()
+        for p in pairs:
+            self.test(p)
+        if self.certain:
+            for p in pairs:
+                self.rotated_vocabulary(p)
+        unpaired = [t for t in iter_float(self.cand) if t.name not in {p.c.name for p in pairs}]
+        by_content = self.digest_matches | self.content_matches(unpaired)
+        digest_only = [t for t in unpaired if t.name in by_content]
+        for t in unpaired:
+            if t.name not in by_content and self.is_constant(t):
+                self.constant.add(t.name)
+        unpaired = [t for t in unpaired if t.name not in self.constant]
+        evidence: list[TensorEvidence] = []
+        evidence += [
+            TensorEvidence(
+                t.name,
+                "(by content)",
+                t.layer,
+                "exact",
+                "flat",
+                False,
+                1.0,
+                0.0,
+                EXACT_LOG10_P,
+                1.0,
+            )
+            for t in digest_only
+        ]
+        layer_map = self.layer_map(pairs) if self.needs_layer_map(pairs) else None
+        if layer_map is not None:
+            pairs = self.remap(pairs, layer_map)
+        evidence += [p.evidence for p in pairs if p.evidence is not None]
+        return self.decide(structure, pairs, evidence, digest_only, unpaired, layer_map)
+
+    def content_matches(self, unpaired: list[TensorRef]) -> set[str]:
+        """Candidate tensors no name lines up with, found in the reference by content: renamed
+        copies (tier 0 when the gate's cached scan digests were not passed in)."""
+        import blake3
+
+        wanted = {(t.shape, t.dtype) for t in unpaired if t.size > 1}
+        if not wanted:
+            return set()
+        seen = {blake3.blake3(self.ref.raw(t)).digest() for t in iter_float(self.ref)
+                if (t.shape, t.dtype) in wanted}  # fmt: skip
+        return {
+            t.name
+            for t in unpaired
+            if blake3.blake3(self.cand.raw(t)).digest() in seen and not self.is_constant(t)
+        }
+
+    def is_constant(self, t: TensorRef) -> bool:
+        """Constant on a sample of rows (unit norms, zero biases): no evidence either way."""
+        return float(self.cand.array(t, sample_rows(self.cand.rows(t), MAX_ROWS)).std()) == 0.0
+
+    # ------------------------------------------------------------------ tier 1: structure
+    def structure(self) -> dict[str, Any]:
+        cc, rc = self.cand.config, self.ref.config
+        diffs = {k: [cc.get(k), rc.get(k)] for k in CONFIG_KEYS
+                 if k in cc and k in rc and cc.get(k) != rc.get(k)}  # fmt: skip
+        out: dict[str, Any] = {
+            "config_differences": diffs,
+            "layers": [self.cand.layers, self.ref.layers],
+            "tensors": [len(self.cand.tensors), len(self.ref.tensors)],
+        }
+        cv, rv = self.cand.vocab, self.ref.vocab
+        if cv is not None and rv is not None:
+            shared = len(cv.keys() & rv.keys())
+            out["vocabulary"] = {"candidate": len(cv), "reference": len(rv), "shared": shared,
+                                 "identical": cv == rv}  # fmt: skip
+        shapes_c = {t.role for t in self.cand.tensors.values()}
+        shapes_r = {t.role for t in self.ref.tensors.values()}
+        out["shared_roles"] = len(shapes_c & shapes_r)
+        return out
+
+    # ------------------------------------------------------------------ pairing
+    def pairs(self) -> list[_Pair]:
+        by_role = {t.role if t.layer is None else f"{t.role}@{t.layer}": t
+                   for t in iter_float(self.ref)}  # fmt: skip
+        out = []
+        for t in iter_float(self.cand):
+            r = by_role.get(t.role if t.layer is None else f"{t.role}@{t.layer}")
+            if r is not None and len(r.shape) == len(t.shape):
+                out.append(_Pair(t, r))
+        return out
+
+    # ------------------------------------------------------------------ tiers 0, 2 and 3
+    def test(self, p: _Pair) -> None:
+        same = p.c.shape == p.r.shape
+        rows = sample_rows(self.cand.rows(p.c), MAX_ROWS) if same else None
+        c = self.cand.array(p.c, rows)
+        if float(c.std()) == 0.0:
+            self.constant.add(p.c.name)
+            return  # a constant tensor (unit norm, zero bias) says nothing about lineage
+        if not same:
+            p.evidence = self.reshaped(p)
+            return
+        exact = self.exact(p)
+        if exact is not None:
+            p.exact = True
+            p.evidence = self.record(p, exact, "flat", False, 1.0, 0.0, EXACT_LOG10_P)
+            return
+        r = self.ref_array(p, rows)
+        self.tests += 1
+        out = stats.aligned(c, r, hidden_columns_only=p.c.role in _TOKEN_AXIS)
+        best = out
+        multiset = out.log10_p > SURE and p.c.dtype == p.r.dtype and p.c.size <= MULTISET_MAX
+        if multiset and _multiset_equal(self.cand.array(p.c), self.ref_array(p)):
+            p.exact = True
+            p.evidence = self.record(p, "multiset", "flat", False, 1.0, 0.0, EXACT_LOG10_P)
+            return
+        if out.log10_p > SURE and c.ndim == 2 and self.may_match(p):
+            # matching needs every unit of the candidate: whole tensors (budgeted)
+            fc, fr = (c, r) if rows is None else (self.cand.array(p.c), self.ref_array(p))
+            for o in self.robust(fc, fr):
+                best = o if o.log10_p < best.log10_p else best
+            if best.test == "matched" and best.log10_p <= SURE:
+                self.certain = True
+                if "permutation" not in self.details:
+                    self.permutation(p, fc, fr, best)
+        p.evidence = self.record(
+            p,
+            best.test,
+            best.orientation,
+            best.rotated,
+            best.effect,
+            best.null_effect,
+            best.log10_p,
+            best.raw_effect,
+        )
+
+    def rotated_vocabulary(self, p: _Pair) -> None:
+        """Once dependence is certain, measure how closely a token-indexed matrix agrees after
+        the residual rotation. Its p-value is not counted (the rotation was fitted on the
+        embeddings), but the effect tells a rotated copy from a fine-tune."""
+        e = p.evidence
+        if p.c.role not in _VOCAB_ROLES or e is None or e.log10_p <= SURE or _exact(e):
+            return
+        q = self.rotation()
+        if q is None or p.c.shape != p.r.shape or p.r.shape[1] != q.shape[0]:
+            return
+        rows = sample_rows(self.cand.rows(p.c), MAX_ROWS)
+        c, r = self.cand.array(p.c, rows), self.ref_array(p, rows)
+        o = stats.aligned(c, r @ q, rotated=True, hidden_columns_only=True)
+        if o.effect > e.effect:
+            p.evidence = self.record(p, "aligned", o.orientation, True, o.effect, o.null_effect,
+                                     0.0, o.raw_effect)  # fmt: skip
+
+    def may_match(self, p: _Pair) -> bool:
+        """Matching never runs on the token axis (independent models trained on one corpus
+        share token structure) and, once dependence is certain, runs on every tensor so the
+        relation can be named; before that it is budgeted."""
+        if p.c.role in _VOCAB_ROLES:
+            return False
+        return self.certain or self.matches < MATCH_BUDGET
+
+    def ref_array(self, p: _Pair, rows: np.ndarray | None = None) -> np.ndarray:
+        """The reference tensor, with its norm weights folded in where the candidate's norms
+        are all ones (the first step of a residual-rotation attack, which is otherwise exact)."""
+        r = self.ref.array(p.r, rows)
+        norm = self.folded_norm(p)
+        if norm is not None and r.ndim == 2 and r.shape[1] == norm.shape[0]:
+            self.folded.add(p.r.name)
+            return r * norm[None, :]  # type: ignore[no-any-return]
+        return r
+
+    def folded_norm(self, p: _Pair) -> np.ndarray | None:
+        short = p.c.role.removeprefix("blk.*.")
+        for norm, readers in _NORM_READERS.items():
+            if short not in readers:
+                continue
+            role = norm if norm == "output_norm.weight" else "blk.*." + norm
+            key = (role, p.c.layer)
+            cn = self._norm(self.cand, key)
+            rn = self._norm(self.ref, key)
+            if cn is None or rn is None or cn.shape != rn.shape:
+                return None
+            if (cn == 1.0).all() and not (rn == 1.0).all():
+                return rn
+        return None
+
+    @staticmethod
+    def _norm(model: Model, key: tuple[str, int | None]) -> np.ndarray | None:
+        for t in model.tensors.values():
+            if (t.role, t.layer) == key and len(t.shape) == 1:
+                return model.array(t)
+        return None
+
+    def exact(self, p: _Pair) -> str | None:
+        """Tier 0 on a same-shaped pair: equal bytes, or equal after casting the reference to the
+        candidate's dtype (a bf16 copy of an fp32 model is still a copy). Streams in blocks of
+        rows and stops at the first difference."""
+        import numpy as np
+
+        if p.c.name in self.digest_matches:
+            return "exact"
+        if p.c.dtype == p.r.dtype:
+            return "exact" if self.cand.raw(p.c) == self.ref.raw(p.r) else None
+        try:
+            target = np.dtype(self.cand_np_dtype(p.c))
+        except KeyError:
+            return None
+        n = self.cand.rows(p.c)
+        for start in range(0, n, RECAST_BLOCK):
+            idx = np.arange(start, min(n, start + RECAST_BLOCK)) if len(p.c.shape) >= 2 else None
+            c, r = self.cand.array(p.c, idx), self.ref.array(p.r, idx)
+            if not np.array_equal(r.astype(target).astype(np.float32), c):
+                return None
+        return "recast"
+
+    @staticmethod
+    def cand_np_dtype(t: TensorRef) -> Any:
+        from gate.lineage.models import _numpy_dtype
+
+        if t.dtype not in ("F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"):
+            raise KeyError(t.dtype)
+        return _numpy_dtype(t.dtype)
+
+    def robust(self, c: np.ndarray, r: np.ndarray) -> list[stats.Outcome]:
+        """Permutation-, sign- and scale-robust matching, in place and after mapping the
+        reference's residual axis into the candidate's basis."""
+        self.matches += 1
+        q = self.rotation()
+        out = []
+        variants: list[tuple[np.ndarray, bool, str]] = [(r, False, "rows"), (r, False, "columns")]
+        if q is not None:
+            if r.shape[1] == q.shape[0]:
+                variants.append((r @ q, True, "rows"))
+            if r.shape[0] == q.shape[0]:
+                variants.append((q.T @ r, True, "columns"))
+        for rr, rotated, orient in variants:
+            length = c.shape[1] if orient == "rows" else c.shape[0]
+            if min(c.shape) < stats.MIN_ROWS or length < stats.MIN_MATCH_DIM:
+                continue
+            self.tests += 1
+            out.append(stats.matched(c, rr, self.seed, rotated, orient))  # type: ignore[arg-type]
+        return out
+
+    def reshaped(self, p: _Pair) -> TensorEvidence | None:
+        """Shapes differ: a vocabulary change (align rows by token string) or pruned width."""
+        cs, rs = p.c.shape, p.r.shape
+        if len(cs) == 2 and p.c.role in _VOCAB_ROLES and cs[1] == rs[1]:
+            rows = self.vocab_rows(cs[0], rs[0])
+            if rows is not None and len(rows[0]) >= stats.MIN_ROWS:
+                self.tests += 1
+                c, r = self.cand.array(p.c, rows[0]), self.ref_array(p, rows[1])
+                o = stats.aligned(c, r, hidden_columns_only=True)
+                self.details["vocabulary"] = {"candidate": cs[0], "reference": rs[0],
+                                              "aligned_tokens": len(rows[0])}  # fmt: skip
+                return self.record(
+                    p,
+                    "vocabulary",
+                    o.orientation,
+                    False,
+                    o.effect,
+                    o.null_effect,
+                    o.log10_p,
+                    o.raw_effect,
+                )
+        if len(cs) != 2 or not self.may_match(p):
+            return None
+        if cs[1] == rs[1] and cs[1] >= stats.MIN_MATCH_DIM:
+            orient = "rows"
+        elif cs[0] == rs[0] and cs[0] >= stats.MIN_MATCH_DIM:
+            orient = "columns"
+        else:
+            return None
+        self.matches += 1
+        self.tests += 1
+        c, r = self.cand.array(p.c), self.ref_array(p)
+        o = stats.matched(c, r, self.seed, False, orient)  # type: ignore[arg-type]
+        axis = 0 if orient == "rows" else 1
+        widths = self.details.setdefault("widths", {})
+        widths[p.c.role] = [int(cs[axis]), int(rs[axis])]
+        return self.record(
+            p, "matched", orient, False, o.effect, o.null_effect, o.log10_p, o.raw_effect
+        )
+
+    def vocab_rows(self, n_cand: int, n_ref: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Row indices of the tokens both vocabularies share (a fixed sample of at most
+        MAX_ROWS), in the candidate's and the reference's matrices."""
+        import numpy as np
+
+        cv, rv = self.cand.vocab, self.ref.vocab
+        if cv is None or rv is None:
+            return None
+        shared = sorted((cv[s], rv[s]) for s in cv.keys() & rv.keys()
+                        if cv[s] < n_cand and rv[s] < n_ref)  # fmt: skip
+        arr = np.array(shared, dtype=np.int64).reshape(-1, 2)
+        pick = sample_rows(len(arr), MAX_ROWS)
+        if pick is not None:
+            arr = arr[pick]
+        return arr[:, 0], arr[:, 1]
+
+    def rotation(self) -> np.ndarray | None:
+        """The orthogonal map from the reference's residual basis to the candidate's, fitted
+        on the embeddings of shared tokens; None when there is nothing to fit it on."""
+        if self._q is not False:
+            return self._q  # type: ignore[return-value]
+        self._q = None
+        ce = next((t for t in self.cand.tensors.values() if t.role == "token_embd.weight"), None)
+        re_ = next((t for t in self.ref.tensors.values() if t.role == "token_embd.weight"), None)
+        if ce is None or re_ is None or ce.shape[1:] != re_.shape[1:]:
+            return None
+        rows = self.vocab_rows(ce.shape[0], re_.shape[0])
+        if rows is not None and len(rows[0]) > ce.shape[1]:
+            c, r = self.cand.array(ce, rows[0]), self.ref.array(re_, rows[1])
+        elif ce.shape == re_.shape:
+            pick = sample_rows(ce.shape[0], MAX_ROWS)
+            c, r = self.cand.array(ce, pick), self.ref.array(re_, pick)
+        else:
+            return None
+        self._q = stats.procrustes(r, c)
+        return self._q
+
+    def permutation(self, p: _Pair, c: np.ndarray, r: np.ndarray, o: stats.Outcome) -> None:
+        import numpy as np
+
+        if max(c.shape) > MAX_ASSIGNMENT:
+            return
+        q = self.rotation() if o.rotated else None
+        rr = r
+        if q is not None:
+            rr = r @ q if o.orientation == "rows" else q.T @ r
+        cc, rr = (c, rr) if o.orientation == "rows" else (c.T, rr.T)
+        perm, score = stats.assignment(cc, rr)
+        moved = int((perm != np.arange(len(perm))).sum())
+        self.details["permutation"] = {
+            "tensor": p.c.name,
+            "units": len(perm),
+            "moved": moved,
+            "mean_matched_cosine": round(score, 4),
+            "first": [int(x) for x in perm[:16]],
+        }
+
+    def record(
+        self,
+        p: _Pair,
+        test: str,
+        orient: str,
+        rotated: bool,
+        effect: float,
+        null: float,
+        log10_p: float,
+        raw: float | None = None,
+    ) -> TensorEvidence:
+        return TensorEvidence(
+            p.c.name,
+            p.r.name,
+            p.c.layer,
+            test,
+            orient,
+            rotated,
+            round(effect, 6),
+            round(null, 6),
+            log10_p,
+            round(effect if raw is None else raw, 6),
+        )
+
+    def remap(self, pairs: list[_Pair], layer_map: list[int | None]) -> list[_Pair]:
+        """Test each candidate layer against the reference layer it was found to come from."""
+        by_key = {(t.role, t.layer): t for t in iter_float(self.ref)}
+        out = []
+        for p in pairs:
+            src = (
+                layer_map[p.c.layer]
+                if p.c.layer is not None and p.c.layer < len(layer_map)
+                else None
+            )
+            if src is None or src == p.c.layer or (p.c.role, src) not in by_key:
+                out.append(p)
+                continue
+            q = _Pair(p.c, by_key[(p.c.role, src)])
+            self.test(q)
+            out.append(q)
+        return out
+
+    # ------------------------------------------------------------------ layer map
+    def needs_layer_map(self, pairs: list[_Pair]) -> bool:
+        if self.cand.layers != self.ref.layers:
+            return True
+        by_layer: dict[int, list[float]] = {}
+        for p in pairs:
+            if p.evidence is not None and p.c.layer is not None:
+                by_layer.setdefault(p.c.layer, []).append(p.evidence.log10_p)
+        strong = {k for k, v in by_layer.items() if min(v) <= SURE}
+        return 0 < len(strong) < len(by_layer)
+
+    def layer_map(self, pairs: list[_Pair]) -> list[int | None]:
+        """Which reference layer each candidate layer came from (order-preserving), by testing
+        every pair of layers on a sample of rows and aligning with dynamic programming."""
+        import numpy as np
+
+        roles = sorted({t.role for t in self.cand.tensors.values() if t.layer is not None
+                        and t.floating and len(t.shape) == 2})  # fmt: skip
+        ct = {(t.role, t.layer): t for t in self.cand.tensors.values()}
+        rt = {(t.role, t.layer): t for t in self.ref.tensors.values()}
+        nc, nr = self.cand.layers, self.ref.layers
+        score = np.zeros((nc, nr))
+        for i in range(nc):
+            for role in roles[:4]:
+                c_t = ct.get((role, i))
+                if c_t is None:
+                    continue
+                head = np.arange(min(c_t.shape[0], 4 * stats.SAMPLE_ROWS))
+                c = self.cand.array(c_t, head)
+                for j in range(nr):
+                    r_t = rt.get((role, j))
+                    if r_t is None or r_t.shape[1:] != c_t.shape[1:]:
+                        continue
+                    r = self.ref.array(r_t, np.arange(min(r_t.shape[0], 4 * stats.SAMPLE_ROWS)))
+                    if r.shape != c.shape:
+                        o = stats.matched(c, r, self.seed, False, "rows")
+                    else:
+                        o = stats.aligned(c, r)
+                    self.tests += 1
+                    score[i, j] += min(-o.log10_p, 50.0)
+        # order-preserving assignment: best[i][j] = best total for candidate layers < i using
+        # reference layers < j; a candidate layer may also stay unmapped (new or unrelated)
+        threshold = 6.0
+        best = np.zeros((nc + 1, nr + 1))
+        for i in range(1, nc + 1):
+            for j in range(0, nr + 1):
+                options = [best[i - 1, j]]
+                if j:
+                    options += [best[i, j - 1]]
+                    if score[i - 1, j - 1] >= threshold:
+                        options.append(best[i - 1, j - 1] + score[i - 1, j - 1])
+                best[i, j] = max(options)
+        out: list[int | None] = [None] * nc
+        i, j = nc, nr
+        while i > 0 and j > 0:
+            if score[i - 1, j - 1] >= threshold and math.isclose(
+                best[i, j], best[i - 1, j - 1] + score[i - 1, j - 1]
+            ):
+                out[i - 1] = j - 1
+                i, j = i - 1, j - 1
+            elif math.isclose(best[i, j], best[i - 1, j]):
+                i -= 1
+            else:
+                j -= 1
+        return out
+
+    # ------------------------------------------------------------------ verdict
+    def decide(
+        self,
+        structure: dict[str, Any],
+        pairs: list[_Pair],
+        evidence: list[TensorEvidence],
+        digest_only: list[TensorRef],
+        unpaired: list[TensorRef],
+        layer_map: list[int | None] | None,
+    ) -> Verdict:
+        tested = [e for e in evidence if e is not None]
+        n_tests = max(self.tests, 1) * self.n_refs
+        exact = [e for e in tested if e.test in ("exact", "recast", "multiset")]
+        # only tests whose effect clears the floor count (a subset: the Bonferroni bound holds)
+        finite = [e.log10_p for e in tested if e.log10_p > EXACT_LOG10_P
+                  and e.effect - e.null_effect >= MIN_MARGIN]  # fmt: skip
+        if exact:
+            log10_p: float | None = EXACT_LOG10_P
+        elif finite:
+            log10_p = min(0.0, min(finite) + math.log10(n_tests))
+        elif tested:
+            log10_p = 0.0
+            self.notes.append(f"no test reached the effect floor (|cos| {MIN_MARGIN} above chance)")
+        else:
+            log10_p = None
+        dependent = log10_p is not None and log10_p <= math.log10(self.alpha)
+        informative = [t for t in iter_float(self.cand) if t.name not in self.constant]
+        if self.folded:
+            self.details["folded_norms"] = len(self.folded)
+        effects = self.effects(tested, informative, pairs)
+        layers = self.layer_table(tested, layer_map)
+        if layer_map is not None:
+            self.details["layer_map"] = layer_map
+        relation = self.relation(dependent, log10_p, tested, effects, pairs, layer_map, unpaired)
+        method = (
+            "exact equality of tensor content (no chance match)" if exact else
+            f"min over {self.tests} tensor tests x {self.n_refs} reference(s),"
+            f" Bonferroni-corrected; only tests whose |cos| exceeds chance by {MIN_MARGIN} count"
+        )  # fmt: skip
+        p_value = None if log10_p is None else (0.0 if log10_p < -300 else 10.0**log10_p)
+        return Verdict(
+            reference=self.ref.display,
+            relation=relation,
+            dependent=dependent,
+            p_value=p_value,
+            log10_p=None if log10_p is None else max(log10_p, EXACT_LOG10_P),
+            p_method=method,
+            tests=self.tests,
+            effects=effects,
+            details=self.details,
+            structure=structure,
+            layers=layers,
+            tensors=tuple(tested),
+            notes=tuple(self.notes),
+        )
+
+    def effects(self, tested: list[TensorEvidence], informative: list[TensorRef],
+                pairs: list[_Pair]) -> dict[str, float]:  # fmt: skip
+        n = len(informative) or 1
+        exact = sum(e.test in ("exact", "recast", "multiset") for e in tested)
+        aligned = [e.effect for e in tested if e.test in ("aligned", "vocabulary")]
+        matched = [e.effect for e in tested if e.test == "matched"]
+        return {
+            "exact_fraction": round(exact / n, 4),
+            "compared_fraction": round(len(tested) / n, 4),
+            "mean_aligned_cosine": round(sum(aligned) / len(aligned), 4) if aligned else 0.0,
+            "mean_matched_cosine": round(sum(matched) / len(matched), 4) if matched else 0.0,
+        }
+
+    def layer_table(self, tested: list[TensorEvidence],
+                    layer_map: list[int | None] | None) -> tuple[LayerEvidence, ...]:  # fmt: skip
+        groups: dict[int | None, list[TensorEvidence]] = {}
+        for e in tested:
+            groups.setdefault(e.layer, []).append(e)
+        rows = []
+        for layer in sorted(groups, key=lambda x: (x is None, x or 0)):
+            es = groups[layer]
+            rows.append(LayerEvidence(
+                "other" if layer is None else str(layer),
+                len(es),
+                sum(e.test in ("exact", "recast", "multiset") for e in es),
+                round(sum(e.effect for e in es) / len(es), 4),
+                max(min(e.log10_p for e in es), EXACT_LOG10_P),
+                layer_map[layer] if layer_map is not None and layer is not None
+                and layer < len(layer_map) else None,
+            ))  # fmt: skip
+        return tuple(rows)
+
+    def relation(
+        self,
+        dependent: bool,
+        log10_p: float | None,
+        tested: list[TensorEvidence],
+        effects: dict[str, float],
+        pairs: list[_Pair],
+        layer_map: list[int | None] | None,
+        unpaired: list[TensorRef],
+    ) -> Relation:
+        if not dependent:
+            if log10_p is None:
+                self.notes.append("no tensor of the candidate could be compared with the reference")
+                return "inconclusive"
+            return "independent"
+        if self.cand.quantization is not None:
+            self.details["quantization"] = self.cand.quantization
+            self.details["summary"] = f"{self.cand.quantization} quantization"
+            return "quantized"
+        if layer_map is not None and self.cand.layers < self.ref.layers:
+            kept = [x for x in layer_map if x is not None]
+            self.details["summary"] = f"{self.cand.layers} of {self.ref.layers} layers kept: {kept}"
+            return "pruned"
+        if "widths" in self.details and self.details.get("vocabulary") is None:
+            w = self.details["widths"]
+            if any(a < b for a, b in w.values()):
+                self.details["summary"] = "width pruned: " + ", ".join(
+                    f"{k} {b}->{a}" for k, (a, b) in sorted(w.items())
+                )
+                return "pruned"
+        complete = effects["compared_fraction"] >= 1.0
+        if complete and tested and all(_equivalent(e) for e in tested):
+            kinds = sorted({e.test for e in tested} - {"exact"})
+            transformed = [e for e in tested if not _exact(e)]
+            self.details["summary"] = (
+                "the same function: weights permuted, scaled or rotated" if transformed
+                else "identical weights" + (f" ({', '.join(kinds)})" if kinds else "")
+            )  # fmt: skip
+            return "copy"
+        whole = self.layers_taken(tested)
+        if whole:
+            self.details["layers_taken_unchanged"] = whole
+            self.details["summary"] = (f"layers {whole} taken unchanged while others differ:"
+                                       " a passthrough/frankenmerge")  # fmt: skip
+            return "merge"
+        delta = self.delta_signature(pairs)
+        if delta.get("sparse_fraction", 0.0) >= 0.3:
+            self.details["summary"] = (
+                f"{delta['sparse_fraction']:.0%} of the changed weights are"
+                " exactly unchanged: TIES/DARE merge signature"
+            )
+            return "merge"
+        if delta.get("low_rank"):
+            self.details["summary"] = f"low-rank delta (rank {delta['rank']}): merged adapter"
+        elif "vocabulary" in self.details:
+            v = self.details["vocabulary"]
+            self.details["summary"] = f"vocabulary {v['reference']} -> {v['candidate']} tokens"
+        return "finetune"
+
+    @staticmethod
+    def layers_taken(tested: list[TensorEvidence]) -> list[int]:
+        """Layers copied whole, when other layers share nothing exact with this reference."""
+        by_layer: dict[int, list[bool]] = {}
+        for e in tested:
+            if e.layer is not None:
+                by_layer.setdefault(e.layer, []).append(_exact(e))
+        whole = sorted(k for k, v in by_layer.items() if all(v))
+        untouched = [k for k, v in by_layer.items() if not any(v)]
+        return whole if whole and untouched else []
+
+    def delta_signature(self, pairs: list[_Pair]) -> dict[str, Any]:
+        """Low rank (merged LoRA) and exact-zero sparsity (TIES/DARE) of candidate - reference."""
+
+        ranks: list[int] = []
+        zeros = total = unchanged = changed = 0
+        for p in pairs:
+            if p.evidence is None or p.c.shape != p.r.shape or len(p.c.shape) != 2:
+                continue
+            if p.c.dtype != p.r.dtype:
+                continue
+            rows = sample_rows(self.cand.rows(p.c), MAX_ROWS)
+            d = self.cand.array(p.c, rows) - self.ref.array(p.r, rows)
+            if not d.any():
+                unchanged += 1
+                continue
+            changed += 1
+            zeros += int((d == 0).sum())
+            total += d.size
+            if len(ranks) < RANK_SAMPLE:
+                ranks.append(stats.effective_rank(d, self.seed))
+        out: dict[str, Any] = {}
+        if total:
+            out["sparse_fraction"] = zeros / total
+            self.details["delta"] = {
+                "changed_tensors": changed,
+                "unchanged_tensors": unchanged,
+                "exactly_unchanged_weights": round(zeros / total, 4),
+            }
+        if ranks:
+            rank = max(ranks)
+            smallest = min(min(p.c.shape) for p in pairs if len(p.c.shape) == 2)
+            out["rank"] = rank
+            out["low_rank"] = rank <= min(smallest // 4, 48)
+            self.details.setdefault("delta", {})["max_rank"] = rank
+            if out["low_rank"]:
+                self.details["adapter_rank"] = rank
+        return out
+
+    # ------------------------------------------------------------------ adapters
+    def adapter(self, structure: dict[str, Any]) -> Verdict:
+        """An unmerged PEFT adapter holds only the low-rank change, so dependence cannot be
+        tested from its weights; what can be checked is that it fits the reference exactly."""
+        cfg = self.cand.adapter or {}
+        ref_shapes = {(t.role, t.layer): t.shape for t in self.ref.tensors.values()}
+        from gate.lineage.models import _Canonical
+
+        canon = _Canonical(str(self.ref.config.get("model_type") or ""), self.ref.tensors)
+        fits = misfits = 0
+        rank = None
+        for t in self.cand.tensors.values():
+            for part, axis in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+                if not t.name.endswith(part):
+                    continue
+                base = t.name[: -len(part)] + ".weight"
+                base = base.removeprefix("base_model.model.")
+                tr = canon.apply(dataclasses.replace(t, name=base))
+                shape = ref_shapes.get((tr.role, tr.layer))
+                # Conv1D layers (GPT-2) store weights transposed: fan_in_fan_out
+                if (
+                    shape is not None
+                    and len(shape) == 2
+                    and t.shape[axis] in (shape[axis], shape[1 - axis])
+                ):
+                    fits += 1
+                else:
+                    misfits += 1
+                if part == ".lora_A.weight":
+                    rank = t.shape[0]
+        self.details.update({
+            "adapter_rank": cfg.get("r", rank),
+            "target_modules": cfg.get("target_modules"),
+            "declared_base": cfg.get("base_model_name_or_path"),
+            "modules_fitting": fits,
+            "modules_not_fitting": misfits,
+        })  # fmt: skip
+        relation: Relation = "adapter" if fits and not misfits else "independent"
+        self.details["summary"] = (
+            f"LoRA adapter, rank {self.details['adapter_rank']}, fits {fits} reference modules"
+            if relation == "adapter" else f"adapter does not fit: {misfits} module(s) mismatch"
+        )  # fmt: skip
+        self.notes.append(
+            "an unmerged adapter stores only the change, so its dependence on the"
+            " base is not testable from weights; its shapes were checked"
+        )
+        return Verdict(self.ref.display, relation, False, None, None,
+                       "not testable: adapter weights hold only the low-rank update", 0, {},
+                       self.details, structure, (), (), tuple(self.notes))  # fmt: skip
+
+
+def _exact(e: TensorEvidence) -> bool:
+    return e.test in ("exact", "recast", "multiset")
+
+
+def _equivalent(e: TensorEvidence) -> bool:
+    """Exact, or equal up to a function-preserving transform (per-unit scale, sign, order)."""
+    return _exact(e) or min(e.effect, e.raw_effect) >= EQUIVALENT
+
+
+def _multiset_equal(c: np.ndarray, r: np.ndarray) -> bool:
+    """Same values in a different arrangement: a permutation-invariant exact fingerprint (a
+    permuted copy holds exactly the reference's values, an independent model never does)."""
+    import numpy as np
+
+    if c.size != r.size or c.size < 64:
+        return False
+    # a permutation keeps the sum and the sum of squares: sort only when both agree
+    s1, s2 = float(c.sum(dtype=np.float64)), float(r.sum(dtype=np.float64))
+    q1 = float(np.square(c, dtype=np.float64).sum())
+    q2 = float(np.square(r, dtype=np.float64).sum())
+    if not (
+        math.isclose(s1, s2, rel_tol=1e-9, abs_tol=1e-9) and math.isclose(q1, q2, rel_tol=1e-9)
+    ):
+        return False
+    return bool(np.array_equal(np.sort(c, axis=None), np.sort(r, axis=None)))
+
+
+def _merges(
+    cand: Model, refs: Sequence[Model], verdicts: list[Verdict], alpha: float
+) -> list[Verdict]:
+    """With two or more dependent references, regress each candidate tensor on them."""
+    dep = [i for i, v in enumerate(verdicts) if v.dependent and v.relation != "copy"]
+    if len(dep) < 2:
+        return verdicts
+    import numpy as np
+
+    parents = [refs[i] for i in dep]
+    maps = [{(t.role, t.layer): t for t in iter_float(p)} for p in parents]
+    per_tensor: list[dict[str, Any]] = []
+    for t in iter_float(cand):
+        refs_t = [m.get((t.role, t.layer)) for m in maps]
+        if any(r is None or r.shape != t.shape for r in refs_t) or t.size < 64:
+            continue
+        rows = sample_rows(cand.rows(t), MAX_ROWS)
+        arrays = [p.array(r, rows) for p, r in zip(parents, refs_t, strict=True) if r is not None]
+        c = cand.array(t, rows)
+        coef, r2 = stats.regression(c, arrays)
+        row: dict[str, Any] = {"tensor": t.name, "coefficients": [round(x, 4) for x in coef],
+                               "r2": round(r2, 5)}  # fmt: skip
+        if len(arrays) == 2:
+            st = stats.slerp_t(coef, arrays[0], arrays[1])
+            if st is not None:
+                row["slerp_t"] = round(st, 4)
+        per_tensor.append(row)
+    if not per_tensor:
+        return verdicts
+    r2s = np.array([x["r2"] for x in per_tensor])
+    coefs = np.array([x["coefficients"] for x in per_tensor])
+    if float(np.median(r2s)) < 0.98 or not (np.median(coefs, axis=0) > 0.05).all():
+        return verdicts
+    sums = coefs.sum(axis=1)
+    linear = abs(float(np.median(sums)) - 1.0) < 0.02 and float(coefs.std(axis=0).max()) < 0.02
+    ts = [x["slerp_t"] for x in per_tensor if "slerp_t" in x]
+    method = "linear" if linear else "slerp" if len(ts) == len(per_tensor) else "unknown"
+    summary: dict[str, Any] = {
+        "method": method,
+        "parents": [p.display for p in parents],
+        "mean_coefficients": [round(float(x), 4) for x in coefs.mean(axis=0)],
+        "median_r2": round(float(np.median(r2s)), 5),
+        "per_tensor": per_tensor,
+    }
+    if method == "slerp":
+        summary["slerp_t"] = round(float(np.median(ts)), 4)
+    out = list(verdicts)
+    for k, i in enumerate(dep):
+        v = verdicts[i]
+        details = dict(v.details, merge=summary)
+        weight = summary["mean_coefficients"][k]
+        details["summary"] = f"{method} merge, coefficient {weight:.3f}" + (
+            f" (SLERP t = {summary['slerp_t']:.3f})" if method == "slerp" else ""
+        )
+        out[i] = dataclasses.replace(v, relation="merge", details=details)
+    return out

@@ -1,0 +1,85 @@
+"""The lineage report as text, JSON (schemas/lineage.v1.schema.json) or Markdown."""
+
+from __future__ import annotations
+
+import json
+
+from gate.lineage.result import LineageReport, Verdict, format_p
+
+FORMATS = ("text", "json", "markdown")
+TOP_TENSORS = 8
+
+
+def render(report: LineageReport, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n"
+    if fmt == "markdown":
+        return _markdown(report)
+    return _text(report)
+
+
+def _strongest(v: Verdict) -> list[str]:
+    rows = sorted(v.tensors, key=lambda e: e.log10_p)[:TOP_TENSORS]
+    return [
+        f"{e.candidate} ~ {e.reference}: {e.test}"
+        + (f" ({e.orientation}{', rotated' if e.rotated else ''})" if e.test != "exact" else "")
+        + f", |cos| {e.effect:.4f} vs {e.null_effect:.4f} by chance, p {format_p(e.log10_p)}"
+        for e in rows
+    ]
+
+
+def _text(report: LineageReport) -> str:
+    lines = [f"candidate: {report.candidate}", f"verdict:   {report.verdict}"]
+    for v in report.verdicts:
+        lines.append("")
+        lines.append(f"{v.reference}: {v.relation.upper()}")
+        p = format_p(v.log10_p)
+        lines.append(f"  p {p} ({v.p_method})" if v.log10_p is not None else f"  p: {v.p_method}")
+        if v.details.get("summary"):
+            lines.append(f"  {v.details['summary']}")
+        eff = ", ".join(f"{k} {x}" for k, x in v.effects.items())
+        if eff:
+            lines.append(f"  effects: {eff}")
+        if v.layers:
+            lines.append("  per layer:")
+            for row in v.layers:
+                mapped = "" if row.reference_layer is None else f" <- {row.reference_layer}"
+                lines.append(
+                    f"    {row.layer:>6}{mapped}: {row.tensors} tensors, {row.exact} exact,"
+                    f" mean |cos| {row.mean_effect:.4f}, min p {format_p(row.min_log10_p)}"
+                )
+        strongest = _strongest(v)
+        if strongest:
+            lines.append("  strongest evidence:")
+            lines += [f"    {s}" for s in strongest]
+        lines += [f"  note: {n}" for n in v.notes]
+    lines += [f"problem: {p}" for p in report.problems]
+    lines.append("")
+    lines.append(f"significance level {report.alpha:g}; p-values Bonferroni-corrected over tests"
+                 " and references")  # fmt: skip
+    if report.false_positive_bound:
+        lines.append(f"false positives: {report.false_positive_bound}")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(report: LineageReport) -> str:
+    out = [f"## Lineage of `{report.candidate}`", "", f"**Verdict:** {report.verdict}", ""]
+    out += ["| reference | relation | p | detail |", "|---|---|---|---|"]
+    for v in report.verdicts:
+        detail = str(v.details.get("summary", "")).replace("|", "\\|")
+        out.append(f"| `{v.reference}` | **{v.relation}** | {format_p(v.log10_p)} | {detail} |")
+    for v in report.verdicts:
+        if not v.layers:
+            continue
+        out += ["", f"### Per layer: `{v.reference}`", ""]
+        out += ["| layer | from reference layer | tensors | exact | mean \\|cos\\| | min p |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for row in v.layers:
+            ref_layer = "" if row.reference_layer is None else str(row.reference_layer)
+            out.append(f"| {row.layer} | {ref_layer} | {row.tensors} | {row.exact} |"
+                       f" {row.mean_effect:.4f} | {format_p(row.min_log10_p)} |")  # fmt: skip
+    out += [""] + [f"- problem: {p}" for p in report.problems]
+    out.append(f"Significance level {report.alpha:g}, Bonferroni-corrected."
+               + (f" False positives: {report.false_positive_bound}."
+                  if report.false_positive_bound else ""))  # fmt: skip
+    return "\n".join(out) + "\n"
