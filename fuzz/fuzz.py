@@ -3,8 +3,10 @@
     python fuzz/fuzz.py [--examples 20000] [--seed 0]
 
 Targets: the safetensors header parser, the GGUF header reader, the Git LFS pointer parser, the
-manifest loader and the static pickle scanner. Each input must end in a value or a FormatError /
-located finding, within a per-input time bound; anything else is a crash and fails the run.
+manifest loader, the static pickle scanner, and the lineage engine (model folders of random,
+possibly truncated, tensors compared with a reference and rendered as JSON). Each input must
+end in a value or a FormatError / located finding, within a per-input time bound; anything else
+is a crash and fails the run.
 The unit tests run the same properties with a few hundred examples; this is the long run.
 """
 
@@ -84,6 +86,80 @@ def st_pickle() -> st.SearchStrategy[bytes]:
          b"t", b".", b"N", b"K\x01", b"X\x02\x00\x00\x00ab", b"q\x00", b"h\x00", b"\x94"]
     )  # fmt: skip
     return st.lists(ops, max_size=40).map(b"".join) | st.binary(max_size=200)
+
+
+LINEAGE_NAMES = [
+    "model.embed_tokens.weight", "lm_head.weight", "model.norm.weight",
+    "model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight",
+    "model.layers.1.mlp.down_proj.weight", "x.y.3.z", "blk.0.attn_q.weight", "",
+]  # fmt: skip
+
+
+def st_model() -> st.SearchStrategy[bytes]:
+    """A safetensors file of a few random tensors (any bits: NaN and inf included), or its
+    truncation."""
+    import numpy as np
+
+    tensor = st.tuples(
+        st.sampled_from(LINEAGE_NAMES),
+        st.sampled_from(["F32", "F16", "BF16"]),
+        st.lists(st.integers(1, 40), min_size=1, max_size=2),
+        st.integers(0, 2**32 - 1),
+    )
+
+    def build(spec: tuple[list[tuple[str, str, list[int], int]], int]) -> bytes:
+        tensors, cut = spec
+        header: dict[str, object] = {}
+        blobs, offset = [], 0
+        for name, dtype, shape, bits in tensors:
+            if name in header:
+                continue
+            n = int(np.prod(shape)) * (4 if dtype == "F32" else 2)
+            blobs.append(np.random.default_rng(bits).bytes(n))
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
+            offset += n
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        data = struct.pack("<Q", len(raw)) + raw + b"".join(blobs)
+        return data[:cut] if cut else data
+
+    return st.tuples(st.lists(tensor, max_size=6), st.integers(0, 400)).map(build)
+
+
+def run_lineage(data: bytes, scratch: Path) -> None:
+    from gate.lineage import models, relate, render
+
+    folder = scratch / "candidate"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.safetensors").write_bytes(data)
+    cand = models.open_model(str(folder))
+    ref = models.open_model(str(scratch / "reference"))
+    try:
+        report = relate.compare(cand, [ref])
+    finally:
+        cand.close()
+        ref.close()
+    json.loads(render.render(report, "json"))
+
+
+def make_reference(scratch: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    (scratch / "reference").mkdir(exist_ok=True)
+    save_file(
+        {n: rng.standard_normal((40, 40)).astype(np.float32) for n in LINEAGE_NAMES[:6]},
+        str(scratch / "reference" / "model.safetensors"),
+    )
+    import scipy.optimize
+    import scipy.stats  # noqa: F401
+
+    for scale in (0.0, 0.1, 10.0):  # copy, fine-tune and unrelated paths, once each
+        noisy = {n: (rng.standard_normal((40, 40)) * scale).astype(np.float32)
+                 for n in LINEAGE_NAMES[:6]}  # fmt: skip
+        save_file(noisy, str(scratch / "warm.safetensors"))
+        run_lineage((scratch / "warm.safetensors").read_bytes(), scratch)
 
 
 def run_safetensors(data: bytes) -> None:
@@ -169,7 +245,9 @@ def main() -> None:
             ("lfs pointer", st_pointer(), run_pointer),
             ("manifest loader", st_manifest(), run_manifest),
             ("pickle scanner", st_pickle(), lambda d: run_pickle(d, Path(scratch))),
+            ("lineage engine", st_model(), lambda d: run_lineage(d, Path(scratch))),
         ]
+        make_reference(Path(scratch))
         chosen = [t for t in targets if args.only in (None, t[0])]
         results = [fuzz(name, s, t, args.examples, args.seed) for name, s, t in chosen]
     for r in results:

@@ -44,3 +44,50 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert all(v["wall_s"] > 0 and v["peak_rss_mb"] > 0 for v in doc["results"].values())
     assert "cold lock throughput / parallel openssl" in r.stdout
     assert not (tmp_path / "b").exists()  # cleaned up
+
+
+def test_lineage_perf_runs_end_to_end(tmp_path: Path) -> None:
+    """The lineage benchmark on a tiny pair (timings not asserted: only that it runs and
+    reaches the right verdicts, the naive transformers baseline included)."""
+    out = tmp_path / "perf.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "lineage_perf.py"),
+            "--size-gb",
+            "0.02",
+            "--dir",
+            str(tmp_path / "m"),
+            "--json",
+            str(out),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(out.read_text())
+    assert result["lineage_derived_verdict"].startswith("finetune of ")
+    assert result["lineage_independent_verdict"] == "independent of every reference"
+    assert result["naive_transformers_s"] > 0
+
+
+def test_lineage_accuracy_on_the_zoo(tmp_path: Path) -> None:
+    """The accuracy benchmark's figures are a regression test: every derived pair is found,
+    no unrelated pair is convicted, merges and layer maps are recovered."""
+    out = tmp_path / "acc.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "lineage_accuracy.py"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(out.read_text())
+    assert result["negatives"] >= 300
+    assert result["true_positive_rate"] == 1.0
+    assert result["false_positives"] == 0
+    assert result["merge_coefficient_max_error"] < 0.02
+    assert result["layer_maps_correct"] == "12/12"
+    wrong = [row for row in result["rows"] if row["expected"] != row["found"]]
+    assert wrong == []

@@ -26,6 +26,7 @@ def test_fuzz_script_short_run() -> None:
         "lfs pointer",
         "manifest loader",
         "pickle scanner",
+        "lineage engine",
     ]
     assert all(row["crashes"] == 0 and row["inputs"] > 0 for row in rows)
     assert r.stdout.splitlines()[-1].endswith("inputs, 0 crash(es)")

@@ -88,7 +88,9 @@ class Model:
             raw = raw.reshape(t.shape)
             if rows is not None and raw.ndim >= 2:
                 raw = raw[rows]
-            return raw.astype(np.float32)
+            out = raw.astype(np.float32)
+            self.release(t)
+            return self._finite(t, out)
         import gguf
 
         qtype = gguf.GGMLQuantizationType[t.dtype]
@@ -97,8 +99,34 @@ class Model:
         shape = t.shape
         if rows is not None and len(t.shape) == 2:
             blocks, shape = blocks[rows], (len(rows), t.shape[1])
-        out = gguf.quants.dequantize(blocks, qtype)
-        return np.asarray(out, dtype=np.float32).reshape(shape)
+        out = np.asarray(gguf.quants.dequantize(blocks, qtype), dtype=np.float32).reshape(shape)
+        self.release(t)
+        return self._finite(t, out)
+
+    def _finite(self, t: TensorRef, out: np.ndarray) -> np.ndarray:
+        """NaN and infinities carry no lineage signal and would poison every statistic:
+        they are zeroed, and the model's problems say which tensors had them."""
+        import numpy as np
+
+        if not np.isfinite(out).all():
+            np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+            note = f"{t.name}: non-finite values treated as 0"
+            if note not in self.problems:
+                self.problems.append(note)
+        return out
+
+    def release(self, t: TensorRef, start: int = 0, length: int | None = None) -> None:
+        """Drop this process's mapping of bytes already decoded or compared, so memory stays
+        bounded by the tensors in use rather than growing to the size of the model (the page
+        cache keeps them; only the resident set shrinks)."""
+        m = self._maps.get(t.file)
+        if m is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        begin = t.offset + start
+        end = begin + (t.nbytes - start if length is None else length)
+        aligned = begin - begin % mmap.PAGESIZE
+        if end > aligned:
+            m.madvise(mmap.MADV_DONTNEED, aligned, end - aligned)
 
     def rows(self, t: TensorRef) -> int:
         return t.shape[0] if len(t.shape) >= 2 else 1
@@ -222,6 +250,28 @@ def _dequantizable(dtype: str) -> bool:
         except (KeyError, NotImplementedError, ValueError):
             _DEQUANTIZABLE[dtype] = False
     return _DEQUANTIZABLE[dtype]
+
+
+COMPARE_CHUNK = 8 << 20
+
+
+def same_bytes(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
+    """Whether two tensors hold the same bytes: compared chunk by chunk, stopping at the first
+    difference, with each chunk released once compared."""
+    if ta.nbytes != tb.nbytes:
+        return False
+    ma, mb = a._map(ta.file), b._map(tb.file)
+    for start in range(0, ta.nbytes, COMPARE_CHUNK):
+        n = min(COMPARE_CHUNK, ta.nbytes - start)
+        equal = (
+            ma[ta.offset + start : ta.offset + start + n]
+            == mb[tb.offset + start : tb.offset + start + n]
+        )
+        a.release(ta, start, n)
+        b.release(tb, start, n)
+        if not equal:
+            return False
+    return True
 
 
 def _is_gguf(file: str) -> bool:

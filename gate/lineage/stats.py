@@ -47,8 +47,9 @@ class Outcome:
     effect: float  # mean |cosine| of the compared rows (aligned) or best matches (matched)
     null_effect: float  # the same statistic under the null
     log10_p: float
-    # mean |cosine| of the same rows before centring: 1.0 only for copies up to per-unit scale,
-    # sign and order (centring would also forgive a constant added to every weight)
+    # the lowest |cosine| of a compared row before centring: 1.0 only for copies up to per-unit
+    # scale, sign and order (centring would forgive a constant added to every weight, and a mean
+    # would hide one changed weight)
     raw_effect: float = 0.0
 
 
@@ -134,37 +135,70 @@ def matched(
     c: np.ndarray,
     r: np.ndarray,
     seed: int,
-    rotated: bool = False,
+    rotation: np.ndarray | None = None,
     orientation: Literal["rows", "columns"] = "rows",
 ) -> Outcome:
     """Best-match comparison of sampled rows (or columns) of r against all of c's."""
+    return matched_many(c, r, seed, [rotation], orientation)[0]
+
+
+def matched_many(
+    c: np.ndarray,
+    r: np.ndarray,
+    seed: int,
+    rotations: list[np.ndarray | None],
+    orientation: Literal["rows", "columns"] = "rows",
+) -> list[Outcome]:
+    """`matched` for several rotations of the reference, normalising the candidate once.
+
+    A rotation maps the reference's vectors into the candidate's basis; it is applied to the
+    sampled vectors only. Without one, the side with fewer vectors is sampled (a width-pruned
+    model's units are all in its parent, not the other way round). The per-pair null permutes
+    the sampled vectors' coordinates, which destroys any shared basis.
+    """
     import numpy as np
     from scipy.stats import binom
 
-    x, y = (c, r) if orientation == "rows" else (c.T, r.T)
-    rng = np.random.default_rng(seed)
-    cu = _unit_rows(x)
-    small, large = (y, cu) if len(y) <= len(cu) else (cu, _unit_rows(y))
-    small = _unit_rows(small) if small is y else small
-    pick = rng.choice(len(small), size=min(SAMPLE_ROWS, len(small)), replace=False)
-    sample = small[pick]
-    sims = np.abs(sample @ large.T)
-    best = sims.max(axis=1)
-    raw_small, raw_large = (y, x) if small is not cu else (x, y)
-    raw = _raw_cos(raw_small[pick], raw_large[sims.argmax(axis=1)])
-    scrambled = large[:, rng.permutation(large.shape[1])]
-    best0 = np.abs(sample @ scrambled.T).max(axis=1)
-    k = len(best)
-    hits = int((best >= calibration.HIT_COSINE).sum())
-    rate = max(calibration.NULL_HIT_RATE, float((best0 >= calibration.HIT_COSINE).sum()) / k)
-    log10_p = float(binom.logsf(hits - 1, k, rate)) / LN10 if hits else 0.0
-    return Outcome(
-        "matched", orientation, rotated, float(best.mean()), float(best0.mean()), log10_p, raw
-    )
+    x0, y0 = (c, r) if orientation == "rows" else (c.T, r.T)
+    units: dict[bool, tuple[np.ndarray, np.ndarray]] = {}
+    out = []
+    for rotation in rotations:
+        x, y = x0, y0
+        swap = rotation is None and len(y) > len(x)
+        if swap:
+            x, y = y, x
+        if swap not in units:
+            xc = np.ascontiguousarray(x)
+            units[swap] = (xc, _unit_rows(xc))
+        xc, xu = units[swap]
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(y), size=min(SAMPLE_ROWS, len(y)), replace=False)
+        ys = y[pick] if rotation is None else y[pick] @ rotation
+        su = _unit_rows(ys)
+        sims = np.abs(su @ xu.T)
+        best = sims.max(axis=1)
+        raw = _raw_cos(ys, xc[sims.argmax(axis=1)])
+        best0 = np.abs(su[:, rng.permutation(su.shape[1])] @ xu.T).max(axis=1)
+        k = len(best)
+        hits = int((best >= calibration.HIT_COSINE).sum())
+        rate = max(calibration.NULL_HIT_RATE, float((best0 >= calibration.HIT_COSINE).sum()) / k)
+        log10_p = float(binom.logsf(hits - 1, k, rate)) / LN10 if hits else 0.0
+        out.append(
+            Outcome(
+                "matched",
+                orientation,
+                rotation is not None,
+                float(best.mean()),
+                float(best0.mean()),
+                log10_p,
+                raw,
+            )
+        )
+    return out
 
 
 def _raw_cos(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean |cosine| of paired rows, without centring."""
+    """Lowest |cosine| of paired rows, without centring."""
     import numpy as np
 
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
@@ -172,7 +206,7 @@ def _raw_cos(a: np.ndarray, b: np.ndarray) -> float:
     if not ok.any():
         return 0.0
     cos = np.abs(np.einsum("ij,ij->i", a[ok], b[ok])) / (na[ok] * nb[ok])
-    return float(cos.mean())
+    return float(cos.min())
 
 
 def assignment(c: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:
@@ -189,11 +223,21 @@ def assignment(c: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def procrustes(er: np.ndarray, ec: np.ndarray) -> np.ndarray:
-    """Orthogonal q minimising ||er @ q - ec|| over rows of the same tokens."""
+    """Orthogonal q minimising ||er @ q - ec|| over rows of the same tokens: the polar factor
+    of m = er.T @ ec, computed as m (m.T m)^(-1/2) from a symmetric eigendecomposition, which
+    LAPACK does several times faster than the SVD (2.2 s vs 5.7 s at 2048 dims here)."""
     import numpy as np
 
-    u, _, vt = np.linalg.svd(er.T @ ec, full_matrices=False)
-    return u @ vt  # type: ignore[no-any-return]
+    m = (er.T @ ec).astype(np.float64)
+    w, v = np.linalg.eigh(m.T @ m)
+    keep = w > w.max() * 1e-12
+    if not keep.all():  # rank-deficient (fewer tokens than dimensions): fall back to the SVD
+        u, _, vt = np.linalg.svd(m, full_matrices=False)
+        q: np.ndarray = u @ vt
+        return q
+    inv_sqrt = (v / np.sqrt(w)) @ v.T
+    q = m @ inv_sqrt
+    return q
 
 
 def regression(c: np.ndarray, parents: list[np.ndarray]) -> tuple[list[float], float]:

@@ -42,6 +42,7 @@ def weight_tiers_available() -> bool:
         import ml_dtypes  # noqa: F401
         import numpy  # noqa: F401
         import scipy  # noqa: F401
+        import threadpoolctl  # noqa: F401
     except ImportError:
         return False
     return True
