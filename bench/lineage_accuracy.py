@@ -136,7 +136,7 @@ def run(root: Path, alpha: float) -> dict[str, Any]:
         "alpha": alpha,
         "positives": len(positives),
         "negatives": n_neg,
-        "true_positive_rate": tp / len(positives),
+        "true_positive_rate": tp / len(positives),  # at the FPR below (target: <= 1%)
         "false_positives": fp,
         "false_positive_rate": fp / n_neg if n_neg else None,
         "false_positive_upper95": upper95(fp, n_neg) if n_neg else None,

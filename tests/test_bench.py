@@ -60,7 +60,7 @@ def test_lineage_perf_runs_end_to_end(tmp_path: Path) -> None:
             str(tmp_path / "m"),
             "--json",
             str(out),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=900,

@@ -32,7 +32,7 @@ from gate.lineage.result import (
 if TYPE_CHECKING:
     import numpy as np
 
-MATCH_BUDGET = 12  # permutation-robust tests per reference (they cost rows x rows products)
+MATCH_BUDGET = 8  # permutation-robust tests per reference (they cost rows x rows products)
 MAX_ASSIGNMENT = 4096
 MAX_ROWS = 512  # rows (and columns) sampled per matrix for the aligned tests
 MULTISET_MAX = 1 << 20  # elements up to which the sorted-values fingerprint is computed
@@ -217,7 +217,7 @@ class _Compare:
         same = p.c.shape == p.r.shape
         rows = sample_rows(self.cand.rows(p.c), MAX_ROWS) if same else None
         cols = sample_rows(p.c.shape[1], MAX_ROWS) if same and len(p.c.shape) == 2 else None
-        c = _cols(self.cand.array(p.c, rows), cols)
+        c = self.cand.array(p.c, rows, cols)
         if float(c.std()) == 0.0:
             self.constant.add(p.c.name)
             return  # a constant tensor (unit norm, zero bias) says nothing about lineage
@@ -229,7 +229,7 @@ class _Compare:
             p.exact = True
             p.evidence = self.record(p, exact, "flat", False, 1.0, 0.0, EXACT_LOG10_P)
             return
-        r = _cols(self.ref_array(p, rows), cols)
+        r = self.ref_array(p, rows, cols)
         self.tests += 1
         out = stats.aligned(c, r, hidden_columns_only=p.c.role in _TOKEN_AXIS)
         if (rows is not None or cols is not None) and out.raw_effect >= EQUIVALENT:
@@ -289,14 +289,17 @@ class _Compare:
             return False
         return self.certain or self.matches < MATCH_BUDGET
 
-    def ref_array(self, p: _Pair, rows: np.ndarray | None = None) -> np.ndarray:
+    def ref_array(
+        self, p: _Pair, rows: np.ndarray | None = None, cols: np.ndarray | None = None
+    ) -> np.ndarray:
         """The reference tensor, with its norm weights folded in where the candidate's norms
         are all ones (the first step of a residual-rotation attack, which is otherwise exact)."""
-        r = self.ref.array(p.r, rows)
+        r = self.ref.array(p.r, rows, cols)
         norm = self.folded_norm(p)
-        if norm is not None and r.ndim == 2 and r.shape[1] == norm.shape[0]:
+        if norm is not None and len(p.r.shape) == 2 and p.r.shape[1] == norm.shape[0]:
             self.folded.add(p.r.name)
-            return r * norm[None, :]  # type: ignore[no-any-return]
+            folded: np.ndarray = r * (norm if cols is None else norm[cols])[None, :]
+            return folded
         return r
 
     def folded_norm(self, p: _Pair) -> np.ndarray | None:
@@ -746,7 +749,7 @@ class _Compare:
                 continue
             rows = sample_rows(self.cand.rows(p.c), MAX_ROWS)
             cols = sample_rows(p.c.shape[1], MAX_ROWS)
-            d = _cols(self.cand.array(p.c, rows), cols) - _cols(self.ref.array(p.r, rows), cols)
+            d = self.cand.array(p.c, rows, cols) - self.ref.array(p.r, rows, cols)
             if not d.any():
                 unchanged += 1
                 continue
@@ -822,10 +825,6 @@ class _Compare:
         return Verdict(self.ref.display, relation, False, None, None,
                        "not testable: adapter weights hold only the low-rank update", 0, {},
                        self.details, structure, (), (), tuple(self.notes))  # fmt: skip
-
-
-def _cols(x: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
-    return x if cols is None else x[:, cols]
 
 
 def _exact(e: TensorEvidence) -> bool:

@@ -79,6 +79,8 @@ def test_recovered_details(zoo: Path) -> None:
     slerp = lineage(zoo, "llama-s0.merge-slerp", ["llama-s0", "llama-s1"]).verdicts[0]
     assert slerp.details["merge"]["method"] == "slerp"
     assert slerp.details["merge"]["slerp_t"] == pytest.approx(0.3, abs=0.01)
+    task = lineage(zoo, "llama-s0.task-arith", ["llama-s0", "llama-s0.ft-long"]).verdicts[0]
+    assert task.details["merge"]["mean_coefficients"] == pytest.approx([0.3, 0.7], abs=0.01)
     pruned = lineage(zoo, "llama-s0.depth-pruned-healed", ["llama-s0"]).verdicts[0]
     assert pruned.details["layer_map"] == [0, 2]
     assert [row.reference_layer for row in pruned.layers if row.layer != "other"] == [0, 2]
