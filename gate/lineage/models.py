@@ -28,8 +28,11 @@ MAX_JSON_BYTES = 64 << 20  # config.json / tokenizer.json / adapter_config.json
 MAX_FILES = 4096
 _LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
 _GENERIC_LAYER = re.compile(r"^(.*?\.)(\d+)(\..+)$")
+# LLM.int8() checkpoints (bitsandbytes, as transformers saves them): `X.weight` int8 rows with
+# `X.SCB`, each row's absolute maximum; a weight is int8 * SCB / 127 (Dettmers et al. 2022).
+INT8_ROWWISE = "INT8_ROWWISE"
 FLOAT_DTYPES = frozenset(
-    {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"}
+    {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", INT8_ROWWISE}
     | {name for name, block, _ in gguf_format.GGML_TYPES.values() if block > 1}
 )
 
@@ -50,6 +53,7 @@ class TensorRef:
     file: str
     offset: int  # absolute offset in the file
     nbytes: int
+    scale: TensorRef | None = None  # INT8_ROWWISE: the per-row absolute maxima
 
     @property
     def floating(self) -> bool:
@@ -85,6 +89,16 @@ class Model:
         import numpy as np
 
         m = self._map(t.file)
+        if t.scale is not None:
+            q = np.frombuffer(m, dtype=np.int8, count=t.size, offset=t.offset).reshape(t.shape)
+            absmax = self.array(t.scale)
+            if rows is not None:
+                q, absmax = q[rows], absmax[rows]
+            if cols is not None:
+                q = q[:, cols]
+            deq = (q.astype(np.float32) * (absmax / 127.0)[:, None]).astype(np.float32)
+            self.release(t)
+            return self._finite(t, deq)
         if t.dtype in _NUMPY:
             raw = np.frombuffer(m, dtype=_numpy_dtype(t.dtype), count=t.size, offset=t.offset)
             raw = raw.reshape(t.shape)
@@ -233,6 +247,7 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
             tensors[r.name] = r
             if r.dtype not in _NUMPY and r.floating:
                 quant[r.dtype] = quant.get(r.dtype, 0) + r.nbytes
+    _int8_rowwise(tensors, quant)
     if not tensors:
         problems.append("no readable safetensors or GGUF tensors")
     canon = _Canonical(arch, tensors)
@@ -297,6 +312,21 @@ def _is_gguf(file: str) -> bool:
             return f.read(4) == b"GGUF"
     except OSError:
         return False
+
+
+def _int8_rowwise(tensors: dict[str, TensorRef], quant: dict[str, int]) -> None:
+    """Fold LLM.int8() weights and their row scales into one dequantizable tensor."""
+    for name, t in list(tensors.items()):
+        if t.dtype != "I8" or len(t.shape) != 2 or not name.endswith(".weight"):
+            continue
+        prefix = name[: -len("weight")]
+        scb = tensors.get(prefix + "SCB")
+        if scb is None or scb.dtype != "F32" or scb.shape != (t.shape[0],):
+            continue
+        tensors[name] = dataclasses.replace(t, dtype=INT8_ROWWISE, scale=scb)
+        del tensors[prefix + "SCB"]
+        tensors.pop(prefix + "weight_format", None)
+        quant[INT8_ROWWISE] = quant.get(INT8_ROWWISE, 0) + t.nbytes
 
 
 def _json(path: str) -> dict[str, Any] | None:

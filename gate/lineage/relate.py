@@ -42,8 +42,8 @@ CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_s
                "num_attention_heads", "num_key_value_heads", "vocab_size")  # fmt: skip
 SURE = -12.0  # log10 p below which one tensor settles dependence and matching stops
 # Practical significance: a test counts as evidence only when its |cos| exceeds the chance level
-# by this much. On the zoo, the strongest such margin of 338 unrelated pairs was 0.071 and the
-# weakest of 132 derived pairs 0.53 (a 0.42-weight SLERP parent): docs/lineage.md.
+# by this much. On the zoo, the strongest such margin of 350 unrelated pairs was 0.071 and the
+# weakest of the derived pairs 0.53 (a 0.42-weight SLERP parent): docs/lineage.md.
 MIN_MARGIN = 0.15
 EQUIVALENT = 0.99999  # a light fine-tune stays below (0.9993-0.9997 in the zoo's shortest)
 _VOCAB_ROLES = ("token_embd.weight", "output.weight")

@@ -37,7 +37,7 @@ def names() -> list[str]:
     kinds = ["", ".copy", ".renamed", ".bf16", ".fp16", ".ft-short", ".ft-long", ".cpt",
              ".lora-adapter", ".lora-merged", ".merge-linear", ".merge-slerp", ".task-arith",
              ".ties", ".dare"]  # fmt: skip
-    llama_only = [".gguf-q8_0", ".gguf-q4_0", ".depth-pruned", ".depth-pruned-healed",
+    llama_only = [".gguf-q8_0", ".gguf-q4_0", ".int8", ".depth-pruned", ".depth-pruned-healed",
                   ".width-pruned", ".width-pruned-healed", ".vocab-expanded", ".permuted",
                   ".scaled", ".rotated", ".all-attacks", ".passthrough"]  # fmt: skip
     return [f"llama-s0{k}" for k in kinds + llama_only] + [f"gpt2-s0{k}" for k in kinds]
@@ -88,6 +88,9 @@ def test_recovered_details(zoo: Path) -> None:
     assert width.details["widths"]["blk.*.ffn_up.weight"] == [128, 192]
     q4 = lineage(zoo, "llama-s0.gguf-q4_0", ["llama-s0"]).verdicts[0]
     assert q4.details["quantization"] == "Q4_0"
+    int8 = lineage(zoo, "llama-s0.int8", ["llama-s0"]).verdicts[0]
+    assert int8.details["quantization"] == "INT8_ROWWISE"
+    assert min(e.effect for e in int8.tensors if e.layer is not None) > 0.999
     lora = lineage(zoo, "llama-s0.lora-merged", ["llama-s0"]).verdicts[0]
     assert lora.details["adapter_rank"] == 4
     dare = lineage(zoo, "llama-s0.dare", ["llama-s0"]).verdicts[0]

@@ -254,6 +254,7 @@ class _Builder:
         if not full:
             return
         self.quantize(base, t)
+        self.int8(base, t)
         self.prune(base, t)
         self.expand_vocab(base, t)
         self.attacks(base, t)
@@ -386,6 +387,20 @@ class _Builder:
             writer.write_tensors_to_file()
             writer.close()
             self.models[path.name] = {"relation": "quantized", "qtype": qname.upper(), **t}
+
+    def int8(self, base: str, t: dict[str, Any]) -> None:
+        """LLM.int8() as bitsandbytes stores it: int8 rows and their absolute maxima (SCB) for
+        every linear layer (embeddings and the head stay in full precision, as bnb leaves them)."""
+        torch = self.torch
+        out = {}
+        for k, v in self.state(base).items():
+            if v.ndim == 2 and ".layers." in k:
+                absmax = v.abs().amax(dim=1).clamp(min=1e-12)
+                out[k] = torch.round(v / absmax[:, None] * 127).to(torch.int8)
+                out[k[: -len("weight")] + "SCB"] = absmax.float()
+            else:
+                out[k] = v
+        self.save_state(f"{base}.int8", base, out, relation="quantized", qtype="INT8", **t)
 
     def prune(self, base: str, t: dict[str, Any]) -> None:
         from transformers import AutoModelForCausalLM
