@@ -2,17 +2,66 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gate import paths, yamlio
-from gate.positions import MAX_YAML_BYTES
+from gate import paths
+from gate.positions import MAX_YAML_BYTES, Positions
+
+if TYPE_CHECKING:
+    from gate.manifest import Memo
 
 MAX_CARD_BYTES = 4 << 20
 
 
-def front_matter(root: str, rel: str) -> dict[str, Any] | None:
-    """The card's YAML front matter as plain data; None when absent, unsafe or malformed."""
+@dataclasses.dataclass(frozen=True)
+class Card:
+    """A model card's front matter with the line of every key in the card file."""
+
+    path: str
+    data: dict[str, Any]
+    positions: Positions
+
+    def line(self, *path: str | int) -> int:
+        return self.positions.locate(path)[0]
+
+
+def read(root: str, rel: str, memo: Memo | None = None) -> Card | None:
+    """The card's front matter with positions; None when absent, unsafe or malformed. With a
+    memo, front matter already parsed is not parsed again (a warm run never imports ruamel)."""
+    block = _block(root, rel)
+    if block is None:
+        return None
+    raw = block.encode()
+    hit = memo.memo_get("card", raw) if memo is not None else None
+    if hit is not None:
+        cached = json.loads(hit)
+        if cached is None:
+            return None
+        return Card(rel, cached["data"], Positions.from_json(cached["positions"]))
+    from gate import yamlio
+
+    doc, pos, problem = yamlio.load(block)
+    card = None
+    if problem is None and isinstance(doc, dict):
+        shifted = Positions(
+            keys={k: (line + 1, col) for k, (line, col) in pos.keys.items()},
+            values={k: (line + 1, col) for k, (line, col) in pos.values.items()},
+        )  # the block starts on the card's second line, after `---`
+        card = Card(rel, yamlio.to_plain(doc), shifted)
+    if memo is not None:
+        payload = None if card is None else {"data": card.data, "positions": pos_json(card)}
+        memo.memo_put("card", raw, json.dumps(payload, ensure_ascii=False, default=str))
+    return card
+
+
+def pos_json(card: Card) -> dict[str, Any]:
+    return card.positions.to_json()
+
+
+def _block(root: str, rel: str) -> str | None:
     real, escape = paths.resolve_inside(root, rel)
     if escape is not None or not os.path.isfile(real):
         return None
@@ -21,18 +70,17 @@ def front_matter(root: str, rel: str) -> dict[str, Any] | None:
             data = paths.read_capped(f, MAX_CARD_BYTES)[:MAX_CARD_BYTES]
     except OSError:
         return None
-    text = data.decode("utf-8", errors="replace")
-    lines = text.splitlines(keepends=True)
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
         return None
     for i, line in enumerate(lines[1:], start=1):
         if line.strip() in ("---", "..."):
             block = "".join(lines[1:i])
-            if len(block.encode()) > MAX_YAML_BYTES:
-                return None
-            doc, _, problem = yamlio.load(block)
-            if problem is not None or not isinstance(doc, dict):
-                return None
-            plain: dict[str, Any] = yamlio.to_plain(doc)
-            return plain
+            return block if len(block.encode()) <= MAX_YAML_BYTES else None
     return None
+
+
+def front_matter(root: str, rel: str) -> dict[str, Any] | None:
+    """The card's YAML front matter as plain data; None when absent, unsafe or malformed."""
+    card = read(root, rel)
+    return None if card is None else card.data

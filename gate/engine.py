@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING
 
-from gate import __version__, hashing, lfs, lockfile, paths, rules, shards
+from gate import __version__, consistency, hashing, lfs, lockfile, paths, rules, shards
 from gate.errors import GateError, ManifestError, NothingToCheck
 from gate.findings import ArtifactResult, FailOn, Finding, Report
 from gate.formats import sniff
@@ -131,7 +131,7 @@ def check(
     findings.extend(
         verify_lineage(target.root, manifest, scans, scanner, extra, unread, lineage_depth)
     )
-    findings.extend(_not_checked(manifest))
+    findings.extend(consistency.check(target.root, manifest, scanner.cache))
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)
 
@@ -281,24 +281,3 @@ def _headers(root: str, scans: dict[str, hashing.FileScan]) -> shards.HeaderSour
             return f"invalid header: {e.message}"
 
     return header
-
-
-def _not_checked(manifest: Manifest) -> list[Finding]:
-    """Checks this release does not implement yet: recorded as not checked, never as passed."""
-    return [
-        rules.make(
-            "PG401",
-            f"license `{manifest.license}` was not checked against the card, the LICENSE file,"
-            " base models or the license policy (not implemented in this version)",
-            manifest.locate("model", "license"),
-            declared=manifest.license,
-            found="not checked",
-        ),
-        rules.make(
-            "PG601",
-            f"model card {manifest.card} was not cross-checked (not implemented in this version)",
-            manifest.locate("model", "card"),
-            declared=manifest.card,
-            found="not checked",
-        ),
-    ]

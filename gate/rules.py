@@ -66,8 +66,36 @@ _RULES = [
     ),
     Rule("PG308", "pickle-scan-failed", "error", "A pickle could not be scanned; it is refused."),
     Rule("PG309", "gguf-header-invalid", "error", "A GGUF header is malformed."),
-    # 4xx-6xx: checks that later releases implement; reported as not checked, never as passed
-    Rule("PG401", "license-not-checked", "note", "License consistency was not checked."),
+    Rule(
+        "PG401",
+        "license-invalid",
+        "error",
+        "A license is neither a Hub license id nor a valid SPDX expression.",
+    ),
+    Rule("PG402", "license-unknown", "error", "A license is `unknown`: the terms are not known."),
+    Rule(
+        "PG403",
+        "license-other-incomplete",
+        "error",
+        "`other` without a license name, or without a link to a file or URL.",
+    ),
+    Rule("PG404", "license-card-mismatch", "error", "The manifest and the model card disagree."),
+    Rule("PG405", "license-file-mismatch", "error", "The LICENSE file is another license's text."),
+    Rule(
+        "PG406",
+        "license-inheritance",
+        "error",
+        "The declared license or commercial-use claim contradicts a base model's license.",
+    ),
+    Rule("PG407", "license-policy", "error", "A license breaks the manifest's license policy."),
+    Rule("PG408", "policy-invalid", "error", "The license policy is empty or contradictory."),
+    Rule("PG409", "base-license-not-checked", "note", "A base model's license is not known."),
+    Rule(
+        "PG410",
+        "license-attribution",
+        "warning",
+        "A base license's naming or attribution term is not met.",
+    ),
     Rule("PG501", "lineage-not-checked", "note", "A lineage claim could not be fully verified."),
     Rule(
         "PG502",
@@ -100,7 +128,19 @@ _RULES = [
         "warning",
         "A declared merge coefficient differs from the one recovered from the weights.",
     ),
-    Rule("PG601", "card-not-checked", "note", "Model card consistency was not checked."),
+    Rule("PG601", "card-not-checked", "note", "The model card was not found or not readable."),
+    Rule(
+        "PG602",
+        "card-base-mismatch",
+        "error",
+        "The card's `base_model` disagrees with the manifest's base models.",
+    ),
+    Rule(
+        "PG603",
+        "card-relation-mismatch",
+        "error",
+        "The card's `base_model_relation` disagrees with the manifest.",
+    ),
 ]
 
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}

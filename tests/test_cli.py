@@ -50,7 +50,7 @@ def test_example_homegrown_fails_with_evidence() -> None:
     assert "tok_embeddings.weight == known-models/public-base:model.embed_tokens.weight" in r.stdout
     assert (
         r.stdout.splitlines()[-1]
-        == "FAIL: 1 error(s), 0 warning(s), 2 note(s); 1 artifact(s) checked"
+        == "FAIL: 1 error(s), 0 warning(s), 0 note(s); 1 artifact(s) checked"
     )
     assert r.stderr == ""
 
@@ -60,7 +60,7 @@ def test_example_honest_passes() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert (
         r.stdout.splitlines()[-1]
-        == "PASS: 0 error(s), 0 warning(s), 2 note(s); 1 artifact(s) checked"
+        == "PASS: 0 error(s), 0 warning(s), 0 note(s); 1 artifact(s) checked"
     )
 
 
@@ -158,6 +158,12 @@ def test_init_then_lock_then_check(tmp_path: Path) -> None:
     assert r.stdout.splitlines()[0] == "created provenance.yaml"
     assert r.stdout.splitlines()[-2:] == ["wrote provenance.yaml", "wrote provenance.lock.json"]
     assert run("lock", str(tmp_path)).stdout == "up to date\n"
+    r = run("check", str(tmp_path))
+    assert r.returncode == 1  # `license: unknown` until the user sets it: fail closed
+    assert "PG402 license-unknown" in r.stdout
+    yaml = tmp_path / "provenance.yaml"
+    yaml.write_text(yaml.read_text().replace("license: unknown", "license: apache-2.0"))
+    assert run("check", str(tmp_path)).returncode == 0
     write_st(tmp_path / "model.safetensors", seed=5)
     assert run("check", str(tmp_path)).returncode == 1
     r = run("lock", str(tmp_path))

@@ -1,0 +1,356 @@
+"""Licenses and the model card: the manifest, the card, the LICENSE file and the base models must
+agree, and the license policy must hold. Every finding is located at the manifest line; card
+disagreements also name the card line. Offline: base licenses come from the manifest or from a
+local base folder's card (Hub bases: issue 8)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from gate import card, licenses, paths, rules
+from gate.findings import Finding, Location
+from gate.licenses import License
+from gate.manifest import BaseModel, Manifest, Memo
+
+LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "LICENCE.md", "COPYING")
+MAX_LICENSE_BYTES = 1 << 20
+_URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
+# model card `base_model_relation` values (the Hub's); the manifest adds `copy` and `pruned`
+CARD_RELATIONS = frozenset({"adapter", "merge", "quantized", "finetune"})
+
+
+def check(root: str, manifest: Manifest, memo: Memo | None = None) -> list[Finding]:
+    """License and card findings for one manifest (memo: the parse cache for card YAML)."""
+    c = _Checker(root, manifest, memo)
+    c.model_license()
+    c.card_agreement()
+    c.license_file()
+    c.bases()
+    c.policy()
+    return c.out
+
+
+class _Checker:
+    def __init__(self, root: str, manifest: Manifest, memo: Memo | None) -> None:
+        self.root, self.m, self.memo = root, manifest, memo
+        self.out: list[Finding] = []
+        self.lic = licenses.parse(manifest.license)
+        self.card = card.read(root, manifest.card, memo)
+        self.base_licenses: list[tuple[int, BaseModel, License | None, str]] = []
+
+    def at(self, *path: str | int) -> Location:
+        return self.m.locate(*path)
+
+    # ------------------------------------------------------------------ the model's own
+    def model_license(self) -> None:
+        m, lic = self.m, self.lic
+        if lic.tree is None:
+            self.out.append(self.invalid(lic, ("model", "license")))
+            return
+        if lic.is_("unknown"):
+            self.out.append(rules.make(
+                "PG402", "license `unknown`: nobody can tell what users of this model may do",
+                self.at("model", "license"), declared=m.license, found="terms unknown",
+                hint="declare the license the weights are released under",
+            ))  # fmt: skip
+        if "other" in lic.ids:
+            self.other()
+        if m.commercial_use and licenses.commercial(lic) == "no":
+            self.out.append(rules.make(
+                "PG406",
+                f"commercial use is claimed, but the model's own license `{lic.normalized}`"
+                " does not allow it",
+                self.at("model", "commercial_use"), declared="commercial_use: true",
+                found=f"{lic.normalized}: {licenses.strictest(lic)['obligation']}",
+                hint="set `commercial_use: false`, or release under a license allowing it",
+            ))  # fmt: skip
+
+    def invalid(self, lic: License, path: tuple[str | int, ...]) -> Finding:
+        return rules.make(
+            "PG401",
+            f"license `{lic.text}` is neither a Hugging Face Hub license id nor a valid SPDX"
+            f" expression: {lic.error}",
+            self.at(*path),
+            declared=lic.text,
+            found=lic.error,
+            hint="use a Hub id (apache-2.0, llama2, gemma, other …) or an SPDX expression"
+            " such as `MIT OR Apache-2.0`",
+        )
+
+    def other(self) -> None:
+        m = self.m
+        if not m.license_name:
+            self.out.append(rules.make(
+                "PG403", "license `other` needs `license_name`", self.at("model", "license"),
+                declared="license: other", found="no license_name",
+                hint="add `license_name:` (a short id of the custom license)",
+            ))  # fmt: skip
+        link = m.license_link
+        if not link:
+            self.out.append(rules.make(
+                "PG403", "license `other` needs `license_link` (a file in the repository or a URL)",
+                self.at("model", "license"), declared="license: other", found="no license_link",
+                hint="add `license_link: LICENSE` and commit the license text",
+            ))  # fmt: skip
+        elif not _URL.match(link):
+            real, escape = paths.resolve_inside(self.root, link)
+            if escape is not None or not os.path.isfile(real):
+                why = escape or "no such file in the repository"
+                self.out.append(rules.make(
+                    "PG403", f"license_link `{link}` does not resolve: {why}",
+                    self.at("model", "license_link"), declared=link, found=why,
+                    hint="point license_link at the committed license text, or at an https URL",
+                ))  # fmt: skip
+
+    # ------------------------------------------------------------------ the card
+    def card_agreement(self) -> None:
+        m, c = self.m, self.card
+        if c is None:
+            self.out.append(rules.make(
+                "PG601", f"model card {m.card} not found, or without readable YAML front matter:"
+                " license and base models were not cross-checked with it",
+                self.at("model", "card"), declared=m.card, found="no front matter",
+                hint="add a README.md whose front matter declares license and base_model",
+            ))  # fmt: skip
+            return
+        card_lic = c.data.get("license")
+        if not isinstance(card_lic, str) or not card_lic.strip():
+            self.mismatch("license", m.license, "no `license`", c.line())
+        elif licenses.parse(card_lic).normalized.lower() != self.lic.normalized.lower():
+            self.mismatch("license", m.license, card_lic, c.line("license"))
+        for key, value in (("license_name", m.license_name), ("license_link", m.license_link)):
+            theirs = c.data.get(key)
+            if value is not None and theirs is not None and str(theirs) != value:
+                self.mismatch(key, value, str(theirs), c.line(key))
+            elif (value is None) != (theirs is None) and "other" in self.lic.ids:
+                self.mismatch(key, value or "(none)", str(theirs or "(none)"), c.line(key))
+        self.card_bases(c)
+
+    def mismatch(self, key: str, ours: str, theirs: str, card_line: int) -> None:
+        self.out.append(rules.make(
+            "PG404",
+            f"`{key}` is `{ours}` here but `{theirs}` in {self.m.card}:{card_line}",
+            self.at("model", key), declared=ours, found=f"{theirs} ({self.m.card}:{card_line})",
+            hint=f"make {self.m.card} and the manifest declare the same {key}",
+        ))  # fmt: skip
+
+    def card_bases(self, c: card.Card) -> None:
+        m = self.m
+        raw = c.data.get("base_model")
+        theirs = [raw] if isinstance(raw, str) else [x for x in raw or [] if isinstance(x, str)]
+        hub_ids = {b.id.lower(): i for i, b in enumerate(m.base_models) if b.id}
+        card_ids = {t.lower() for t in theirs}
+        missing = sorted(set(hub_ids) - card_ids)
+        extra = sorted(card_ids - set(hub_ids))
+        if missing or extra or (m.origin == "scratch" and theirs):
+            where = c.line("base_model") if raw is not None else c.line()
+            what = "; ".join(
+                ([f"not in the card: {', '.join(missing)}"] if missing else [])
+                + ([f"only in the card: {', '.join(extra)}"] if extra else [])
+            )
+            path: tuple[str | int, ...] = (
+                ("base_models", hub_ids[missing[0]]) if missing else ("model", "origin")
+            )
+            self.out.append(rules.make(
+                "PG602", f"base models disagree with {m.card}:{where}: {what}", self.at(*path),
+                declared=", ".join(b.name for b in m.base_models) or f"origin: {m.origin}",
+                found=f"base_model: {', '.join(theirs) or '(none)'} ({m.card}:{where})",
+                hint="list the same Hub base models in the card's `base_model` and the manifest",
+            ))  # fmt: skip
+        relation = c.data.get("base_model_relation")
+        if not isinstance(relation, str) or not m.base_models:
+            return
+        ours = {b.relation for b in m.base_models}
+        if relation not in ours:
+            i = 0
+            self.out.append(rules.make(
+                "PG603",
+                f"the card says `base_model_relation: {relation}`"
+                f" ({m.card}:{c.line('base_model_relation')}), the manifest"
+                f" `{', '.join(sorted(ours))}`",
+                self.at("base_models", i, "relation"), declared=", ".join(sorted(ours)),
+                found=f"{relation} ({m.card}:{c.line('base_model_relation')})",
+                hint="declare the same relation in both (the card has no `copy` or `pruned`:"
+                " leave base_model_relation out for those)",
+            ))  # fmt: skip
+
+    # ------------------------------------------------------------------ LICENSE file
+    def license_file(self) -> None:
+        if self.lic.tree is None:
+            return
+        for name in LICENSE_FILES:
+            real, escape = paths.resolve_inside(self.root, name)
+            if escape is not None or not os.path.isfile(real):
+                continue
+            try:
+                with paths.open_regular(real) as f:
+                    text = paths.read_capped(f, MAX_LICENSE_BYTES).decode("utf-8", "replace")
+            except OSError:
+                continue
+            found = licenses.identify_text(text)
+            ids = {i.lower() for i in self.lic.ids}
+            if found is None or found in ids or self._same(found, ids):
+                return
+            self.out.append(rules.make(
+                "PG405",
+                f"{name} is the {licenses.data()['hub_ids'].get(found, {}).get('name', found)}"
+                f" text, but the declared license is `{self.lic.normalized}`",
+                self.at("model", "license"), declared=self.lic.normalized,
+                found=f"{name}: {found}",
+                hint=f"declare `license: {found}`, or replace {name} with the declared license",
+            ))  # fmt: skip
+            return
+
+    @staticmethod
+    def _same(found: str, ids: set[str]) -> bool:
+        """SPDX and Hub spell some ids differently (GPL-3.0-only vs gpl-3.0)."""
+        return any(i.startswith(found) or found.startswith(i) for i in ids)
+
+    # ------------------------------------------------------------------ bases
+    def bases(self) -> None:
+        for i, base in enumerate(self.m.base_models):
+            lic, source = self.base_license(i, base)
+            self.base_licenses.append((i, base, lic, source))
+            if lic is None or lic.tree is None or self.lic.tree is None:
+                continue
+            self.inherit(i, base, lic, source)
+
+    def base_license(self, i: int, base: BaseModel) -> tuple[License | None, str]:
+        if base.license:
+            lic = licenses.parse(base.license)
+            if lic.tree is None:
+                self.out.append(self.invalid(lic, ("base_models", i, "license")))
+            return lic, "declared"
+        if base.path:
+            c = card.read(self.root, os.path.join(base.path, "README.md"), self.memo)
+            value = c.data.get("license") if c is not None else None
+            if isinstance(value, str):
+                return licenses.parse(value), f"{base.path}/README.md"
+        why = "no `license` declared" + (
+            " and no license in its folder's README.md" if base.path else
+            "; reading Hub cards comes with Hub support"
+        )  # fmt: skip
+        self.out.append(rules.make(
+            "PG409", f"{base.name}: base license not checked: {why}",
+            self.at("base_models", i), declared=base.name, found="license unknown",
+            hint="declare the base model's license in `base_models[].license`",
+        ))  # fmt: skip
+        return None, ""
+
+    def inherit(self, i: int, base: BaseModel, lic: License, source: str) -> None:
+        m = self.m
+        unknown = licenses.unknown_terms(lic)
+        if unknown and len(unknown) == len(lic.ids):
+            self.out.append(rules.make(
+                "PG409",
+                f"{base.name}: the terms of base license `{lic.normalized}` are not in the"
+                " inheritance table, so what it requires of derivatives was not checked",
+                self.at("base_models", i), declared=lic.normalized, found="terms not evaluated",
+            ))  # fmt: skip
+            return
+        origin = "" if source == "declared" else f" (from {source})"
+        if not licenses.satisfied(lic, self.lic):
+            row = licenses.strictest(lic)
+            self.out.append(rules.make(
+                "PG406",
+                f"{base.name} is licensed `{lic.normalized}`{origin}, which requires: "
+                f"{row['obligation']}; this model declares `{self.lic.normalized}`",
+                self.at("model", "license"),
+                declared=f"license: {self.lic.normalized}",
+                found=f"base {base.name}: {lic.normalized}",
+                details=(f"term: {row['source']}",),
+                hint=f"a consistent declaration: {licenses.consistent_declaration(lic)}",
+            ))  # fmt: skip
+        if m.commercial_use and licenses.commercial(lic) == "no":
+            self.out.append(rules.make(
+                "PG406",
+                f"commercial use is claimed, but base {base.name} is licensed"
+                f" `{lic.normalized}`{origin}, which forbids it",
+                self.at("model", "commercial_use"), declared="commercial_use: true",
+                found=f"base {base.name}: {lic.normalized}",
+                details=(f"term: {licenses.strictest(lic)['source']}",),
+                hint="set `commercial_use: false`",
+            ))  # fmt: skip
+        for license_id in lic.ids:
+            prefix = licenses.terms(license_id).get("name_prefix")
+            short = m.name.rsplit("/", 1)[-1]
+            if prefix and not short.lower().startswith(prefix.lower()):
+                self.out.append(rules.make(
+                    "PG410",
+                    f"base {base.name} is licensed `{license_id}`, whose terms ask a derived"
+                    f" model's name to begin with “{prefix}”; this one is `{m.name}`",
+                    self.at("model", "name"), declared=m.name,
+                    found=f"base license {license_id}",
+                    details=(f"term: {licenses.terms(license_id)['source']}",),
+                    hint=f"rename to “{prefix}-…” (and credit the base as its license asks)",
+                ))  # fmt: skip
+
+    # ------------------------------------------------------------------ policy
+    def policy(self) -> None:
+        p, m = self.m.policy, self.m
+        allow, deny = p.license_allow, p.license_deny
+        if allow is not None and not allow:
+            self.out.append(rules.make(
+                "PG408", "policy.licenses.allow is empty: no license could ever pass",
+                self.at("policy", "licenses", "allow"), declared="allow: []", found="empty",
+                hint="list the licenses you accept, or remove `allow`",
+            ))  # fmt: skip
+            return
+        both = sorted({x.lower() for x in allow or ()} & {x.lower() for x in deny})
+        if both:
+            self.out.append(rules.make(
+                "PG408", f"policy allows and denies the same license(s): {', '.join(both)}",
+                self.at("policy", "licenses"), declared="allow and deny",
+                found=", ".join(both), hint="keep each license in one list",
+            ))  # fmt: skip
+            return
+        if (
+            p.commercial_use_required
+            and allow is not None
+            and all(licenses.commercial(licenses.parse(a)) == "no" for a in allow)
+        ):
+            self.out.append(rules.make(
+                "PG408", "policy requires commercial use but allows only non-commercial licenses",
+                self.at("policy", "commercial_use_required"), declared="commercial_use_required",
+                found=", ".join(allow), hint="allow a license that permits commercial use",
+            ))  # fmt: skip
+            return
+        targets: list[tuple[str, License, tuple[str | int, ...]]] = []
+        if self.lic.tree is not None:
+            targets.append(("this model", self.lic, ("model", "license")))
+        for i, base, lic, _ in self.base_licenses:
+            if lic is not None and lic.tree is not None:
+                targets.append((f"base {base.name}", lic, ("base_models", i)))
+        for who, lic, path in targets:
+            if deny and licenses.denied(lic, deny):
+                self.policy_finding(f"{who}: license `{lic.normalized}` is denied by the policy",
+                                    path, lic, "deny")  # fmt: skip
+            elif allow is not None and not licenses.in_list(lic, allow):
+                self.policy_finding(f"{who}: license `{lic.normalized}` is not in the allow list",
+                                    path, lic, "allow")  # fmt: skip
+            if p.commercial_use_required and licenses.commercial(lic) in ("no", "unknown"):
+                state = licenses.commercial(lic)
+                why = "forbids commercial use" if state == "no" else (
+                    "cannot be shown to allow commercial use")  # fmt: skip
+                message = f"{who}: license `{lic.normalized}` {why}, and the policy requires it"
+                self.policy_finding(message, path, lic, "commercial")
+        if p.commercial_use_required and m.commercial_use is False:
+            self.policy_finding("the policy requires commercial use, but the model declares"
+                                " `commercial_use: false`", ("model", "commercial_use"),
+                                self.lic, "commercial")  # fmt: skip
+        for i, base, lic, _ in self.base_licenses:
+            if lic is None and (p.commercial_use_required or allow is not None or deny):
+                self.policy_finding(f"base {base.name}: license unknown, so the license policy"
+                                    " cannot be shown to hold (fail closed)",
+                                    ("base_models", i), None, "unknown")  # fmt: skip
+
+    def policy_finding(
+        self, message: str, path: tuple[str | int, ...], lic: License | None, what: str
+    ) -> None:
+        self.out.append(rules.make(
+            "PG407", message, self.at(*path),
+            declared=lic.normalized if lic is not None else "(none)", found=what,
+            hint="change the license, the base model, or the policy (policy.licenses,"
+            " policy.commercial_use_required)",
+        ))  # fmt: skip
