@@ -17,6 +17,20 @@ from importlib import resources
 from typing import Any, Literal
 
 Node = tuple[str, Any]  # ("id", "apache-2.0") | ("and" | "or", [Node, ...])
+# A declaration is a line of YAML, not a program: bounded before the recursive parser sees it.
+MAX_EXPRESSION_CHARS = 4096
+MAX_NESTING = 16
+
+
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    return deepest
 
 
 @functools.cache
@@ -72,6 +86,9 @@ def parse(text: str) -> License:
     hub = data()["hub_ids"]
     if stripped.lower() in hub:
         return License(text, ("id", stripped.lower()))
+    if len(stripped) > MAX_EXPRESSION_CHARS or _depth(stripped) > MAX_NESTING:
+        return License(text, None, f"expression over {MAX_EXPRESSION_CHARS} characters or"
+                       f" {MAX_NESTING} levels of parentheses")  # fmt: skip
     licensing = get_spdx_licensing()
     try:
         expr = licensing.parse(stripped, validate=False)

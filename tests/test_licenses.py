@@ -53,3 +53,14 @@ def test_any_declaration_parses_to_a_value(text: str) -> None:
     lic = licenses.parse(text)
     assert (lic.tree is None) == (lic.error is not None)
     licenses.commercial(lic)
+
+
+def test_hostile_expressions_are_bounded() -> None:
+    deep = "MIT"
+    for i in range(3000):  # the recursive parser would overflow the stack
+        deep = f"Apache-2.0 {'OR' if i % 2 else 'AND'} ({deep})"
+    assert licenses.parse(deep).error == (
+        "expression over 4096 characters or 16 levels of parentheses"
+    )
+    assert licenses.parse(" OR ".join(["MIT"] * 1000)).error is not None
+    assert licenses.parse("((((MIT))))").normalized == "MIT"
