@@ -63,4 +63,4 @@ def test_hostile_expressions_are_bounded() -> None:
         "expression over 4096 characters or 16 levels of parentheses"
     )
     assert licenses.parse(" OR ".join(["MIT"] * 1000)).error is not None
-    assert licenses.parse("((((MIT))))").normalized == "MIT"
+    assert licenses.parse("((((MIT))))").normalized == "mit"  # the Hub spelling wins
