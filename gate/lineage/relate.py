@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gate.lineage import models, stats
+from gate.lineage import adapters, layermap, merges, models, stats
 from gate.lineage.models import Model, TensorRef, iter_float, sample_rows
 from gate.lineage.result import (
     DEFAULT_ALPHA,
@@ -98,7 +98,7 @@ def _compare(
         ).run()
         for ref in references
     ]
-    verdicts = _merges(candidate, references, verdicts, alpha)
+    verdicts = merges.across_references(candidate, references, verdicts)
     problems = tuple(candidate.problems) + tuple(
         f"{r.display}: {p}" for r in references for p in r.problems
     )
@@ -125,7 +125,7 @@ class _Compare:
     def run(self) -> Verdict:
         structure = self.structure()
         if self.cand.adapter is not None:
-            return self.adapter(structure)
+            return adapters.verdict(self.cand, self.ref, structure)
         pairs = self.pairs()
         for p in pairs:
             self.test(p)
@@ -553,31 +553,7 @@ class _Compare:
                         o = stats.aligned(c, r)
                     self.tests += 1
                     score[i, j] += min(-o.log10_p, 50.0)
-        # order-preserving assignment: best[i][j] = best total for candidate layers < i using
-        # reference layers < j; a candidate layer may also stay unmapped (new or unrelated)
-        threshold = 6.0
-        best = np.zeros((nc + 1, nr + 1))
-        for i in range(1, nc + 1):
-            for j in range(0, nr + 1):
-                options = [best[i - 1, j]]
-                if j:
-                    options += [best[i, j - 1]]
-                    if score[i - 1, j - 1] >= threshold:
-                        options.append(best[i - 1, j - 1] + score[i - 1, j - 1])
-                best[i, j] = max(options)
-        out: list[int | None] = [None] * nc
-        i, j = nc, nr
-        while i > 0 and j > 0:
-            if score[i - 1, j - 1] >= threshold and math.isclose(
-                best[i, j], best[i - 1, j - 1] + score[i - 1, j - 1]
-            ):
-                out[i - 1] = j - 1
-                i, j = i - 1, j - 1
-            elif math.isclose(best[i, j], best[i - 1, j]):
-                i -= 1
-            else:
-                j -= 1
-        return out
+        return layermap.order_preserving(score, threshold=6.0)
 
     # ------------------------------------------------------------------ verdict
     def decide(
@@ -777,54 +753,6 @@ class _Compare:
         return out
 
     # ------------------------------------------------------------------ adapters
-    def adapter(self, structure: dict[str, Any]) -> Verdict:
-        """An unmerged PEFT adapter holds only the low-rank change, so dependence cannot be
-        tested from its weights; what can be checked is that it fits the reference exactly."""
-        cfg = self.cand.adapter or {}
-        ref_shapes = {(t.role, t.layer): t.shape for t in self.ref.tensors.values()}
-        from gate.lineage.models import _Canonical
-
-        canon = _Canonical(str(self.ref.config.get("model_type") or ""), self.ref.tensors)
-        fits = misfits = 0
-        rank = None
-        for t in self.cand.tensors.values():
-            for part, axis in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
-                if not t.name.endswith(part):
-                    continue
-                base = t.name[: -len(part)] + ".weight"
-                base = base.removeprefix("base_model.model.")
-                tr = canon.apply(dataclasses.replace(t, name=base))
-                shape = ref_shapes.get((tr.role, tr.layer))
-                # Conv1D layers (GPT-2) store weights transposed: fan_in_fan_out
-                if (
-                    shape is not None
-                    and len(shape) == 2
-                    and t.shape[axis] in (shape[axis], shape[1 - axis])
-                ):
-                    fits += 1
-                else:
-                    misfits += 1
-                if part == ".lora_A.weight":
-                    rank = t.shape[0]
-        self.details.update({
-            "adapter_rank": cfg.get("r", rank),
-            "target_modules": cfg.get("target_modules"),
-            "declared_base": cfg.get("base_model_name_or_path"),
-            "modules_fitting": fits,
-            "modules_not_fitting": misfits,
-        })  # fmt: skip
-        relation: Relation = "adapter" if fits and not misfits else "independent"
-        self.details["summary"] = (
-            f"LoRA adapter, rank {self.details['adapter_rank']}, fits {fits} reference modules"
-            if relation == "adapter" else f"adapter does not fit: {misfits} module(s) mismatch"
-        )  # fmt: skip
-        self.notes.append(
-            "an unmerged adapter stores only the change, so its dependence on the"
-            " base is not testable from weights; its shapes were checked"
-        )
-        return Verdict(self.ref.display, relation, False, None, None,
-                       "not testable: adapter weights hold only the low-rank update", 0, {},
-                       self.details, structure, (), (), tuple(self.notes))  # fmt: skip
 
 
 def _exact(e: TensorEvidence) -> bool:
@@ -852,61 +780,3 @@ def _multiset_equal(c: np.ndarray, r: np.ndarray) -> bool:
     ):
         return False
     return bool(np.array_equal(np.sort(c, axis=None), np.sort(r, axis=None)))
-
-
-def _merges(
-    cand: Model, refs: Sequence[Model], verdicts: list[Verdict], alpha: float
-) -> list[Verdict]:
-    """With two or more dependent references, regress each candidate tensor on them."""
-    dep = [i for i, v in enumerate(verdicts) if v.dependent and v.relation != "copy"]
-    if len(dep) < 2:
-        return verdicts
-    import numpy as np
-
-    parents = [refs[i] for i in dep]
-    maps = [{(t.role, t.layer): t for t in iter_float(p)} for p in parents]
-    per_tensor: list[dict[str, Any]] = []
-    for t in iter_float(cand):
-        refs_t = [m.get((t.role, t.layer)) for m in maps]
-        if any(r is None or r.shape != t.shape for r in refs_t) or t.size < 64:
-            continue
-        rows = sample_rows(cand.rows(t), MAX_ROWS)
-        arrays = [p.array(r, rows) for p, r in zip(parents, refs_t, strict=True) if r is not None]
-        c = cand.array(t, rows)
-        coef, r2 = stats.regression(c, arrays)
-        row: dict[str, Any] = {"tensor": t.name, "coefficients": [round(x, 4) for x in coef],
-                               "r2": round(r2, 5)}  # fmt: skip
-        if len(arrays) == 2:
-            st = stats.slerp_t(coef, arrays[0], arrays[1])
-            if st is not None:
-                row["slerp_t"] = round(st, 4)
-        per_tensor.append(row)
-    if not per_tensor:
-        return verdicts
-    r2s = np.array([x["r2"] for x in per_tensor])
-    coefs = np.array([x["coefficients"] for x in per_tensor])
-    if float(np.median(r2s)) < 0.98 or not (np.median(coefs, axis=0) > 0.05).all():
-        return verdicts
-    sums = coefs.sum(axis=1)
-    linear = abs(float(np.median(sums)) - 1.0) < 0.02 and float(coefs.std(axis=0).max()) < 0.02
-    ts = [x["slerp_t"] for x in per_tensor if "slerp_t" in x]
-    method = "linear" if linear else "slerp" if len(ts) == len(per_tensor) else "unknown"
-    summary: dict[str, Any] = {
-        "method": method,
-        "parents": [p.display for p in parents],
-        "mean_coefficients": [round(float(x), 4) for x in coefs.mean(axis=0)],
-        "median_r2": round(float(np.median(r2s)), 5),
-        "per_tensor": per_tensor,
-    }
-    if method == "slerp":
-        summary["slerp_t"] = round(float(np.median(ts)), 4)
-    out = list(verdicts)
-    for k, i in enumerate(dep):
-        v = verdicts[i]
-        details = dict(v.details, merge=summary)
-        weight = summary["mean_coefficients"][k]
-        details["summary"] = f"{method} merge, coefficient {weight:.3f}" + (
-            f" (SLERP t = {summary['slerp_t']:.3f})" if method == "slerp" else ""
-        )
-        out[i] = dataclasses.replace(v, relation="merge", details=details)
-    return out
