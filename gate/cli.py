@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -18,6 +19,7 @@ from gate.findings import FailOn
 from gate.reporters import FORMATS  # light: the reporter modules themselves load lazily
 
 if TYPE_CHECKING:
+    from gate.findings import Report
     from gate.lineage.verify import LineageDepth
     from gate.scanner import Scanner
 
@@ -109,7 +111,7 @@ def check(
     lineage_depth: str,
 ) -> int:
     """Verify the declarations in DIR's manifest (default DIR: the current folder)."""
-    from gate import engine, reporters
+    from gate import engine
 
     target = engine.Target.resolve(directory, manifest)
     with _scanner(no_cache, cache_dir, jobs) as scanner:
@@ -119,6 +121,13 @@ def check(
             scanner=scanner,
             lineage_depth=cast("LineageDepth", lineage_depth),
         )
+    return _render(report, fmt, output, color)
+
+
+def _render(report: Report, fmt: str, output: str | None, color: bool | None) -> int:
+    """Print or write the report in a format; with `github`, also the job summary."""
+    from gate import reporters
+
     use_color = color if color is not None else (output is None and sys.stdout.isatty())
     options = reporters.ReporterOptions(
         color=use_color, workspace=os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
@@ -136,6 +145,67 @@ def check(
                 f"cannot append the job summary: {e.strerror}", where=summary_file
             ) from None
     return report.exit_code
+
+
+@cli.command("diff")
+@_dir_arg
+@click.option("--base", "base_ref", required=True, help="The git revision to compare with.")
+@click.option(
+    "--head",
+    "head_ref",
+    help="The revision to compare (default: the working tree, which is then also checked).",
+)
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the report to this file instead of standard output.",
+)
+@click.option(
+    "--fail-on",
+    type=click.Choice(FAIL_ON),
+    default="error",
+    show_default=True,
+    help="Lowest severity that fails the run (exit 1).",
+)
+@click.option("--color/--no-color", default=None, help="Colour text output.")
+def diff_command(
+    directory: str,
+    manifest: str | None,
+    no_cache: bool,
+    cache_dir: str | None,
+    jobs: int | None,
+    base_ref: str,
+    head_ref: str | None,
+    fmt: str,
+    output: str | None,
+    fail_on: str,
+    color: bool | None,
+) -> int:
+    """What changed in DIR's declarations between --base and --head (a pull request's view)."""
+    from gate import diff, engine
+
+    target = engine.Target.resolve(directory, manifest)
+    rel = os.path.relpath(target.manifest_path, target.root)
+    base = diff.load(target.root, rel, base_ref)
+    head = diff.load(target.root, rel, head_ref)
+    found = diff.changes(base, head)
+    verified = None
+    if head_ref is None:
+        with _scanner(no_cache, cache_dir, jobs) as scanner:
+            verified = engine.check(target, fail_on=cast("FailOn", fail_on), scanner=scanner)
+    report = diff.report(target.root, target.manifest_display, found, verified)
+    report = dataclasses.replace(report, fail_on=cast("FailOn", fail_on))
+    return _render(report, fmt, output, color)
 
 
 @cli.command()

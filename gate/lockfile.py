@@ -55,13 +55,34 @@ def read(
     try:
         with paths.open_regular(path) as f:
             data = paths.read_capped(f, MAX_LOCK_BYTES)
+    except OSError as e:
+        return bad(f"cannot read the lock file: {e}")
+    return parse(data, display, memo)
+
+
+def parse(
+    data: bytes, display: str, memo: Memo | None = None
+) -> tuple[dict[str, LockedArtifact] | None, Finding | None]:
+    """Lock file bytes (from disk or from a git revision) -> entries, or a PG104 finding."""
+
+    def bad(message: str, line: int = 1, col: int = 1) -> tuple[None, Finding]:
+        return None, rules.make(
+            "PG104",
+            message,
+            Location(display, line, col),
+            declared="a lock file written by `provenance-gate lock`",
+            found=message,
+            hint="regenerate it with `provenance-gate lock`",
+        )
+
+    try:
         doc = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         return bad("lock file is not valid UTF-8")
     except json.JSONDecodeError as e:
         return bad(f"lock file is not valid JSON: {e.msg}", e.lineno, e.colno)
-    except (OSError, RecursionError) as e:
-        return bad(f"cannot read the lock file: {e}")
+    except RecursionError:
+        return bad("lock file is nested too deeply")
     if memo is None or memo.memo_get("lock", data) is None:
         problem = _schema_problem(doc)
         if problem is not None:

@@ -141,6 +141,22 @@ _RULES = [
         "error",
         "The card's `base_model_relation` disagrees with the manifest.",
     ),
+    # 7xx: `diff`, changes between two revisions
+    Rule(
+        "PG701", "artifact-added", "note", "A weight file is declared that the base did not have."
+    ),
+    Rule(
+        "PG702", "artifact-removed", "warning", "A weight file of the base is no longer declared."
+    ),
+    Rule(
+        "PG703",
+        "weights-changed",
+        "note",
+        "A declared weight file changed; which tensors, per layer, from the lock files.",
+    ),
+    Rule("PG704", "license-changed", "warning", "The model's license declaration changed."),
+    Rule("PG705", "lineage-changed", "warning", "The origin or the base models changed."),
+    Rule("PG706", "diff-base-missing", "note", "The base revision has no usable manifest."),
 ]
 
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}
