@@ -28,6 +28,13 @@ FAIL_ON = get_args(FailOn)
 
 def _dir_arg(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
+        "--verbose",
+        "-v",
+        is_flag=True,
+        envvar="PROVENANCE_GATE_VERBOSE",
+        help="Say on standard error how many files were read and how many came from the cache.",
+    )(f)
+    f = click.option(
         "--jobs",
         "-j",
         type=click.IntRange(min=1),
@@ -109,12 +116,13 @@ def check(
     fail_on: str,
     color: bool | None,
     lineage_depth: str,
+    verbose: bool,
 ) -> int:
     """Verify the declarations in DIR's manifest (default DIR: the current folder)."""
     from gate import engine
 
     target = engine.Target.resolve(directory, manifest)
-    with _scanner(no_cache, cache_dir, jobs) as scanner:
+    with _scanner(no_cache, cache_dir, jobs, verbose) as scanner:
         report = engine.check(
             target,
             fail_on=cast("FailOn", fail_on),
@@ -190,6 +198,7 @@ def diff_command(
     output: str | None,
     fail_on: str,
     color: bool | None,
+    verbose: bool,
 ) -> int:
     """What changed in DIR's declarations between --base and --head (a pull request's view)."""
     from gate import diff, engine
@@ -201,7 +210,7 @@ def diff_command(
     found = diff.changes(base, head)
     verified = None
     if head_ref is None:
-        with _scanner(no_cache, cache_dir, jobs) as scanner:
+        with _scanner(no_cache, cache_dir, jobs, verbose) as scanner:
             verified = engine.check(target, fail_on=cast("FailOn", fail_on), scanner=scanner)
     report = diff.report(target.root, target.manifest_display, found, verified)
     report = dataclasses.replace(report, fail_on=cast("FailOn", fail_on))
@@ -318,17 +327,27 @@ def lock(directory: str, manifest: str | None, **scan: Any) -> int:
 
 
 @contextlib.contextmanager
-def _scanner(no_cache: bool, cache_dir: str | None, jobs: int | None) -> Iterator[Scanner]:
+def _scanner(
+    no_cache: bool, cache_dir: str | None, jobs: int | None, verbose: bool = False
+) -> Iterator[Scanner]:
     from gate.cache import StatCache, default_dir
     from gate.scanner import Scanner
 
     cache = None if no_cache else StatCache(cache_dir or default_dir())
     progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    scanner = Scanner(cache=cache, workers=jobs, progress=progress)
     try:
-        yield Scanner(cache=cache, workers=jobs, progress=progress)
+        yield scanner
     finally:
         if cache is not None:
             cache.close()
+        if verbose:
+            click.echo(
+                f"provenance-gate: {scanner.files_hashed} file(s) read"
+                f" ({scanner.bytes_hashed / 1e6:.1f} MB), {scanner.files_cached} unchanged"
+                " file(s) taken from the stat cache",
+                err=True,
+            )
 
 
 class ProgressBar:

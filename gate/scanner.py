@@ -41,6 +41,8 @@ class Scanner:
         self.workers = workers or default_workers()
         self.progress = progress
         self.files_hashed = 0
+        self.bytes_hashed = 0
+        self.files_cached = 0
 
     def scan_many(self, real_paths: Iterable[str]) -> dict[str, hashing.FileScan | OSError]:
         """One result per distinct path; unchanged files come from the cache without a read."""
@@ -55,12 +57,14 @@ class Scanner:
             cached = self.cache.get(path, stat_key(st)) if self.cache is not None else None
             if cached is not None:
                 out[path] = cached
+                self.files_cached += 1
             else:
                 todo.append((path, st))
         if not todo:
             return out
         todo.sort(key=lambda item: -item[1].st_size)
         total = sum(st.st_size for _, st in todo)
+        self.bytes_hashed += total
         if self.progress is not None:
             self.progress.start(total, len(todo))
         advance = self.progress.advance if self.progress is not None else None
