@@ -98,6 +98,13 @@ def cli() -> None:
     help="Colour text output (default: when standard output is a terminal).",
 )
 @click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    metavar="FORMAT:PATH",
+    help="Also write the report in FORMAT to PATH (repeatable; e.g. sarif:out.sarif).",
+)
+@click.option(
     "--lineage-depth",
     type=click.Choice(["full", "exact"]),
     default="full",
@@ -115,6 +122,7 @@ def check(
     output: str | None,
     fail_on: str,
     color: bool | None,
+    reports: tuple[str, ...],
     lineage_depth: str,
     verbose: bool,
 ) -> int:
@@ -129,12 +137,26 @@ def check(
             scanner=scanner,
             lineage_depth=cast("LineageDepth", lineage_depth),
         )
-    return _render(report, fmt, output, color)
+    return _render(report, fmt, output, color, reports)
 
 
-def _render(report: Report, fmt: str, output: str | None, color: bool | None) -> int:
-    """Print or write the report in a format; with `github`, also the job summary."""
+def _render(
+    report: Report, fmt: str, output: str | None, color: bool | None, extra: tuple[str, ...] = ()
+) -> int:
+    """Print or write the report in a format (and any --report copies); with `github`, also
+    the job summary."""
     from gate import reporters
+
+    for spec in extra:
+        kind, sep, path = spec.partition(":")
+        if not sep or kind not in FORMATS or not path:
+            raise GateError(
+                f"--report {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}"
+            )
+        plain = reporters.ReporterOptions(
+            color=False, workspace=os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
+        )
+        _emit(reporters.get(kind, plain).render(report), path)
 
     use_color = color if color is not None else (output is None and sys.stdout.isatty())
     options = reporters.ReporterOptions(
@@ -185,6 +207,13 @@ def _render(report: Report, fmt: str, output: str | None, color: bool | None) ->
     show_default=True,
     help="Lowest severity that fails the run (exit 1).",
 )
+@click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    metavar="FORMAT:PATH",
+    help="Also write the report in FORMAT to PATH (repeatable; e.g. sarif:out.sarif).",
+)
 @click.option("--color/--no-color", default=None, help="Colour text output.")
 def diff_command(
     directory: str,
@@ -198,6 +227,7 @@ def diff_command(
     output: str | None,
     fail_on: str,
     color: bool | None,
+    reports: tuple[str, ...],
     verbose: bool,
 ) -> int:
     """What changed in DIR's declarations between --base and --head (a pull request's view)."""
@@ -214,7 +244,7 @@ def diff_command(
             verified = engine.check(target, fail_on=cast("FailOn", fail_on), scanner=scanner)
     report = diff.report(target.root, target.manifest_display, found, verified)
     report = dataclasses.replace(report, fail_on=cast("FailOn", fail_on))
-    return _render(report, fmt, output, color)
+    return _render(report, fmt, output, color, reports)
 
 
 @cli.command()

