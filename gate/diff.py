@@ -74,7 +74,10 @@ def load(root: str, manifest_rel: str, ref: str | None) -> Side:
         return _parsed(
             "working tree", _read(root, manifest_rel), _read(root, lock_rel), manifest_rel
         )
-    prefix = (git(root, "rev-parse", "--show-prefix") or b"").decode().strip()
+    inside = git(root, "rev-parse", "--show-prefix")
+    if inside is None:
+        raise GateError(f"{root} is not in a git repository", hint="diff compares git revisions")
+    prefix = inside.decode().strip()
     commit = resolve(root, ref)
 
     def show(rel: str, limit: int) -> bytes | None:
@@ -92,8 +95,11 @@ def _read(root: str, rel: str) -> bytes | None:
     real, escape = paths.resolve_inside(root, rel)
     if escape is not None or not os.path.isfile(real):
         return None
-    with paths.open_regular(real) as f:
-        return paths.read_capped(f, lockfile.MAX_LOCK_BYTES)
+    try:
+        with paths.open_regular(real) as f:
+            return paths.read_capped(f, lockfile.MAX_LOCK_BYTES)
+    except OSError:
+        return None  # unreadable: reported by the check of the working tree
 
 
 def _parsed(ref: str, data: bytes | None, lock: bytes | None, display: str) -> Side:

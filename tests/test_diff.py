@@ -131,3 +131,10 @@ def test_bad_revisions_are_usage_errors(tmp_path: Path) -> None:
     r = run("diff", str(root), "--base", "--output=/tmp/x")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+def test_outside_a_git_repository(tmp_path: Path) -> None:
+    (tmp_path / "provenance.yaml").write_text(MANIFEST.format(lic="mit"))
+    r = run("diff", str(tmp_path), "--base", "main")
+    assert r.returncode == 2
+    assert "is not in a git repository" in r.stderr
