@@ -52,13 +52,11 @@ def read(root: str, rel: str, memo: Memo | None = None) -> Card | None:
         )  # the block starts on the card's second line, after `---`
         card = Card(rel, yamlio.to_plain(doc), shifted)
     if memo is not None:
-        payload = None if card is None else {"data": card.data, "positions": pos_json(card)}
+        payload = (
+            None if card is None else {"data": card.data, "positions": card.positions.to_json()}
+        )
         memo.memo_put("card", raw, json.dumps(payload, ensure_ascii=False, default=str))
     return card
-
-
-def pos_json(card: Card) -> dict[str, Any]:
-    return card.positions.to_json()
 
 
 def _block(root: str, rel: str) -> str | None:

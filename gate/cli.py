@@ -62,6 +62,45 @@ def _dir_arg(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def _report_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--format, --output, --fail-on, --color and --report: the commands that render a Report."""
+    f = click.option(
+        "--report",
+        "reports",
+        multiple=True,
+        metavar="FORMAT:PATH",
+        help="Also write the report in FORMAT to PATH (repeatable; e.g. sarif:out.sarif).",
+    )(f)
+    f = click.option(
+        "--color/--no-color",
+        default=None,
+        help="Colour text output (default: when standard output is a terminal).",
+    )(f)
+    f = click.option(
+        "--fail-on",
+        type=click.Choice(FAIL_ON),
+        default="error",
+        show_default=True,
+        help="Lowest severity that fails the run (exit 1).",
+    )(f)
+    f = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Write the report to this file instead of standard output.",
+    )(f)
+    f = click.option(
+        "--format",
+        "-f",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="text",
+        show_default=True,
+        help="Report format.",
+    )(f)
+    return f
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="provenance-gate")
 def cli() -> None:
@@ -70,40 +109,7 @@ def cli() -> None:
 
 @cli.command()
 @_dir_arg
-@click.option(
-    "--format",
-    "-f",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="text",
-    show_default=True,
-    help="Report format.",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Write the report to this file instead of standard output.",
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON),
-    default="error",
-    show_default=True,
-    help="Lowest severity that fails the run (exit 1).",
-)
-@click.option(
-    "--color/--no-color",
-    default=None,
-    help="Colour text output (default: when standard output is a terminal).",
-)
-@click.option(
-    "--report",
-    "reports",
-    multiple=True,
-    metavar="FORMAT:PATH",
-    help="Also write the report in FORMAT to PATH (repeatable; e.g. sarif:out.sarif).",
-)
+@_report_options
 @click.option(
     "--lineage-depth",
     type=click.Choice(["full", "exact"]),
@@ -147,21 +153,18 @@ def _render(
     the job summary."""
     from gate import reporters
 
-    for spec in extra:
-        kind, sep, path = spec.partition(":")
-        if not sep or kind not in FORMATS or not path:
+    copies = [spec.partition(":") for spec in extra]
+    for spec, (kind, sep, path) in zip(extra, copies, strict=True):
+        if not sep or kind not in FORMATS or not path:  # all checked before anything is written
             raise GateError(
                 f"--report {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}"
             )
-        plain = reporters.ReporterOptions(
-            color=False, workspace=os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
-        )
+    workspace = os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
+    plain = reporters.ReporterOptions(color=False, workspace=workspace)
+    for kind, _, path in copies:
         _emit(reporters.get(kind, plain).render(report), path)
-
     use_color = color if color is not None else (output is None and sys.stdout.isatty())
-    options = reporters.ReporterOptions(
-        color=use_color, workspace=os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
-    )
+    options = reporters.ReporterOptions(color=use_color, workspace=workspace)
     text = reporters.get(fmt, options).render(report)
     _emit(text, output)
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -185,36 +188,7 @@ def _render(
     "head_ref",
     help="The revision to compare (default: the working tree, which is then also checked).",
 )
-@click.option(
-    "--format",
-    "-f",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="text",
-    show_default=True,
-    help="Report format.",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, writable=True),
-    help="Write the report to this file instead of standard output.",
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON),
-    default="error",
-    show_default=True,
-    help="Lowest severity that fails the run (exit 1).",
-)
-@click.option(
-    "--report",
-    "reports",
-    multiple=True,
-    metavar="FORMAT:PATH",
-    help="Also write the report in FORMAT to PATH (repeatable; e.g. sarif:out.sarif).",
-)
-@click.option("--color/--no-color", default=None, help="Colour text output.")
+@_report_options
 def diff_command(
     directory: str,
     manifest: str | None,

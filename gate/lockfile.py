@@ -31,20 +31,24 @@ def lock_path(manifest_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(manifest_path)), LOCK_NAME)
 
 
+def _problem(display: str, message: str, line: int, col: int) -> Finding:
+    return rules.make(
+        "PG104",
+        message,
+        Location(display, line, col),
+        declared="a lock file written by `provenance-gate lock`",
+        found=message,
+        hint="regenerate it with `provenance-gate lock`",
+    )
+
+
 def read(
     path: str, display: str, memo: Memo | None = None
 ) -> tuple[dict[str, LockedArtifact] | None, Finding | None]:
     """Load a lock file; a missing file is (None, None), a bad one a PG104 finding."""
 
     def bad(message: str, line: int = 1, col: int = 1) -> tuple[None, Finding]:
-        return None, rules.make(
-            "PG104",
-            message,
-            Location(display, line, col),
-            declared="a lock file written by `provenance-gate lock`",
-            found=message,
-            hint="regenerate it with `provenance-gate lock`",
-        )
+        return None, _problem(display, message, line, col)
 
     try:
         size = os.stat(path).st_size
@@ -66,14 +70,7 @@ def parse(
     """Lock file bytes (from disk or from a git revision) -> entries, or a PG104 finding."""
 
     def bad(message: str, line: int = 1, col: int = 1) -> tuple[None, Finding]:
-        return None, rules.make(
-            "PG104",
-            message,
-            Location(display, line, col),
-            declared="a lock file written by `provenance-gate lock`",
-            found=message,
-            hint="regenerate it with `provenance-gate lock`",
-        )
+        return None, _problem(display, message, line, col)
 
     try:
         doc = json.loads(data.decode("utf-8"))
