@@ -31,7 +31,15 @@ class Card:
 def read(root: str, rel: str, memo: Memo | None = None) -> Card | None:
     """The card's front matter with positions; None when absent, unsafe or malformed. With a
     memo, front matter already parsed is not parsed again (a warm run never imports ruamel)."""
-    block = _block(root, rel)
+    return _parse(_block(root, rel), rel, memo)
+
+
+def from_bytes(data: bytes, display: str, memo: Memo | None = None) -> Card | None:
+    """The same, for a card's bytes read from elsewhere (a Hub base's README.md)."""
+    return _parse(_front(data[:MAX_CARD_BYTES]), display, memo)
+
+
+def _parse(block: str | None, rel: str, memo: Memo | None) -> Card | None:
     if block is None:
         return None
     raw = block.encode()
@@ -68,6 +76,10 @@ def _block(root: str, rel: str) -> str | None:
             data = paths.read_capped(f, MAX_CARD_BYTES)[:MAX_CARD_BYTES]
     except OSError:
         return None
+    return _front(data)
+
+
+def _front(data: bytes) -> str | None:
     lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
     if not lines or lines[0].strip() != "---":
         return None

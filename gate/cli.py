@@ -118,6 +118,13 @@ def cli() -> None:
     help="`exact`: look only for bit-identical tensors (fast, for pre-commit); `full`: also the"
     " weight-similarity tiers (needs the lineage extra).",
 )
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="HF_HUB_OFFLINE",
+    help="Never contact the Hugging Face Hub: Hub bases are read from the caches only (also"
+    " set by HF_HUB_OFFLINE=1).",
+)
 def check(
     directory: str,
     manifest: str | None,
@@ -130,6 +137,7 @@ def check(
     color: bool | None,
     reports: tuple[str, ...],
     lineage_depth: str,
+    offline: bool,
     verbose: bool,
 ) -> int:
     """Verify the declarations in DIR's manifest (default DIR: the current folder)."""
@@ -142,6 +150,7 @@ def check(
             fail_on=cast("FailOn", fail_on),
             scanner=scanner,
             lineage_depth=cast("LineageDepth", lineage_depth),
+            offline=offline,
         )
     return _render(report, fmt, output, color, reports)
 
@@ -229,8 +238,8 @@ def diff_command(
     "references",
     multiple=True,
     required=True,
-    type=click.Path(exists=True),
-    help="A reference model (folder or weight file); repeat for several.",
+    help="A reference model: a folder, a weight file, or a Hub model hf://owner/name@revision"
+    " (sampled with range requests unless it is in the Hugging Face cache); repeat for several.",
 )
 @click.option(
     "--format",
@@ -259,6 +268,12 @@ def diff_command(
     is_flag=True,
     help="Exit 1 when the candidate depends on any reference (e.g. to test a scratch claim).",
 )
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="HF_HUB_OFFLINE",
+    help="Never contact the Hugging Face Hub: hf:// references come from the caches only.",
+)
 def lineage(
     candidate: str,
     references: tuple[str, ...],
@@ -266,12 +281,16 @@ def lineage(
     output: str | None,
     alpha: float,
     fail_if_dependent: bool,
+    offline: bool,
 ) -> int:
     """How CANDIDATE relates to each reference model, from the weights alone."""
     from gate.lineage.audit import audit
     from gate.lineage.render import render
 
-    report = audit(candidate, references, alpha)
+    for ref in references:
+        if not ref.startswith("hf://") and not os.path.exists(ref):
+            raise click.BadParameter(f"{ref!r} does not exist", param_hint="'--reference'")
+    report = audit(candidate, references, alpha, offline)
     _emit(render(report, fmt), output)
     if fail_if_dependent and any(v.dependent for v in report.verdicts):
         return int(ExitCode.FAILED)

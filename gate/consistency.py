@@ -1,15 +1,16 @@
 """Licenses and the model card: the manifest, the card, the LICENSE file and the base models must
 agree, and the license policy must hold. Every finding is located at the manifest line; card
-disagreements also name the card line. Offline: base licenses come from the manifest or from a
-local base folder's card (Hub bases: issue 8)."""
+disagreements also name the card line. A base's license comes from the manifest, a local base
+folder's card, or a Hub base's card at its pinned commit (which wins when they disagree)."""
 
 from __future__ import annotations
 
 import os
 import re
 
-from gate import card, licenses, paths, rules
+from gate import card, hubbase, licenses, paths, rules
 from gate.findings import Finding, Location
+from gate.hubbase import HubBases
 from gate.licenses import License
 from gate.manifest import BaseModel, Manifest, Memo
 
@@ -20,9 +21,12 @@ _URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
 CARD_RELATIONS = frozenset({"adapter", "merge", "quantized", "finetune"})
 
 
-def check(root: str, manifest: Manifest, memo: Memo | None = None) -> list[Finding]:
-    """License and card findings for one manifest (memo: the parse cache for card YAML)."""
-    c = _Checker(root, manifest, memo)
+def check(
+    root: str, manifest: Manifest, memo: Memo | None = None, hubs: HubBases | None = None
+) -> list[Finding]:
+    """License and card findings for one manifest (memo: the parse cache for card YAML; hubs:
+    the Hub base models' cards, when the Hub or its cache can be read)."""
+    c = _Checker(root, manifest, memo, hubs)
     c.model_license()
     c.card_agreement()
     c.license_file()
@@ -32,8 +36,10 @@ def check(root: str, manifest: Manifest, memo: Memo | None = None) -> list[Findi
 
 
 class _Checker:
-    def __init__(self, root: str, manifest: Manifest, memo: Memo | None) -> None:
-        self.root, self.m, self.memo = root, manifest, memo
+    def __init__(
+        self, root: str, manifest: Manifest, memo: Memo | None, hubs: HubBases | None
+    ) -> None:
+        self.root, self.m, self.memo, self.hubs = root, manifest, memo, hubs
         self.out: list[Finding] = []
         self.lic = licenses.parse(manifest.license)
         self.card = card.read(root, manifest.card, memo)
@@ -217,19 +223,40 @@ class _Checker:
             self.inherit(i, base, lic, source)
 
     def base_license(self, i: int, base: BaseModel) -> tuple[License | None, str]:
+        declared = None
         if base.license:
-            lic = licenses.parse(base.license)
-            if lic.tree is None:
-                self.out.append(self.invalid(lic, ("base_models", i, "license")))
-            return lic, "declared"
+            declared = licenses.parse(base.license)
+            if declared.tree is None:
+                self.out.append(self.invalid(declared, ("base_models", i, "license")))
+            if base.path or self.hubs is None:
+                return declared, "declared"
         if base.path:
             c = card.read(self.root, os.path.join(base.path, "README.md"), self.memo)
             value = c.data.get("license") if c is not None else None
             if isinstance(value, str):
                 return licenses.parse(value), f"{base.path}/README.md"
+        elif self.hubs is not None:
+            c = self.hubs.card(hubbase.of_base(self.m, i, base))
+            value = c.data.get("license") if c is not None else None
+            if c is not None and isinstance(value, str):
+                found = licenses.parse(value)
+                if declared is None:
+                    return found, c.path
+                if found.tree is not None and found.normalized != declared.normalized:
+                    self.out.append(rules.make(
+                        "PG404", f"{base.name}: base license declared `{declared.normalized}`,"
+                        f" but the base's card on the Hub says `{found.normalized}`",
+                        self.at("base_models", i, "license"),
+                        declared=f"license: {declared.normalized}",
+                        found=f"{c.path}:{c.line('license')}: license: {found.normalized}",
+                        hint=f"declare `license: {found.normalized}` for this base",
+                    ))  # fmt: skip
+                    return found, c.path  # the base's own card is the better authority
+        if declared is not None:
+            return declared, "declared"
         why = "no `license` declared" + (
             " and no license in its folder's README.md" if base.path else
-            "; reading Hub cards comes with Hub support"
+            " and its card on the Hub could not be read or has no license"
         )  # fmt: skip
         self.out.append(rules.make(
             "PG409", f"{base.name}: base license not checked: {why}",

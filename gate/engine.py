@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gate import __version__, consistency, hashing, lfs, lockfile, paths, rules, shards
+from gate import __version__, consistency, hashing, hub, lfs, lockfile, paths, rules, shards
 from gate.errors import GateError, ManifestError, NothingToCheck
 from gate.findings import ArtifactResult, FailOn, Finding, Report
 from gate.formats import sniff
+from gate.hub import Hub
+from gate.hubbase import HubBases
 from gate.integrity import check_artifact
 from gate.lineage.verify import LineageDepth
 from gate.lineage.verify import check as verify_lineage
@@ -67,6 +70,7 @@ def check(
     fail_on: FailOn = "error",
     scanner: Scanner | None = None,
     lineage_depth: LineageDepth = "full",
+    offline: bool = False,
 ) -> Report:
     """Run every implemented check; checks not implemented are reported as not checked.
 
@@ -128,12 +132,21 @@ def check(
                 shards.check_index(target.root, rel, files, _headers(target.root, scans))
             )
     extra, unread = _pickled_tensors(manifest, pickled)
+    hubs = HubBases(manifest, _connect(offline), scanner.cache)
     findings.extend(
-        verify_lineage(target.root, manifest, scans, scanner, extra, unread, lineage_depth)
+        verify_lineage(target.root, manifest, scans, scanner, extra, unread, lineage_depth, hubs)
     )
-    findings.extend(consistency.check(target.root, manifest, scanner.cache))
+    findings.extend(consistency.check(target.root, manifest, scanner.cache, hubs))
+    findings.extend(hubs.findings)
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)
+
+
+def _connect(offline: bool) -> Callable[[], Hub] | None:
+    """How to reach the Hub when a Hub base needs it (None: the `hub` extra is missing)."""
+    if not hub.available():
+        return None
+    return lambda: hub.HubClient(offline=offline)
 
 
 def _pickled_tensors(

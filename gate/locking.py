@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -47,7 +48,7 @@ def init(target: Target, scanner: Scanner | None = None) -> Outcome:
     if existing:
         text = read_bytes(target.manifest_path, target.manifest_display).decode("utf-8")
     else:
-        text = scaffold(target.root)
+        text = scaffold(target.root, _pinner())
     manifest, problems = parse(text.encode("utf-8"), target.manifest_display)
     if manifest is None:
         written: tuple[str, ...] = ()
@@ -221,8 +222,25 @@ def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def scaffold(root: str) -> str:
-    """A new manifest's text from the folder name and the README front matter."""
+def _pinner() -> Callable[[str], str | None] | None:
+    """Looks up a Hub model's current commit for the scaffold (None: huggingface_hub missing)."""
+    from gate import hub
+
+    if not hub.available():
+        return None
+
+    def pin(repo: str) -> str | None:
+        try:
+            return hub.HubClient().resolve(repo, None)
+        except hub.HubError:
+            return None
+
+    return pin
+
+
+def scaffold(root: str, pin: Callable[[str], str | None] | None = None) -> str:
+    """A new manifest's text from the folder name and the README front matter; pin: the
+    current commit of a Hub model (None when it cannot be looked up)."""
     fm = card.front_matter(root, "README.md") or {}
     name = str(fm.get("model_name") or os.path.basename(root) or "model")
     lines = [
@@ -252,6 +270,11 @@ def scaffold(root: str) -> str:
                 lines.append(f"  # - {json.dumps(b)}: in the card but not a Hub id; declare it")
         for b in hub:
             lines.append(f"  - id: {_q(b)}")
+            sha = pin(b) if pin is not None else None
+            if sha:
+                lines.append(f"    revision: {sha}  # {b}@main when this file was written")
+            else:
+                lines.append("    # revision: the base's full commit sha on the Hub (required)")
             if relation in _RELATIONS:
                 lines.append(f"    relation: {relation}  # from base_model_relation")
             else:

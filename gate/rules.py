@@ -141,6 +141,12 @@ _RULES = [
         "error",
         "The card's `base_model_relation` disagrees with the manifest.",
     ),
+    Rule(
+        "PG508",
+        "lineage-sampled",
+        "note",
+        "A relation to a Hub base was verified from a sample of its rows; how much was fetched.",
+    ),
     # 7xx: `diff`, changes between two revisions
     Rule(
         "PG701", "artifact-added", "note", "A weight file is declared that the base did not have."
@@ -157,6 +163,27 @@ _RULES = [
     Rule("PG704", "license-changed", "warning", "The model's license declaration changed."),
     Rule("PG705", "lineage-changed", "warning", "The origin or the base models changed."),
     Rule("PG706", "diff-base-missing", "note", "The base revision has no usable manifest."),
+    # 8xx: base models on the Hugging Face Hub
+    Rule(
+        "PG801",
+        "hub-revision-unpinned",
+        "error",
+        "A Hub base model is not pinned to a full commit sha.",
+    ),
+    Rule(
+        "PG802",
+        "hub-base-unavailable",
+        "note",
+        "A Hub base could not be read (offline without a cache, unreachable): not checked.",
+    ),
+    Rule("PG803", "hub-access-denied", "warning", "A Hub base is gated or private: not checked."),
+    Rule("PG804", "hub-base-not-found", "error", "A Hub base repository or revision is missing."),
+    Rule(
+        "PG805",
+        "hub-cache-mismatch",
+        "warning",
+        "A cached copy of a Hub base file differs from the Hub's LFS sha256; it was not used.",
+    ),
 ]
 
 RULES: dict[str, Rule] = {r.id: r for r in _RULES}

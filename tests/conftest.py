@@ -7,13 +7,23 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The gate's offline checks must never touch the network."""
+def _no_network(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Nothing leaves the machine: in-process connections go to loopback only (the Hub
+    stand-ins of tests/hubserver.py), and subprocesses get a Hub endpoint that refuses (port 9)
+    and a private Hugging Face cache."""
+    connect = socket.socket.connect
 
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted in a test")
+    def loopback_only(self: socket.socket, address: object) -> None:
+        if not (isinstance(address, tuple) and address[0] in ("127.0.0.1", "::1")):
+            raise AssertionError(f"network access attempted in a test: {address!r}")
+        connect(self, address)
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
 
 
 @pytest.fixture(autouse=True)

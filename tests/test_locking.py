@@ -146,7 +146,9 @@ def test_init_scaffolds_from_card_and_weights(tmp_path: Path) -> None:
     assert "relation: adapter" in text
     assert "- path: model.safetensors" in text
     assert "- path: sub/adapter.safetensors" in text
-    assert errors(check(tmp_path)) == []
+    # the Hub cannot be reached here, so the revision is left for a human to pin
+    assert "    # revision: the base's full commit sha on the Hub (required)" in text
+    assert errors(check(tmp_path)) == ["PG801"]
 
 
 def test_init_without_card(tmp_path: Path) -> None:

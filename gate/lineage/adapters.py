@@ -13,7 +13,7 @@ def verdict(cand: Model, ref: Model, structure: dict[str, Any]) -> Verdict:
     """An unmerged adapter holds only the low-rank change, so its dependence on a base cannot
     be tested from its weights; what can be checked is that every factor fits the base."""
     cfg = cand.adapter or {}
-    ref_shapes = {(t.role, t.layer): t.shape for t in ref.tensors.values()}
+    ref_shapes = {(t.role, t.layer): t.full_shape or t.shape for t in ref.tensors.values()}
     canon = _Canonical(str(ref.config.get("model_type") or ""), ref.tensors)
     fits = misfits = 0
     rank = None

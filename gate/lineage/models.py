@@ -54,6 +54,7 @@ class TensorRef:
     offset: int  # absolute offset in the file
     nbytes: int
     scale: TensorRef | None = None  # INT8_ROWWISE: the per-row absolute maxima
+    full_shape: tuple[int, ...] | None = None  # set when only sampled rows are present
 
     @property
     def floating(self) -> bool:
@@ -290,19 +291,16 @@ def same_bytes(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
     difference, with each chunk released once compared."""
     if ta.nbytes != tb.nbytes:
         return False
-    ma, mb = a._map(ta.file), b._map(tb.file)
     start, chunk = 0, 1 << 16  # a small first chunk: derived tensors differ at once
-    while start < ta.nbytes:
-        n = min(chunk, ta.nbytes - start)
-        equal = (
-            ma[ta.offset + start : ta.offset + start + n]
-            == mb[tb.offset + start : tb.offset + start + n]
-        )
-        a.release(ta, start, n)
-        b.release(tb, start, n)
-        if not equal:
-            return False
-        start, chunk = start + n, COMPARE_CHUNK
+    with a.raw(ta) as va, b.raw(tb) as vb:
+        while start < ta.nbytes:
+            n = min(chunk, ta.nbytes - start)
+            equal = bytes(va[start : start + n]) == bytes(vb[start : start + n])
+            a.release(ta, start, n)
+            b.release(tb, start, n)
+            if not equal:
+                return False
+            start, chunk = start + n, COMPARE_CHUNK
     return True
 
 

@@ -8,14 +8,19 @@ extra; without it the findings say which claims were only checked for exact copi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from gate import hashing, paths, rules
+from gate import hashing, hubbase, paths, rules
 from gate.findings import Finding, Location, Severity
+from gate.hubbase import HubBases
 from gate.lineage import exact
+from gate.lineage.remote import HubRef, candidate_digests, lfs_summary, weight_files
 from gate.lineage.result import Verdict, format_p
 from gate.manifest import BaseModel, Manifest
 from gate.scanner import Scanner
+
+if TYPE_CHECKING:
+    from gate.lineage.models import Model
 
 LineageDepth = Literal["full", "exact"]
 _TIER0_ONLY = (
@@ -56,6 +61,7 @@ def check(
     extra: Sequence[hashing.TensorDigest] = (),
     unread: Sequence[str] = (),
     depth: LineageDepth = "full",
+    hubs: HubBases | None = None,
 ) -> list[Finding]:
     """Findings for the scratch claim and for each declared base model.
 
@@ -72,7 +78,7 @@ def check(
     out: list[Finding] = []
     if gaps:
         out.append(_not_checked(manifest, "evidence is partial: " + "; ".join(gaps), unverified))
-    ctx = _Context(root, manifest, scans, scanner, candidate, unverified, depth)
+    ctx = _Context(root, manifest, scans, scanner, candidate, unverified, depth, hubs)
     if manifest.origin == "scratch":
         return out + ctx.scratch()
     return out + ctx.bases()
@@ -99,15 +105,16 @@ class _Context:
         candidate: list[hashing.TensorDigest],
         unverified: Severity,
         depth: LineageDepth,
+        hubs: HubBases | None = None,
     ) -> None:
         self.root, self.manifest, self.scans, self.scanner = root, manifest, scans, scanner
+        self.hubs = hubs or HubBases(manifest, None)
         self.candidate, self.unverified = candidate, unverified
         self.full = depth == "full" and weight_tiers_available()
         self.why_tier0 = _TIER0_ASKED if depth == "exact" else _TIER0_ONLY
 
     # ------------------------------------------------------------------ scratch
     def scratch(self) -> list[Finding]:
-        at = self.manifest.locate("model", "origin")
         refs = self.manifest.policy.references
         if not refs:
             return [
@@ -119,8 +126,14 @@ class _Context:
                 )
             ]
         out: list[Finding] = []
-        usable: list[tuple[str, exact.ExactEvidence]] = []
-        for ref in refs:
+        usable: list[tuple[str, exact.ExactEvidence | None, str | HubRef]] = []
+        for k, ref in enumerate(refs):
+            model = hubbase.of_reference(self.manifest, k, ref)
+            if model is not None:
+                hub_ref = self._hub_ref(model, None, out)
+                if hub_ref is not None:
+                    usable.append((ref, None, hub_ref))
+                continue
             tensors, problems = exact.collect(self.root, ref, self.scanner)
             if not tensors:
                 out.append(
@@ -131,19 +144,27 @@ class _Context:
                     )
                 )
                 continue
-            usable.append((ref, exact.compare(self.candidate, tensors, ref)))
+            usable.append((ref, exact.compare(self.candidate, tensors, ref), ref))
+        at = self.manifest.locate("model", "origin")
         if not self.full:
-            return out + [self._scratch_tier0(at, ref, ev) for ref, ev in usable]
-        verdicts = self._compare([ref for ref, _ in usable], dict(usable))
-        for (ref, ev), verdict in zip(usable, verdicts, strict=True):
-            if ev.matched and (verdict is None or not verdict.dependent):
+            return out + [self._scratch_tier0(at, ref, ev) for ref, ev, _ in usable if ev]
+        tier0 = {ref: ev for ref, ev, _ in usable if ev}
+        verdicts = self._compare([src for _, _, src in usable], tier0)
+        for (ref, ev, src), verdict in zip(usable, verdicts, strict=True):
+            if ev is not None and ev.matched and (verdict is None or not verdict.dependent):
                 # exact matches found in files the weight tiers cannot open (torch checkpoints)
                 out.append(self._scratch_tier0(at, ref, ev))
             elif verdict is None or verdict.relation == "inconclusive":
-                why = verdict.notes[0] if verdict is not None and verdict.notes else "no model"
+                why = (
+                    verdict.notes[0]
+                    if verdict is not None and verdict.notes
+                    else (src.problem if isinstance(src, HubRef) and src.problem else "no model")
+                )
                 out.append(_not_checked(self.manifest, f"against {ref}: {why}", self.unverified))
             elif verdict.dependent:
-                also = f"; {ev.summary()}" if ev.matched else ""
+                also = f"; {ev.summary()}" if ev is not None and ev.matched else ""
+                sample = _sample_lines(src)
+                exact_lines = ev.detail_lines() if ev else ()
                 out.append(
                     rules.make(
                         "PG502",
@@ -152,8 +173,8 @@ class _Context:
                         at,
                         declared="origin: scratch (no base model)",
                         found=verdict.summary(),
-                        details=(*_evidence_lines(verdict), *ev.detail_lines()),
-                        hint=f"declare `origin: derived` with base_models: [{{path: {ref},"
+                        details=(*_evidence_lines(verdict), *sample, *exact_lines),
+                        hint=f"declare `origin: derived` with base_models: [{_base_entry(src)},"
                         f" relation: {verdict.relation}}}] and the base model's license",
                     )
                 )
@@ -184,22 +205,14 @@ class _Context:
     # ------------------------------------------------------------------ declared bases
     def bases(self) -> list[Finding]:
         out: list[Finding] = []
-        local: list[tuple[int, BaseModel, exact.ExactEvidence]] = []
+        local: list[tuple[int, BaseModel, exact.ExactEvidence | None, str | HubRef]] = []
         for i, base in enumerate(self.manifest.base_models):
             at = self.manifest.locate("base_models", i)
             declared = f"{base.relation} of {base.name}"
             if base.path is None:
-                out.append(
-                    rules.make(
-                        "PG501",
-                        f"{base.name}: Hub base models are not fetched by this version; relation"
-                        f" `{base.relation}` not verified",
-                        at,
-                        declared=declared,
-                        found="not checked: Hub access not implemented",
-                        severity=self.unverified,
-                    )
-                )
+                ref = self._hub_ref(hubbase.of_base(self.manifest, i, base), base, out)
+                if ref is not None:
+                    local.append((i, base, None, ref))
                 continue
             tensors, problems = exact.collect(self.root, base.path, self.scanner)
             if not tensors:
@@ -215,22 +228,85 @@ class _Context:
                     )
                 )
                 continue
-            local.append((i, base, exact.compare(self.candidate, tensors, base.name)))
+            local.append((i, base, exact.compare(self.candidate, tensors, base.name), base.path))
         if not self.full:
-            return out + [f for i, b, ev in local for f in self._base_tier0(i, b, ev)]
-        verdicts = self._compare([b.path or "" for _, b, _ in local],
-                                 {b.path or "": ev for _, b, ev in local})  # fmt: skip
-        for (i, base, ev), verdict in zip(local, verdicts, strict=True):
-            if verdict is None or verdict.relation == "inconclusive":
+            return out + [f for i, b, ev, _ in local if ev for f in self._base_tier0(i, b, ev)]
+        tier0 = {src: ev for _, _, ev, src in local if isinstance(src, str) and ev}
+        verdicts = self._compare([src for _, _, _, src in local], tier0)
+        for (i, base, ev, src), verdict in zip(local, verdicts, strict=True):
+            if isinstance(src, HubRef) and (verdict is None or verdict.relation == "inconclusive"):
+                why = verdict.notes[0] if verdict is not None and verdict.notes else src.problem
+                out.append(self._hub_not_verified(src.model, base, why or "no usable weights"))
+            elif verdict is None or verdict.relation == "inconclusive":
                 why = (verdict.notes[0] if verdict is not None and verdict.notes
                        else "the weight tiers could not open the base model")  # fmt: skip
+                assert ev is not None
                 out.extend(self._base_tier0(i, base, ev, why))
             else:
                 out.extend(self._base(i, base, ev, verdict))
+                if isinstance(src, HubRef) and src.sample is not None:
+                    out.append(self._sampled_note(i, base, src, verdict))
         return out
 
+    # ------------------------------------------------------------------ Hub bases
+    def _hub_ref(
+        self, model: hubbase.HubModel, base: BaseModel | None, out: list[Finding]
+    ) -> HubRef | None:
+        """LFS digests settle a copy without a download; otherwise the model is compared in the
+        weight tiers (None: nothing more to do; the findings are in `out` or in self.hubs).
+        base: the declared base, or None for a reference a `scratch` claim is tested against."""
+        files = self.hubs.files(model)
+        sha = self.hubs.pinned(model)
+        if files is None or sha is None:
+            return None
+        weights = weight_files(files)
+        identical, summary = lfs_summary(candidate_digests(self.scans), weights)
+        name = f"{model.repo}@{sha[:12]}"
+        if identical and base is None:
+            out.append(rules.make(
+                "PG502", f"origin `scratch` is contradicted by the weights: every weight file is"
+                f" byte-identical to {name}", self.manifest.locate("model", "origin"),
+                declared="origin: scratch (no base model)", found=summary,
+                hint=f"declare `origin: derived` with base_models: [{{id: {model.repo}, revision:"
+                f" {sha}, relation: copy}}] and the base model's license",
+            ))  # fmt: skip
+        elif identical and base is not None and base.relation != "copy":
+            out.append(rules.make(
+                "PG504", f"declared `{base.relation}`, but every weight file is byte-identical to"
+                f" {name}: this is a copy", model.at, declared=f"{base.relation} of {base.name}",
+                found=summary, hint="declare `relation: copy`, or ship the changed weights",
+            ))  # fmt: skip
+        if identical:
+            return None
+        if not weights:
+            out.append(self._hub_not_verified(model, base, "it has no safetensors/GGUF files"))
+            return None
+        if not self.full:
+            out.append(self._hub_not_verified(model, base, f"{summary}; {self.why_tier0}"))
+            return None
+        return HubRef(model, sha, weights)
+
+    def _hub_not_verified(
+        self, model: hubbase.HubModel, base: BaseModel | None, why: str
+    ) -> Finding:
+        what = f"relation `{base.relation}`" if base else "independence (origin: scratch)"
+        return rules.make(
+            "PG501", f"{model.repo}: {what} not verified: {why}", model.at,
+            declared=f"{base.relation} of {base.name}" if base else "origin: scratch",
+            found=f"not checked: {why}", severity=self.unverified,
+        )  # fmt: skip
+
+    def _sampled_note(self, i: int, base: BaseModel, ref: HubRef, verdict: Verdict) -> Finding:
+        assert ref.sample is not None
+        return rules.make(
+            "PG508", f"{base.name}: {verdict.relation} found from a sample of the base's rows:"
+            f" {ref.sample.summary()}", self.manifest.locate("base_models", i),
+            declared=f"{base.relation} of {base.name}",
+            found=f"{verdict.relation}; {ref.sample.summary()}", details=_sample_lines(ref),
+        )  # fmt: skip
+
     def _base(
-        self, i: int, base: BaseModel, ev: exact.ExactEvidence, verdict: Verdict
+        self, i: int, base: BaseModel, ev: exact.ExactEvidence | None, verdict: Verdict
     ) -> list[Finding]:
         at = self.manifest.locate("base_models", i)
         declared = f"{base.relation} of {base.name}"
@@ -249,7 +325,7 @@ class _Context:
         if base.relation == "copy" and verdict.relation != "copy":
             return [rules.make("PG503", f"declared a copy of {base.name}, but the weights show"
                                f" {found}", at, declared=declared, found=found,
-                               details=(ev.summary(), *details),
+                               details=((ev.summary(),) if ev else ()) + details,
                                hint=f"declare `relation: {verdict.relation}`")]  # fmt: skip
         if verdict.relation == "copy" and base.relation != "copy":
             return [rules.make(
@@ -318,10 +394,13 @@ class _Context:
 
     # ------------------------------------------------------------------ the weight tiers
     def _compare(
-        self, refs: list[str], tier0: dict[str, exact.ExactEvidence]
+        self, refs: Sequence[str | HubRef], tier0: dict[str, exact.ExactEvidence]
     ) -> list[Verdict | None]:
-        """One Verdict (or None when the reference cannot be opened) per reference."""
-        from gate.lineage import models, relate
+        """One Verdict (or None when the reference cannot be opened) per reference: a local
+        folder, or a Hub model (its cached files, or a sample of its rows)."""
+        import tempfile
+
+        from gate.lineage import models, relate, remote
 
         files = []
         for rel, scan in sorted(self.scans.items()):
@@ -329,24 +408,49 @@ class _Context:
                 real, problem = paths.resolve_inside(self.root, rel)
                 if problem is None:
                     files.append(real)
-        cand = models.open_files(files, self.root, "this model")
-        opened: list[models.Model | None] = []
-        for ref in refs:
-            real, problem = paths.resolve_inside(self.root, ref.rstrip("/"))
+        local = [r if isinstance(r, HubRef) else self._open_local(r) for r in refs]
+        with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
+            hub = self.hubs.hub if any(isinstance(r, HubRef) for r in refs) else None
+            cand, opened = remote.open_all(
+                hub, models.open_files(files, self.root, "this model"), local,
+                self.scanner, workdir, self.hubs.findings,
+                lambda ref, e: self.hubs.failed(ref.model, e) if e is not None else None,
+            )  # fmt: skip
+            present = [m for m in opened if m is not None]
+            names = {ref: set(tier0[ref].names) for ref in refs if isinstance(ref, str)}
             try:
-                opened.append(None if problem else models.open_model(real, ref))
-            except models.ModelError:
-                opened.append(None)
-        present = [m for m in opened if m is not None]
-        names = {ref: set(tier0[ref].names) for ref in refs}
-        try:
-            report = relate.compare(cand, present, exact_matches=names)
-        finally:
-            cand.close()
-            for m in present:
-                m.close()
+                report = relate.compare(cand, present, exact_matches=names)
+            finally:
+                cand.close()
+                for m in present:
+                    m.close()
         it = iter(report.verdicts)
         return [next(it) if m is not None else None for m in opened]
+
+    def _open_local(self, ref: str) -> Model | None:
+        from gate.lineage import models
+
+        real, problem = paths.resolve_inside(self.root, ref.rstrip("/"))
+        try:
+            return None if problem else models.open_model(real, ref)
+        except models.ModelError:
+            return None
+
+
+def _sample_lines(src: str | HubRef) -> tuple[str, ...]:
+    if not isinstance(src, HubRef) or src.sample is None:
+        return ()
+    return (
+        f"{src.display}: {src.sample.summary()}",
+        "a sample cannot see a permuted, depth-pruned or re-tokenized derivative; with the"
+        " model in the Hugging Face cache every tier runs",
+    )
+
+
+def _base_entry(src: str | HubRef) -> str:
+    if isinstance(src, HubRef):
+        return f"{{id: {src.repo}, revision: {src.sha}"
+    return f"{{path: {src}"
 
 
 def _evidence_lines(verdict: Verdict, limit: int = 12) -> tuple[str, ...]:

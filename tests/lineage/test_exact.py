@@ -193,7 +193,8 @@ def test_declared_finetune_of_an_unrelated_base_fails(tmp_path: Path) -> None:
     assert f.details[0].startswith("relation: independent; p = ")
 
 
-def test_hub_base_not_checked(tmp_path: Path) -> None:
+def test_unpinned_hub_base_unreachable_is_not_a_pass(tmp_path: Path) -> None:
+    """No revision and no Hub (the test endpoint refuses): unpinned, and nothing verified."""
     write_st(tmp_path / "model.safetensors")
     head = HEAD.replace("origin: scratch", "origin: derived")
     manifest(
@@ -202,7 +203,10 @@ def test_hub_base_not_checked(tmp_path: Path) -> None:
         + "base_models:\n  - id: org/base\n    relation: finetune\n"
         + artifact_yaml(tmp_path, "model.safetensors"),
     )
-    assert any("Hub" in f.message for f in check(tmp_path).findings if f.rule == "PG501")
+    report = check(tmp_path)
+    (pin,) = [f for f in report.findings if f.rule == "PG801"]
+    assert pin.severity == "error" and "could not be looked up" in pin.message
+    assert report.exit_code == 1
 
 
 def test_reference_outside_repo_refused(tmp_path: Path) -> None:

@@ -1,0 +1,152 @@
+"""Hub base models as lineage references: LFS digests first, the local cache next, a sample last.
+
+1. The Hub lists each LFS file's sha256: a candidate whose weight files all have the base's
+   digests is a copy, established without reading a byte of the base.
+2. A base whose weight files are all in the Hugging Face cache is read there whole (each file's
+   sha256 checked against the Hub's first, through the stat cache) and gets every tier.
+3. Otherwise a seeded sample of rows is fetched with range requests (gate/lineage/sampled.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+
+from gate import hashing, rules
+from gate.errors import FormatError
+from gate.findings import Finding, Location
+from gate.hub import Hub, HubError, HubFile
+from gate.hubbase import HubModel
+from gate.lineage import sampled
+from gate.lineage.models import Model, open_model
+from gate.scanner import Scanner
+
+WEIGHT_SUFFIXES = (".safetensors", ".gguf")
+
+
+@dataclasses.dataclass
+class HubRef:
+    """One Hub model to compare with, at its pinned commit."""
+
+    model: HubModel
+    sha: str
+    weights: tuple[HubFile, ...]
+    sample: sampled.Sample | None = None
+    cached: bool = False
+    problem: str | None = None  # why it could not be opened
+
+    @property
+    def repo(self) -> str:
+        return self.model.repo
+
+    @property
+    def display(self) -> str:
+        return f"{self.repo}@{self.sha[:12]}"
+
+
+def weight_files(files: tuple[HubFile, ...]) -> tuple[HubFile, ...]:
+    return tuple(f for f in files if f.path.endswith(WEIGHT_SUFFIXES) and "/" not in f.path)
+
+
+def candidate_digests(scans: dict[str, hashing.FileScan]) -> dict[str, str]:
+    """The sha256 of each candidate weight file's content (an LFS pointer's oid when the
+    checkout holds pointers: equal to the Hub's LFS sha256 by construction)."""
+    out = {}
+    for rel, scan in scans.items():
+        if scan.format in ("safetensors", "gguf") or rel.endswith(WEIGHT_SUFFIXES):
+            out[rel] = scan.pointer.oid if scan.pointer is not None else scan.sha256
+    return out
+
+
+def lfs_summary(cand: dict[str, str], weights: tuple[HubFile, ...]) -> tuple[bool, str]:
+    """Whether the candidate's weight files are exactly the base's (by LFS sha256), and how
+    many are."""
+    base = {f.sha256 for f in weights if f.sha256}
+    same = sum(1 for d in cand.values() if d in base)
+    identical = bool(cand) and same == len(cand) and len(base) == len(set(cand.values()))
+    return identical, (
+        f"{same} of {len(cand)} weight files have the sha256 of a weight file of the base"
+        f" ({len(weights)} files, by the Hub's LFS digests)"
+    )
+
+
+def open_all(
+    hub: Hub | None,
+    cand: Model,
+    refs: Sequence[Model | HubRef | None],
+    scanner: Scanner,
+    workdir: str,
+    findings: list[Finding],
+    on_error: Callable[[HubRef, HubError | None], None],
+) -> tuple[Model, list[Model | None]]:
+    """Open the Hub references (cached whole, else sampled); when any is a sample, cut the
+    candidate and every other reference to the same rows so like is compared with like."""
+    seed = sampled.seed_of([r.sha for r in refs if isinstance(r, HubRef)])
+    opened: list[Model | None] = []
+    for k, ref in enumerate(refs):
+        if not isinstance(ref, HubRef):
+            opened.append(ref)
+            continue
+        try:
+            if hub is None:
+                raise HubError("offline", "needs `pip install provenance-gate[hub]`")
+            opened.append(_open_ref(hub, ref, scanner, seed, os.path.join(workdir, str(k)),
+                                    findings))  # fmt: skip
+        except HubError as e:
+            ref.problem = e.message
+            on_error(ref, e)
+            opened.append(None)
+        except FormatError as e:
+            ref.problem = f"the model's weights are unreadable: {e}"
+            on_error(ref, None)
+            opened.append(None)
+    sample = next((r.sample for r in refs if isinstance(r, HubRef) and r.sample), None)
+    if sample is None:
+        return cand, opened
+    cut = [
+        m if m is None or (isinstance(r, HubRef) and r.sample is not None)
+        else sampled.Subset(m, sample)
+        for m, r in zip(opened, refs, strict=True)
+    ]  # fmt: skip
+    return sampled.Subset(cand, sample), cut
+
+
+def _open_ref(
+    hub: Hub, ref: HubRef, scanner: Scanner, seed: int, folder: str, findings: list[Finding]
+) -> Model:
+    """The model's cached files when all are there and intact, else a sample of its rows."""
+    cached = _cached(hub, ref, scanner, findings, ref.model.at)
+    if cached is not None:
+        ref.cached = True
+        return open_model(cached, ref.display)
+    ref.sample = sampled.fetch(hub, ref.repo, ref.sha, seed, folder)
+    return ref.sample.model
+
+
+def _cached(
+    hub: Hub, ref: HubRef, scanner: Scanner, findings: list[Finding], at: Location
+) -> str | None:
+    local = [hub.local_file(ref.repo, ref.sha, f.path) for f in ref.weights]
+    if not ref.weights or any(p is None for p in local):
+        return None
+    reals = [os.path.realpath(p) for p in local if p is not None]
+    scans = scanner.scan_many(reals)
+    for f, real in zip(ref.weights, reals, strict=True):
+        scan = scans[real]
+        got = scan.sha256 if isinstance(scan, hashing.FileScan) else f"unreadable ({scan})"
+        if got != f.sha256:
+            findings.append(rules.make(
+                "PG805", f"{ref.repo}/{f.path}: the Hugging Face cache holds other bytes than"
+                f" the Hub's at {ref.sha[:12]}; the cached copy was not used", at,
+                declared=f"LFS sha256 {f.sha256}", found=f"cached: {got}",
+                hint="delete it from the cache (`hf cache delete`) so it is downloaded again",
+            ))  # fmt: skip
+            return None
+    for name in ("config.json", "tokenizer.json", "vocab.json"):
+        # into the same snapshot folder; offline, the structure tier has less to compare
+        with contextlib.suppress(HubError):
+            hub.read_small(ref.repo, ref.sha, name)
+    folder = os.path.dirname(local[0] or "")
+    return folder

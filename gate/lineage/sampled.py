@@ -1,0 +1,288 @@
+"""Lineage against a Hub base without downloading it: a deterministic sample of its rows.
+
+The base's safetensors headers are read with range requests; a seeded choice of layers (and
+every tensor outside the layers: embeddings, final norm, output) is kept within a byte budget;
+of each kept matrix, ROWS rows in RUNS contiguous runs are fetched. The candidate (and any local
+reference) is then cut to the very same rows, so the ordinary engine (relate.compare) compares
+like with like. The seed is the pinned revision(s): the same commit always gives the same sample,
+and a changed base gives a new one.
+
+What a sample cannot show: a permuted derivative (its rows sit elsewhere), a depth-pruned one
+(its layers are renumbered) or a vocabulary change (its token rows moved). Those need the base's
+files locally: the Hugging Face cache is used whole when the base is in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import struct
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from gate.errors import FormatError
+from gate.formats import safetensors
+from gate.hub import Hub, HubError, HubFile
+from gate.lineage.exact import FLOAT_DTYPES
+from gate.lineage.models import Model, TensorRef, open_model
+
+if TYPE_CHECKING:
+    import numpy as np
+
+ROWS = 32  # rows fetched per sampled matrix
+RUNS = 4  # in this many contiguous runs (one range request each)
+FRACTION = 0.005  # of the base's weight bytes, at most…
+MAX_BYTES = 64 << 20  # …and never more than this
+MIN_LAYERS = 2  # sampled whatever the budget, so a verdict always has evidence
+WHOLE_BELOW = 64 << 10  # tensors this small (norms, biases) are fetched whole
+MAX_TENSORS = 100_000
+FETCH_THREADS = 4
+_LAYER = re.compile(r"^.*?\.(\d+)\.")
+_SMALL_FILES = ("config.json", "tokenizer.json", "vocab.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Remote:
+    file: HubFile
+    info: safetensors.TensorInfo
+    data_start: int
+
+    @property
+    def offset(self) -> int:
+        return self.data_start + self.info.begin
+
+    @property
+    def nbytes(self) -> int:
+        return self.info.end - self.info.begin
+
+    @property
+    def n(self) -> int:
+        return self.info.shape[0] if len(self.info.shape) >= 2 else 1
+
+
+@dataclasses.dataclass
+class Sample:
+    """The fetched part of one base, as a small local model, and what it cost."""
+
+    model: Model
+    rows: dict[str, np.ndarray | None]  # tensor name -> row indices kept (None: whole tensor)
+    base_bytes: int  # the base's weight files
+    fetched: int  # bytes of weights read (network or range cache)
+    tensors: tuple[int, int]  # sampled, total
+    layers: tuple[int, int]  # sampled, total
+    folder: str
+
+    def summary(self) -> str:
+        share = 100.0 * self.fetched / self.base_bytes if self.base_bytes else 0.0
+        return (
+            f"sampled {_size(self.fetched)} of {_size(self.base_bytes)} ({share:.2f}%):"
+            f" {self.tensors[0]} of {self.tensors[1]} tensors, {self.layers[0]} of"
+            f" {self.layers[1]} layers, at most {ROWS} rows each"
+        )
+
+
+def seed_of(shas: list[str]) -> int:
+    """One seed for a comparison, from every pinned revision in it (parents of a merge must be
+    sampled at the same rows)."""
+    return int.from_bytes(hashlib.sha256("|".join(sorted(shas)).encode()).digest()[:8], "little")
+
+
+def rows_for(n: int, seed: int) -> np.ndarray | None:
+    """ROWS row indices of an n-row matrix in RUNS sorted runs (None: take them all)."""
+    if n <= ROWS:
+        return None
+    import numpy as np
+
+    run = ROWS // RUNS
+    slots = n // run
+    picked = np.sort(np.random.default_rng([seed, n]).choice(slots, size=RUNS, replace=False))
+    out: np.ndarray = (picked[:, None] * run + np.arange(run)[None, :]).ravel()
+    return out
+
+
+def headers(hub: Hub, repo: str, sha: str, files: list[HubFile]) -> list[_Remote]:
+    """Every tensor of the base's safetensors files, from two range requests per file."""
+    out: list[_Remote] = []
+    for f in files:
+        n = safetensors.header_length(hub.read_range(repo, sha, f, 0, min(8, f.size)), f.size)
+        header = safetensors.parse_header(hub.read_range(repo, sha, f, 8, n), f.size)
+        out += [_Remote(f, t, header.data_start) for t in header.tensors]
+        if len(out) > MAX_TENSORS:
+            raise FormatError(f"more than {MAX_TENSORS} tensors")
+    return out
+
+
+def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
+    """Fetch the sample of one pinned base into `folder` and open it."""
+    listed = hub.files(repo, sha)
+    weights = [f for f in listed if f.path.endswith(".safetensors") and "/" not in f.path]
+    if not weights:
+        raise HubError("invalid", f"{repo}@{sha[:12]} has no top-level safetensors files")
+    tensors = [t for t in headers(hub, repo, sha, weights)
+               if t.info.dtype in FLOAT_DTYPES]  # fmt: skip
+    chosen, layers = _choose(tensors, seed, sum(f.size for f in weights))
+    rows = {t.info.name: (None if _whole(t) else rows_for(t.n, seed)) for t in chosen}
+    jobs = [(t, start, length) for t in chosen for start, length in _ranges(t, rows[t.info.name])]
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        parts = list(pool.map(lambda j: hub.read_range(repo, sha, j[0].file, j[1], j[2]), jobs))
+    data: dict[str, bytearray] = {}
+    for (t, _, _), part in zip(jobs, parts, strict=True):
+        data.setdefault(t.info.name, bytearray()).extend(part)
+    os.makedirs(folder, exist_ok=True)
+    _write(os.path.join(folder, "sample.safetensors"), chosen, rows, data)
+    for name in _SMALL_FILES:
+        small = hub.read_small(repo, sha, name)
+        if small is not None:
+            with open(os.path.join(folder, name), "wb") as fh:
+                fh.write(small)
+    model = open_model(folder, f"{repo}@{sha[:12]}")
+    full = {t.info.name: t.info.shape for t in chosen}
+    model.tensors = {n: dataclasses.replace(t, full_shape=full.get(n))
+                     for n, t in model.tensors.items()}  # fmt: skip
+    all_layers = {m.group(1) for t in tensors if (m := _LAYER.match(t.info.name))}
+    return Sample(
+        model=model,
+        rows=rows,
+        base_bytes=sum(f.size for f in weights),
+        fetched=sum(len(p) for p in parts),
+        tensors=(len(chosen), len(tensors)),
+        layers=(len(layers), len(all_layers)),
+        folder=folder,
+    )
+
+
+def _whole(t: _Remote) -> bool:
+    return t.nbytes <= WHOLE_BELOW or len(t.info.shape) < 2 or t.n <= ROWS
+
+
+def _cost(t: _Remote) -> int:
+    return t.nbytes if _whole(t) else ROWS * (t.nbytes // t.n)
+
+
+def _choose(tensors: list[_Remote], seed: int, base_bytes: int) -> tuple[list[_Remote], set[str]]:
+    """Tensors outside the layers always; then whole layers in a seeded order while the budget
+    lasts (at least MIN_LAYERS)."""
+    import numpy as np
+
+    by_layer: dict[str, list[_Remote]] = {}
+    outside: list[_Remote] = []
+    for t in tensors:
+        m = _LAYER.match(t.info.name)
+        (by_layer.setdefault(m.group(1), []) if m else outside).append(t)
+    budget = min(MAX_BYTES, int(FRACTION * base_bytes))
+    chosen, spent = list(outside), sum(_cost(t) for t in outside)
+    order = sorted(by_layer, key=int)
+    layers: set[str] = set()
+    for i in np.random.default_rng(seed).permutation(len(order)):
+        layer = by_layer[order[i]]
+        cost = sum(_cost(t) for t in layer)
+        if len(layers) >= MIN_LAYERS and spent + cost > budget:
+            break
+        chosen += layer
+        spent += cost
+        layers.add(order[i])
+    return chosen, layers
+
+
+def _ranges(t: _Remote, rows: np.ndarray | None) -> list[tuple[int, int]]:
+    if rows is None:
+        return [(t.offset, t.nbytes)]
+    row_bytes = t.nbytes // t.n
+    out: list[tuple[int, int]] = []
+    run_start = prev = int(rows[0])
+    for r in [int(x) for x in rows[1:]] + [-1]:
+        if r != prev + 1:
+            out.append((t.offset + run_start * row_bytes, (prev - run_start + 1) * row_bytes))
+            run_start = r
+        prev = r
+    return out
+
+
+def _write(
+    path: str,
+    chosen: list[_Remote],
+    rows: dict[str, np.ndarray | None],
+    data: dict[str, bytearray],
+) -> None:
+    """The sample as a safetensors file: each tensor keeps its name, dtype and columns."""
+    header: dict[str, object] = {}
+    offset = 0
+    for t in chosen:
+        idx = rows[t.info.name]
+        shape = list(t.info.shape) if idx is None else [len(idx), *t.info.shape[1:]]
+        size = len(data[t.info.name])
+        header[t.info.name] = {"dtype": t.info.dtype, "shape": shape,
+                               "data_offsets": [offset, offset + size]}  # fmt: skip
+        offset += size
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for t in chosen:
+            f.write(data[t.info.name])
+
+
+class Subset(Model):
+    """A model cut to the rows of a sample: only tensors that pair (same role, layer and full
+    shape) with a sampled tensor, and only the sampled rows of each."""
+
+    def __init__(self, inner: Model, sample: Sample) -> None:
+        want = {(t.role, t.layer): t for t in sample.model.tensors.values()}
+        self.inner = inner
+        self.index: dict[str, np.ndarray | None] = {}
+        kept: dict[str, TensorRef] = {}
+        for name, t in inner.tensors.items():
+            s = want.get((t.role, t.layer))
+            if s is None or (s.full_shape or s.shape) != t.shape:
+                continue
+            idx = sample.rows.get(s.name)
+            self.index[name] = idx
+            if idx is None:
+                kept[name] = dataclasses.replace(t, full_shape=t.shape)
+            else:
+                nbytes = len(idx) * (t.nbytes // t.shape[0])
+                shape = (len(idx), *t.shape[1:])
+                kept[name] = dataclasses.replace(t, shape=shape, nbytes=nbytes, full_shape=t.shape)
+        super().__init__(
+            display=inner.display,
+            tensors=kept,
+            config=inner.config,
+            vocab=inner.vocab,
+            adapter=inner.adapter,
+            quantization=inner.quantization,
+            problems=inner.problems,
+        )
+        self.dropped = len(inner.tensors) - len(kept)
+
+    def array(
+        self, t: TensorRef, rows: np.ndarray | None = None, cols: np.ndarray | None = None
+    ) -> np.ndarray:
+        idx = self.index[t.name]
+        pick = idx if rows is None else (rows if idx is None else idx[rows])
+        return self.inner.array(self.inner.tensors[t.name], pick, cols)
+
+    def raw(self, t: TensorRef) -> memoryview:
+        inner_t = self.inner.tensors[t.name]
+        idx = self.index[t.name]
+        if idx is None:
+            return self.inner.raw(inner_t)
+        row_bytes = inner_t.nbytes // inner_t.shape[0]
+        with self.inner.raw(inner_t) as whole:
+            return memoryview(b"".join(bytes(whole[i * row_bytes : (i + 1) * row_bytes])
+                                       for i in idx))  # fmt: skip
+
+    def release(self, t: TensorRef, start: int = 0, length: int | None = None) -> None:
+        return None  # the rows are scattered; the inner model's mapping is dropped on close
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"
