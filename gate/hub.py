@@ -106,8 +106,8 @@ class HubClient:
     # ------------------------------------------------------------------ revisions and files
     def resolve(self, repo: str, revision: str | None) -> str:
         """The full commit sha a revision (branch, tag, short or full sha; None: main) names."""
-        if revision is not None and SHA.match(revision) and self.offline:
-            return revision
+        if revision is not None and SHA.match(revision):
+            return revision  # a pinned commit: files() at it proves it exists
         self._online(f"resolving {repo}@{revision or 'main'}")
         info = self._call(repo, revision, lambda: self.api.model_info(
             repo, revision=revision, timeout=self.timeout))  # fmt: skip

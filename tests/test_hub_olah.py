@@ -109,4 +109,4 @@ def test_a_copy_is_recognised_from_lfs_digests(olah: dict[str, Any], tmp_path: P
         repo(tmp_path, olah["family"]["base"], commit, "finetune", "llama2"), olah
     )
     (f,) = [f for f in findings if f["rule"] == "PG504"]
-    assert "by the Hub's LFS digests" in f["found"] and "PG508" not in rules
+    assert rc == 0 and "by the Hub's LFS digests" in f["found"] and "PG508" not in rules

@@ -56,13 +56,14 @@ def audit(
             present = [m for m in cut if m is not None]
             opened += [m for m in present if m not in opened]
             report = relate.compare(cand, present, alpha)
+            explained = remote.explain(cand, report.verdicts)
     finally:
         for m in opened:
             m.close()
     notes = {r.display: r.sample.summary() for _, r in hub_refs.values() if r.sample}
     verdicts = tuple(
         dataclasses.replace(v, notes=(*v.notes, notes[v.reference])) if v.reference in notes
-        else v for v in report.verdicts
+        else v for v in explained
     )  # fmt: skip
     bound = calibration.TABLE.get("false_positive_bound")
     return LineageReport(report.candidate, alpha, verdicts, report.problems,

@@ -21,6 +21,7 @@ from gate.hub import Hub, HubError, HubFile
 from gate.hubbase import HubModel
 from gate.lineage import sampled
 from gate.lineage.models import Model, open_model
+from gate.lineage.result import Verdict
 from gate.scanner import Scanner
 
 WEIGHT_SUFFIXES = (".safetensors", ".gguf")
@@ -92,8 +93,11 @@ def open_all(
         try:
             if hub is None:
                 raise HubError("offline", "needs `pip install provenance-gate[hub]`")
-            opened.append(_open_ref(hub, ref, scanner, seed, os.path.join(workdir, str(k)),
-                                    findings))  # fmt: skip
+            folder = os.path.join(workdir, str(k))
+            if cand.adapter is not None:  # an adapter is checked against shapes only
+                opened.append(sampled.header_model(hub, ref.repo, ref.sha, folder))
+                continue
+            opened.append(_open_ref(hub, ref, scanner, seed, folder, findings))
         except HubError as e:
             ref.problem = e.message
             on_error(ref, e)
@@ -111,6 +115,34 @@ def open_all(
         for m, r in zip(opened, refs, strict=True)
     ]  # fmt: skip
     return sampled.Subset(cand, sample), cut
+
+
+def explain(cand: Model, verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """What a sample could not compare, said in the verdicts: tensors whose shapes differ from
+    the base's were left out; when all of them are narrower, the model is width-pruned (as the
+    whole-model engine would say from the same shapes)."""
+    reshaped = getattr(cand, "reshaped", None)
+    if not reshaped:
+        return list(verdicts)
+    narrower = all(
+        len(c) == len(r) and all(a <= b for a, b in zip(c, r, strict=True)) and c != r
+        for c, r in reshaped.values()
+    )
+    shapes = [f"{k} {list(c)} vs {list(r)}" for k, (c, r) in sorted(reshaped.items())]
+    note = (
+        f"{len(reshaped)} tensor role(s) differ in shape from the base and were not sampled: "
+        + ", ".join(shapes[:4])
+    )
+    out = []
+    for v in verdicts:
+        if narrower and v.relation in ("copy", "finetune"):
+            widths = {k: [c, r] for k, (c, r) in reshaped.items()}
+            pruned = [f"{k} {list(r)}->{list(c)}" for k, (c, r) in sorted(reshaped.items())]
+            summary = "width pruned: " + ", ".join(pruned)
+            details = {**v.details, "widths": widths, "summary": summary}
+            v = dataclasses.replace(v, relation="pruned", details=details)
+        out.append(dataclasses.replace(v, notes=(*v.notes, note)))
+    return out
 
 
 def _open_ref(

@@ -133,11 +133,7 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
         data.setdefault(t.info.name, bytearray()).extend(part)
     os.makedirs(folder, exist_ok=True)
     _write(os.path.join(folder, "sample.safetensors"), chosen, rows, data)
-    for name in _SMALL_FILES:
-        small = hub.read_small(repo, sha, name)
-        if small is not None:
-            with open(os.path.join(folder, name), "wb") as fh:
-                fh.write(small)
+    _small_files(hub, repo, sha, folder)
     model = open_model(folder, f"{repo}@{sha[:12]}")
     full = {t.info.name: t.info.shape for t in chosen}
     model.tensors = {n: dataclasses.replace(t, full_shape=full.get(n))
@@ -152,6 +148,35 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
         layers=(len(layers), len(all_layers)),
         folder=folder,
     )
+
+
+def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
+    """The base's tensors with their full shapes and no data: all an unmerged adapter is checked
+    against (its factors must fit the base's modules), from headers alone."""
+    from gate.lineage.models import _Canonical
+
+    weights = [
+        f for f in hub.files(repo, sha) if f.path.endswith(".safetensors") and "/" not in f.path
+    ]
+    tensors = headers(hub, repo, sha, weights)
+    os.makedirs(folder, exist_ok=True)
+    _small_files(hub, repo, sha, folder)
+    model = open_model(folder, f"{repo}@{sha[:12]}")
+    refs = {t.info.name: TensorRef(t.info.name, t.info.name, None, t.info.shape, t.info.dtype,
+                                   f"hf://{repo}/{t.file.path}", t.offset, t.nbytes)
+            for t in tensors}  # fmt: skip
+    canon = _Canonical(str(model.config.get("model_type") or ""), refs)
+    model.tensors = {n: canon.apply(t) for n, t in refs.items()}
+    model.problems = [p for p in model.problems if "no readable" not in p]
+    return model
+
+
+def _small_files(hub: Hub, repo: str, sha: str, folder: str) -> None:
+    for name in _SMALL_FILES:
+        small = hub.read_small(repo, sha, name)
+        if small is not None:
+            with open(os.path.join(folder, name), "wb") as fh:
+                fh.write(small)
 
 
 def _whole(t: _Remote) -> bool:
@@ -233,9 +258,14 @@ class Subset(Model):
         want = {(t.role, t.layer): t for t in sample.model.tensors.values()}
         self.inner = inner
         self.index: dict[str, np.ndarray | None] = {}
+        # role -> (candidate shape, base shape) where the two differ: pruned width or a changed
+        # vocabulary; such tensors cannot be compared row for row, so they are left out
+        self.reshaped: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         kept: dict[str, TensorRef] = {}
         for name, t in inner.tensors.items():
             s = want.get((t.role, t.layer))
+            if s is not None and (s.full_shape or s.shape) != t.shape:
+                self.reshaped[t.role] = (t.shape, s.full_shape or s.shape)
             if s is None or (s.full_shape or s.shape) != t.shape:
                 continue
             idx = sample.rows.get(s.name)

@@ -424,7 +424,7 @@ class _Context:
                 cand.close()
                 for m in present:
                     m.close()
-        it = iter(report.verdicts)
+        it = iter(remote.explain(cand, report.verdicts))
         return [next(it) if m is not None else None for m in opened]
 
     def _open_local(self, ref: str) -> Model | None:
