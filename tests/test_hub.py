@@ -435,3 +435,23 @@ def test_init_pins_a_card_base_to_its_current_commit(
     assert f"    revision: {sha(hub, 'acme/base')}  # acme/base@main when" in text
     rc, findings, _ = check(tmp_path, hub)
     assert rc == 0 and by_rule(findings, "PG508"), findings
+
+
+def test_an_lfs_pointer_checkout_is_verified_by_digest_alone(
+    tmp_path: Path, family: dict[str, str], hub: Any
+) -> None:
+    """A CI checkout without LFS content: the pointer's oid is compared with the Hub's."""
+    from tests.helpers import pointer
+
+    for kind, relation in (("base", "copy"), ("finetune", "finetune")):
+        root = model_repo(tmp_path / kind, family[kind],
+                          bases=base_entry("acme/base", sha(hub, "acme/base"), relation))  # fmt: skip
+        weights = root / "model.safetensors"
+        weights.write_bytes(pointer(weights.read_bytes()))
+        rc, findings, _ = check(root, hub)
+        assert rc == 0 and by_rule(findings, "PG209"), findings
+        if kind == "base":  # a copy, verified without content on either side
+            assert not rules(findings) & {"PG501", "PG504", "PG508"}, findings
+        else:
+            (f,) = by_rule(findings, "PG501")
+            assert "0 of 1 weight files" in f["message"] and "not readable" in f["message"]

@@ -81,7 +81,9 @@ def test_fast_hook_passes_caches_and_catches_tampering(tmp_path: Path) -> None:
 def test_hook_definitions() -> None:
     hooks = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
     assert set(hooks) == {"provenance-gate", "provenance-gate-full"}
-    assert hooks["provenance-gate"]["entry"] == "provenance-gate check --lineage-depth exact"
+    assert (
+        hooks["provenance-gate"]["entry"] == "provenance-gate check --lineage-depth exact --offline"
+    )
     assert all(h["pass_filenames"] is False for h in hooks.values())
     import re
 

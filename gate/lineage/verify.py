@@ -74,7 +74,16 @@ def check(
     unverified: Severity = "error" if manifest.policy.lineage_strict else "note"
     if not candidate:
         why = "no tensors to compare" + (f" ({'; '.join(gaps)})" if gaps else "")
-        return [_not_checked(manifest, why, unverified)]
+        # Hub models can still be compared by file digests (a checkout of LFS pointers has them)
+        ctx = _Context(root, manifest, scans, scanner, [], unverified, "exact", hubs)
+        ctx.why_tier0 = f"this model has {why}"
+        by_digest = ctx.hub_digests_only()
+        claims = manifest.policy.references if manifest.origin == "scratch" else [
+            b.id if b.id else "" for b in manifest.base_models]  # fmt: skip
+        all_hub = bool(claims) and all(
+            c and (manifest.origin != "scratch" or c.startswith("hf://")) for c in claims
+        )
+        return by_digest if all_hub else [_not_checked(manifest, why, unverified), *by_digest]
     out: list[Finding] = []
     if gaps:
         out.append(_not_checked(manifest, "evidence is partial: " + "; ".join(gaps), unverified))
@@ -249,6 +258,20 @@ class _Context:
         return out
 
     # ------------------------------------------------------------------ Hub bases
+    def hub_digests_only(self) -> list[Finding]:
+        """Every Hub base or `hf://` reference compared by LFS digests alone."""
+        out: list[Finding] = []
+        if self.manifest.origin == "scratch":
+            for k, ref in enumerate(self.manifest.policy.references):
+                model = hubbase.of_reference(self.manifest, k, ref)
+                if model is not None:
+                    self._hub_ref(model, None, out)
+            return out
+        for i, base in enumerate(self.manifest.base_models):
+            if base.id is not None:
+                self._hub_ref(hubbase.of_base(self.manifest, i, base), base, out)
+        return out
+
     def _hub_ref(
         self, model: hubbase.HubModel, base: BaseModel | None, out: list[Finding]
     ) -> HubRef | None:
