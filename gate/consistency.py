@@ -221,6 +221,11 @@ class _Checker:
             if lic is None or lic.tree is None or self.lic.tree is None:
                 continue
             self.inherit(i, base, lic, source)
+            if base.id and self.hubs is not None:  # the base's own bases bind this model too
+                for value, where in self.hubs.ancestors(hubbase.of_base(self.m, i, base)):
+                    ancestor = licenses.parse(value)
+                    if ancestor.tree is not None:
+                        self.inherit(i, base, ancestor, where)
 
     def base_license(self, i: int, base: BaseModel) -> tuple[License | None, str]:
         declared = None

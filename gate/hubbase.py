@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 from gate import card, rules
 from gate.findings import Finding, Location, Severity
-from gate.hub import SHA, Hub, HubError, HubFile
+from gate.hub import REPO_ID, SHA, Hub, HubError, HubFile
 from gate.manifest import BaseModel, Manifest, Memo
 
 HF_URI = re.compile(r"^hf://(?P<repo>[^@\s]+?)(?:@(?P<rev>[^@\s]+))?$")
+MAX_ANCESTORS = 8  # models read up a card's base_model chain
 _UNAVAILABLE = {"offline": "base unavailable offline", "unreachable": "the Hub is unreachable",
                 "invalid": "the Hub's answer was unusable"}  # fmt: skip
 
@@ -134,6 +135,37 @@ class HubBases:
         if data is None:
             return None
         return card.from_bytes(data, f"{model.repo}@{sha[:12]}/README.md", self.memo)
+
+    def ancestors(self, model: HubModel) -> list[tuple[str, str]]:
+        """(license, where) of the models up the card's `base_model` chain (a fine-tune of a
+        fine-tune of Llama 2 is bound by Llama 2's license), breadth first, at most
+        MAX_ANCESTORS models. Cards do not pin their bases, so each is read at its current
+        commit; an ancestor that cannot be read ends that branch of the chain, and the direct
+        base's own license is still checked."""
+        out: list[tuple[str, str]] = []
+        first = self.card(model)
+        queue: list[tuple[str, card.Card | None]] = [(model.repo, first)] if first else []
+        seen = {model.repo}
+        while queue and len(seen) <= MAX_ANCESTORS:
+            child, found = queue.pop(0)
+            parents = found.data.get("base_model") if found is not None else None
+            parents = [parents] if isinstance(parents, str) else parents or []
+            for repo in [p for p in parents if isinstance(p, str) and REPO_ID.match(p)]:
+                if repo in seen or len(seen) > MAX_ANCESTORS or self.hub is None:
+                    continue
+                seen.add(repo)
+                try:
+                    sha = self.hub.resolve(repo, None)
+                    data = self.hub.read_small(repo, sha, "README.md")
+                except HubError:
+                    continue
+                parent = card.from_bytes(data, f"{repo}@{sha[:12]}/README.md", self.memo) if (
+                    data is not None) else None  # fmt: skip
+                value = parent.data.get("license") if parent is not None else None
+                if isinstance(value, str):
+                    out.append((value, f"{repo}, base model of {child}, card at {sha[:12]}"))
+                queue.append((repo, parent))
+        return out
 
     def failed(self, model: HubModel, e: HubError) -> None:
         """One finding per model for a Hub failure (later failures of it add none)."""

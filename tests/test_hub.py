@@ -33,6 +33,10 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     # a length prefix claiming a 1 GB header: refused by the cap before anything is read
     Path(broken, "model.safetensors").write_bytes((1 << 30).to_bytes(8, "little") + b"{}" * 64)
     out["broken"] = broken
+    mid = os.path.join(root, "mid")  # a fine-tune of acme/llama whose card says apache-2.0
+    shutil.copytree(out["base"], mid)
+    Path(mid, "README.md").write_text("---\nlicense: apache-2.0\nbase_model: acme/llama\n---\n")
+    out["mid"] = mid
     return out
 
 
@@ -43,6 +47,7 @@ def hub(family: dict[str, str]) -> Any:
         "acme/base": server.add("acme/base", family["base"]),
         "acme/other": server.add("acme/other", family["independent"]),
         "acme/llama": server.add("acme/llama", family["llama"]),
+        "acme/mid": server.add("acme/mid", family["mid"]),
         "acme/broken": server.add("acme/broken", family["broken"]),
         "acme/gated": server.add("acme/gated", family["base"], gated=True),
         "acme/private": server.add("acme/private", family["base"], status=401),
@@ -78,6 +83,14 @@ def model_repo(
     done = subprocess.run([GATE, "lock", str(root)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return root
+
+
+def against(
+    root: Path, weights: str, hub: Any, repo: str, relation: str, *args: str, **env: str
+) -> tuple[int, list[dict[str, Any]], str]:
+    """Check a repository holding `weights` declared as `relation` of the Hub model `repo`."""
+    model_repo(root, weights, bases=base_entry(repo, hub.shas[repo], relation))
+    return check(root, hub, *args, **env)
 
 
 def base_entry(repo: str, revision: str | None, relation: str, license: str = "") -> str:
@@ -137,18 +150,14 @@ def test_the_sample_is_fixed_by_the_pinned_revision(family: dict[str, str], hub:
 def test_declared_copy_that_is_a_finetune_fails(
     tmp_path: Path, family: dict[str, str], hub: Any
 ) -> None:
-    root = model_repo(tmp_path, family["finetune"],
-                      bases=base_entry("acme/base", sha(hub, "acme/base"), "copy"))  # fmt: skip
-    rc, findings, _ = check(root, hub)
+    rc, findings, _ = against(tmp_path, family["finetune"], hub, "acme/base", "copy")
     (f,) = by_rule(findings, "PG503")
     assert rc == 1 and "finetune" in f["found"]
     assert any("sampled" in d for d in by_rule(findings, "PG508")[0]["details"] + [f["found"]])
 
 
 def test_an_unrelated_hub_base_fails(tmp_path: Path, family: dict[str, str], hub: Any) -> None:
-    root = model_repo(tmp_path, family["finetune"],
-                      bases=base_entry("acme/other", sha(hub, "acme/other"), "finetune"))  # fmt: skip
-    rc, findings, _ = check(root, hub)
+    rc, findings, _ = against(tmp_path, family["finetune"], hub, "acme/other", "finetune")
     (f,) = by_rule(findings, "PG506")
     assert rc == 1 and "independent" in f["found"]
 
@@ -373,18 +382,23 @@ def hf_cache(home: Path, repo: str, commit: str, folder: str, corrupt: bool = Fa
         (snap / name).symlink_to(os.path.relpath(blob, snap))
 
 
+def from_hf_cache(
+    tmp_path: Path, family: dict[str, str], hub: Any, relation: str, corrupt: bool = False
+) -> tuple[int, list[dict[str, Any]], str]:
+    """Check a fine-tune offline, with acme/base only in a Hugging Face cache."""
+    home = tmp_path / "hf"
+    if not home.exists():
+        hf_cache(home, "acme/base", sha(hub, "acme/base"), family["base"], corrupt)
+    return against(tmp_path / relation, family["finetune"], hub, "acme/base", relation,
+                   "--offline", HF_HOME=str(home))  # fmt: skip
+
+
 def test_a_base_in_the_hugging_face_cache_is_read_there_whole_offline(
     tmp_path: Path, family: dict[str, str], hub: Any
 ) -> None:
-    home = tmp_path / "hf"
-    hf_cache(home, "acme/base", sha(hub, "acme/base"), family["base"])
-    root = model_repo(tmp_path / "repo", family["finetune"],
-                      bases=base_entry("acme/base", sha(hub, "acme/base"), "finetune"))  # fmt: skip
-    rc, findings, _ = check(root, hub, "--offline", HF_HOME=str(home))
+    rc, findings, _ = from_hf_cache(tmp_path, family, hub, "finetune")
     assert rc == 0 and not rules(findings) & {"PG501", "PG502", "PG508", "PG802"}, findings
-    wrong = model_repo(tmp_path / "wrong", family["finetune"],
-                       bases=base_entry("acme/base", sha(hub, "acme/base"), "copy"))  # fmt: skip
-    rc, findings, _ = check(wrong, hub, "--offline", HF_HOME=str(home))
+    rc, findings, _ = from_hf_cache(tmp_path, family, hub, "copy")
     (f,) = by_rule(findings, "PG503")
     assert not any("sampled" in d for d in f["details"])  # every tier, on the whole base
 
@@ -392,11 +406,7 @@ def test_a_base_in_the_hugging_face_cache_is_read_there_whole_offline(
 def test_a_corrupted_cached_base_is_not_trusted(
     tmp_path: Path, family: dict[str, str], hub: Any
 ) -> None:
-    home = tmp_path / "hf"
-    hf_cache(home, "acme/base", sha(hub, "acme/base"), family["base"], corrupt=True)
-    root = model_repo(tmp_path / "repo", family["finetune"],
-                      bases=base_entry("acme/base", sha(hub, "acme/base"), "finetune"))  # fmt: skip
-    _, findings, _ = check(root, hub, "--offline", HF_HOME=str(home))
+    _, findings, _ = from_hf_cache(tmp_path, family, hub, "finetune", corrupt=True)
     assert by_rule(findings, "PG805")[0]["severity"] == "warning"
     assert by_rule(findings, "PG802")  # and, offline, nothing else to verify with
 
@@ -455,3 +465,14 @@ def test_an_lfs_pointer_checkout_is_verified_by_digest_alone(
         else:
             (f,) = by_rule(findings, "PG501")
             assert "0 of 1 weight files" in f["message"] and "not readable" in f["message"]
+
+
+def test_the_license_chain_of_a_hub_base_binds_its_derivatives(
+    tmp_path: Path, family: dict[str, str], hub: Any
+) -> None:
+    """acme/mid says apache-2.0, but its card's base_model is the Llama 2 model acme/llama."""
+    rc, findings, _ = against(tmp_path, family["finetune"], hub, "acme/mid", "finetune")
+    (f,) = by_rule(findings, "PG406")
+    assert rc == 1 and "llama2" in f["message"] and "acme/llama, base model of acme/mid" in f[
+        "message"]  # fmt: skip
+    assert "llama2" in f["hint"]
