@@ -33,6 +33,7 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_SMALL_FILE = 64 << 20  # card, config, tokenizer: anything larger is not metadata
 MAX_RANGE = 64 << 20  # one ranged request
 MAX_FILES = 100_000  # entries of one repository listing
+MAX_PAGE = 64 << 20  # bytes of one listing page
 # A server that ignores Range answers 200 with the whole file; up to this many leading bytes are
 # still taken from such a stream (headers sit at the start), further ones are refused.
 IGNORED_RANGE_CAP = 8 << 20
@@ -61,7 +62,6 @@ class Hub(Protocol):
     """The seam the checks use; HubClient is the real one."""
 
     offline: bool
-    fetched: int  # bytes of weight ranges fetched over the network in this run
 
     def resolve(self, repo: str, revision: str | None) -> str: ...
     def files(self, repo: str, sha: str) -> tuple[HubFile, ...]: ...
@@ -90,7 +90,6 @@ class HubClient:
 
         self.offline = offline or offline_from_env()
         self.endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-        self.fetched = 0
         self.timeout = _timeout()
         self.api = huggingface_hub.HfApi(endpoint=self.endpoint)
         self.hf_cache = hf_cache_dir()
@@ -200,7 +199,7 @@ class HubClient:
 
     def read_range(self, repo: str, sha: str, f: HubFile, start: int, length: int) -> bytes:
         """Bytes [start, start+length) of a file: from the range cache, or with one HTTP range
-        request (counted in `fetched`). A whole file in the Hugging Face cache is not used here:
+        request. A whole file in the Hugging Face cache is not used here:
         it is read whole, after its sha256 is checked (gate/lineage/remote.py)."""
         if start < 0 or length < 0 or start + length > f.size or length > MAX_RANGE:
             raise HubError("invalid", f"{repo}/{f.path}: range {start}+{length} out of bounds")
@@ -215,7 +214,6 @@ class HubClient:
             pass
         self._online(f"reading {repo}/{f.path}")
         data = self._call(repo, sha, lambda: self._get_range(repo, sha, f.path, start, length))
-        self.fetched += len(data)
         _write_bytes(cached, data)
         return data
 
@@ -229,11 +227,16 @@ class HubClient:
         params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
         out: list[HubFile] = []
         while url is not None:
-            resp = utils.http_backoff("GET", url, params=params, headers=utils.build_hf_headers(),
-                                      timeout=self.timeout, max_retries=RETRIES,
-                                      base_wait_time=0.5, max_wait_time=2.0)  # fmt: skip
-            utils.hf_raise_for_status(resp)
-            for entry in resp.json():
+            with utils.http_stream_backoff("GET", url, params=params,
+                                           headers=utils.build_hf_headers(), timeout=self.timeout,
+                                           max_retries=RETRIES, base_wait_time=0.5,
+                                           max_wait_time=2.0) as resp:  # fmt: skip
+                utils.hf_raise_for_status(resp)
+                body = _take(resp.iter_bytes(), 0, MAX_PAGE + 1)
+                links = resp.links
+            if len(body) > MAX_PAGE:
+                raise HubError("invalid", f"{repo}: a file listing page over {MAX_PAGE} bytes")
+            for entry in json.loads(body):
                 if entry.get("type") != "file":
                     continue
                 lfs = entry.get("lfs") or {}
@@ -242,7 +245,7 @@ class HubClient:
                                    str(sha256) if sha256 else None))  # fmt: skip
                 if len(out) > MAX_FILES:
                     raise HubError("invalid", f"{repo} lists more than {MAX_FILES} files")
-            url, params = resp.links.get("next", {}).get("url"), None
+            url, params = links.get("next", {}).get("url"), None
         return tuple(out)
 
     def _get_range(self, repo: str, sha: str, path: str, start: int, length: int) -> bytes:
@@ -258,6 +261,10 @@ class HubClient:
                                        timeout=self.timeout) as resp:  # fmt: skip
             utils.hf_raise_for_status(resp)
             if resp.status_code == 206:
+                got = resp.headers.get("Content-Range", "")
+                if not got.startswith(f"bytes {start}-"):
+                    raise HubError("invalid", f"{repo}/{path}: asked for bytes {start}-, got"
+                                   f" {got or 'no Content-Range'}")  # fmt: skip
                 data = _take(resp.iter_bytes(), 0, length)
             elif start + length <= IGNORED_RANGE_CAP:
                 data = _take(resp.iter_bytes(), start, length)

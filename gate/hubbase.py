@@ -83,6 +83,14 @@ class HubBases:
         return self._pins[model.key]
 
     def _pin(self, model: HubModel) -> str | None:
+        if not REPO_ID.match(model.repo):
+            self._failed.add(model.key)
+            self.findings.append(rules.make(
+                "PG804", f"{model.repo!r} is not a Hub model id (owner/name)", model.at,
+                declared=model.declared, found="not a Hub model id",
+                hint="write hf://owner/name@<commit sha>",
+            ))  # fmt: skip
+            return None
         rev = model.revision
         if rev is not None and SHA.match(rev):
             return rev

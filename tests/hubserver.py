@@ -137,6 +137,7 @@ class Repo:
     gated: bool = False
     delay: float = 0.0  # seconds before answering
     ignore_range: bool = False
+    page: int | None = None  # list the tree this many entries per page (Link: rel="next")
     files: dict[str, tuple[str, int, str | None]] = dataclasses.field(default_factory=dict)
     etags: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -221,11 +222,19 @@ def _handler(hub: RangeHub) -> type[http.server.BaseHTTPRequestHandler]:
                 return self.json({"id": repo_id, "modelId": repo_id, "sha": repo.sha,
                                   "siblings": siblings, "private": False})  # fmt: skip
             if kind == "tree":
-                return self.json([
+                entries = [
                     {"type": "file", "oid": "0" * 40, "size": size, "path": name}
                     | ({"lfs": {"oid": lfs, "size": size, "pointerSize": 130}} if lfs else {})
                     for name, (_, size, lfs) in repo.files.items()
-                ])  # fmt: skip
+                ]  # fmt: skip
+                if repo.page is None:
+                    return self.json(entries)
+                query = self.path.split("?", 1)[1] if "?" in self.path else ""
+                cursor = int(dict(q.split("=", 1) for q in query.split("&") if "=" in q).get(
+                    "cursor", "0"))  # fmt: skip
+                more = cursor + repo.page < len(entries)
+                link = f'<{hub.endpoint}{path}?cursor={cursor + repo.page}>; rel="next"'
+                return self.json(entries[cursor : cursor + repo.page], link if more else None)
             name = "/".join(parts[4:])
             if name not in repo.files:
                 return self.error(404, "EntryNotFound")
@@ -261,9 +270,11 @@ def _handler(hub: RangeHub) -> type[http.server.BaseHTTPRequestHandler]:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client stopped reading (an ignored Range it gave up on)
 
-        def json(self, data: object) -> None:
+        def json(self, data: object, link: str | None = None) -> None:
             body = json.dumps(data).encode()
             self.send_response(200)
+            if link:
+                self.send_header("Link", link)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -53,6 +53,7 @@ def hub(family: dict[str, str]) -> Any:
         "acme/private": server.add("acme/private", family["base"], status=401),
         "acme/down": server.add("acme/down", family["base"], status=503),
         "acme/slow": server.add("acme/slow", family["base"], delay=3.0),
+        "acme/paged": server.add("acme/paged", family["base"], page=1),
     }
     yield server
     server.close()
@@ -476,3 +477,15 @@ def test_the_license_chain_of_a_hub_base_binds_its_derivatives(
     assert rc == 1 and "llama2" in f["message"] and "acme/llama, base model of acme/mid" in f[
         "message"]  # fmt: skip
     assert "llama2" in f["hint"]
+
+
+def test_a_paged_listing_is_followed_and_a_bad_id_is_refused(
+    tmp_path: Path, family: dict[str, str], hub: Any
+) -> None:
+    rc, findings, _ = against(tmp_path / "paged", family["finetune"], hub, "acme/paged",
+                              "finetune")  # fmt: skip
+    assert rc == 0 and by_rule(findings, "PG508"), findings  # 3 pages of one file each
+    ref = f"hf://../../etc@{sha(hub, 'acme/base')}"
+    rc, findings, _ = check(scratch(tmp_path / "bad", family["independent"], ref), hub)
+    (f,) = by_rule(findings, "PG804")
+    assert rc == 1 and "not a Hub model id" in f["message"] and f["location"]["line"] == 13
