@@ -19,7 +19,6 @@ the base's size while (3) grows with the number of range requests (about 4 per s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -30,14 +29,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[0] = str(ROOT)  # the repository, not bench/ (its bench.py would shadow the package)
+from bench import lineage_perf as _perf  # noqa: E402 - bench/ is a namespace package
 from tests import hubserver  # noqa: E402 - the stand-in the tests use
 
-_spec = importlib.util.spec_from_file_location("perf", Path(__file__).with_name("lineage_perf.py"))
-assert _spec is not None
-assert _spec.loader is not None
-_perf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_perf)
 GATE, run, generate = _perf.GATE, _perf.run, _perf.generate
 
 

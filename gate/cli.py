@@ -274,6 +274,18 @@ def diff_command(
     envvar="HF_HUB_OFFLINE",
     help="Never contact the Hugging Face Hub: hf:// references come from the caches only.",
 )
+@click.option(
+    "--probe",
+    is_flag=True,
+    help="Also run the logit probe (needs the torch extra): both models on a fixed multilingual"
+    " prompt set, with an empirical p-value against independent models.",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="torch device for --probe (e.g. cuda, cuda:1).",
+)
 def lineage(
     candidate: str,
     references: tuple[str, ...],
@@ -282,15 +294,18 @@ def lineage(
     alpha: float,
     fail_if_dependent: bool,
     offline: bool,
+    probe: bool,
+    device: str,
 ) -> int:
-    """How CANDIDATE relates to each reference model, from the weights alone."""
+    """How CANDIDATE relates to each reference model, from the weights (and, with --probe, the
+    logits)."""
     from gate.lineage.audit import audit
     from gate.lineage.render import render
 
     for ref in references:
         if not ref.startswith("hf://") and not os.path.exists(ref):
             raise click.BadParameter(f"{ref!r} does not exist", param_hint="'--reference'")
-    report = audit(candidate, references, alpha, offline)
+    report = audit(candidate, references, alpha, offline, probe, device)
     _emit(render(report, fmt), output)
     if fail_if_dependent and any(v.dependent for v in report.verdicts):
         return int(ExitCode.FAILED)

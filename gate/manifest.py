@@ -49,6 +49,7 @@ class Policy:
     license_deny: tuple[str, ...] = ()
     commercial_use_required: bool = False
     lineage_strict: bool = False
+    probe: bool = False  # run the logit probe against local bases and references (torch extra)
     references: tuple[str, ...] = ()
 
 
@@ -274,6 +275,7 @@ def _build(plain: dict[str, Any], positions: Positions, display: str) -> Manifes
             license_deny=tuple(licenses.get("deny", ())),
             commercial_use_required=bool(policy.get("commercial_use_required", False)),
             lineage_strict=bool(lineage.get("strict", False)),
+            probe=bool(lineage.get("probe", False)),
             references=tuple(lineage.get("references", ())),
         ),
         ignore=tuple(plain.get("ignore", ())),

@@ -147,6 +147,18 @@ _RULES = [
         "note",
         "A relation to a Hub base was verified from a sample of its rows; how much was fetched.",
     ),
+    Rule(
+        "PG509",
+        "logit-probe",
+        "note",
+        "The logit probe's figures against a base or reference, with an empirical p-value.",
+    ),
+    Rule(
+        "PG510",
+        "probe-disagrees",
+        "warning",
+        "The logit probe and the weight evidence disagree about dependence.",
+    ),
     # 7xx: `diff`, changes between two revisions
     Rule(
         "PG701", "artifact-added", "note", "A weight file is declared that the base did not have."

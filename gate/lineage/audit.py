@@ -17,7 +17,9 @@ from gate.lineage.result import DEFAULT_ALPHA, LineageReport
 
 if TYPE_CHECKING:
     from gate.hub import HubClient
+    from gate.lineage.probe import ProbeResult
     from gate.lineage.remote import HubRef
+    from gate.lineage.result import Verdict
 
 EXTRA_HINT = "install the weight tiers: pip install 'provenance-gate[lineage]'"
 
@@ -27,8 +29,11 @@ def audit(
     references: Sequence[str],
     alpha: float = DEFAULT_ALPHA,
     offline: bool = False,
+    probe: bool = False,
+    device: str = "cpu",
 ) -> LineageReport:
-    """The candidate's relation to each reference (local folders, weight files or Hub models)."""
+    """The candidate's relation to each reference (local folders, weight files or Hub models);
+    with probe, also the logit probe against each local reference folder."""
     from gate.lineage.verify import weight_tiers_available
 
     if not weight_tiers_available():
@@ -65,9 +70,49 @@ def audit(
         dataclasses.replace(v, notes=(*v.notes, notes[v.reference])) if v.reference in notes
         else v for v in explained
     )  # fmt: skip
+    if probe:
+        verdicts = with_probe(candidate, references, verdicts, device)
     bound = calibration.TABLE.get("false_positive_bound")
     return LineageReport(report.candidate, alpha, verdicts, report.problems,
                          str(bound) if bound else None)  # fmt: skip
+
+
+def with_probe(
+    candidate: str, references: Sequence[str], verdicts: Sequence[Verdict], device: str
+) -> tuple[Verdict, ...]:
+    """Each verdict with the probe's figures beside it, and a note where the two disagree."""
+    from gate.lineage import probe
+
+    local = [r for r in references if not r.startswith("hf://")]
+    if not probe.available():
+        raise GateError("--probe needs torch and transformers", hint=probe.EXTRA_HINT)
+    try:
+        results: dict[str, ProbeResult | str] = dict(
+            zip(local, probe.run(candidate, local, device), strict=True)
+        )
+    except probe.ProbeError as e:  # the candidate itself cannot run: the weights still speak
+        results = dict.fromkeys(local, e.message)
+    out = []
+    for ref, v in zip(references, verdicts, strict=True):
+        got = results.get(ref, "the probe needs the reference's files in a local folder")
+        if isinstance(got, str):
+            out.append(dataclasses.replace(v, notes=(*v.notes, f"probe not run: {got}")))
+            continue
+        said = disagreement(v, got)
+        notes = (*v.notes, said) if said else v.notes
+        out.append(dataclasses.replace(v, probe=got.as_dict(), notes=notes))
+    return tuple(out)
+
+
+def disagreement(v: Verdict, got: ProbeResult) -> str | None:
+    """What to say when the probe and the weight tiers disagree about dependence."""
+    if got.dependent is None or got.dependent == v.dependent:
+        return None
+    probe_says = "dependent" if got.dependent else "not dependent"
+    return (
+        f"the probe and the weights disagree: the weights say {v.relation}, the probe says"
+        f" {probe_says} (centred cosine {got.cosine:.4f}, empirical p {got.p_value:.3g})"
+    )
 
 
 def _hub_refs(references: Sequence[str], offline: bool) -> dict[str, tuple[HubClient, HubRef]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from gate.lineage.result import LineageReport, Verdict, format_p
 
@@ -26,6 +27,21 @@ def _strongest(v: Verdict) -> list[str]:
         + f", |cos| {e.effect:.4f} vs {e.null_effect:.4f} by chance, p {format_p(e.log10_p)}"
         for e in rows
     ]
+
+
+def probe_line(probe: dict[str, Any]) -> str:
+    null = probe["null"]
+    calib = (
+        f"empirical p = {probe['p_value']:.3g} against {null['pairs']} independent"
+        f" {null['architecture']} pairs (their centred cosine: max {null['max_cosine']:.4f})"
+        if probe["p_value"] is not None
+        else f"not calibrated for {null['architecture']}"
+    )
+    return (
+        f"logit probe (set v{probe['probe_version']}): centred cosine {probe['cosine']:.4f},"
+        f" top-1 {probe['top1']:.3f}, KL {probe['kl']:.4f} over {probe['positions']} positions;"
+        f" {calib}"
+    )
 
 
 def _text(report: LineageReport) -> str:
@@ -52,6 +68,8 @@ def _text(report: LineageReport) -> str:
         if strongest:
             lines.append("  strongest evidence:")
             lines += [f"    {s}" for s in strongest]
+        if v.probe:
+            lines.append(f"  {probe_line(v.probe)}")
         lines += [f"  note: {n}" for n in v.notes]
     lines += [f"problem: {p}" for p in report.problems]
     lines.append("")
@@ -78,7 +96,10 @@ def _markdown(report: LineageReport) -> str:
             ref_layer = "" if row.reference_layer is None else str(row.reference_layer)
             out.append(f"| {row.layer} | {ref_layer} | {row.tensors} | {row.exact} |"
                        f" {row.mean_effect:.4f} | {format_p(row.min_log10_p)} |")  # fmt: skip
-    out += [""] + [f"- problem: {p}" for p in report.problems]
+    notes = [(v.reference, n) for v in report.verdicts for n in
+             ([probe_line(v.probe)] if v.probe else []) + list(v.notes)]  # fmt: skip
+    out += [""] + [f"- `{ref}`: {n}" for ref, n in notes]
+    out += [f"- problem: {p}" for p in report.problems]
     out.append(f"Significance level {report.alpha:g}, Bonferroni-corrected."
                + (f" False positives: {report.false_positive_bound}."
                   if report.false_positive_bound else ""))  # fmt: skip

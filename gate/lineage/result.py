@@ -68,6 +68,7 @@ class Verdict:
     layers: tuple[LayerEvidence, ...]
     tensors: tuple[TensorEvidence, ...]
     notes: tuple[str, ...] = ()
+    probe: dict[str, Any] | None = None  # tier 4, when asked for: gate/lineage/probe.py
 
     def summary(self) -> str:
         p = f"p {format_p(self.log10_p)}" if self.log10_p is not None else "p not testable"
@@ -93,6 +94,7 @@ class Verdict:
             "layers": [x.as_dict() for x in self.layers],
             "tensors": [x.as_dict() for x in self.tensors],
             "notes": list(self.notes),
+            "probe": self.probe,
         }
 
 

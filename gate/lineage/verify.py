@@ -159,6 +159,10 @@ class _Context:
             return out + [self._scratch_tier0(at, ref, ev) for ref, ev, _ in usable if ev]
         tier0 = {ref: ev for ref, ev, _ in usable if ev}
         verdicts = self._compare([src for _, _, src in usable], tier0)
+        refs = self.manifest.policy.references
+        where = [self.manifest.locate("policy", "lineage", "references", refs.index(r))
+                 for r, _, _ in usable]  # fmt: skip
+        out += self._probe(list(zip([s for _, _, s in usable], verdicts, where, strict=True)))
         for (ref, ev, src), verdict in zip(usable, verdicts, strict=True):
             if ev is not None and ev.matched and (verdict is None or not verdict.dependent):
                 # exact matches found in files the weight tiers cannot open (torch checkpoints)
@@ -242,6 +246,8 @@ class _Context:
             return out + [f for i, b, ev, _ in local if ev for f in self._base_tier0(i, b, ev)]
         tier0 = {src: ev for _, _, ev, src in local if isinstance(src, str) and ev}
         verdicts = self._compare([src for _, _, _, src in local], tier0)
+        where = [self.manifest.locate("base_models", i) for i, _, _, _ in local]
+        out += self._probe(list(zip([s for *_, s in local], verdicts, where, strict=True)))
         for (i, base, ev, src), verdict in zip(local, verdicts, strict=True):
             if isinstance(src, HubRef) and (verdict is None or verdict.relation == "inconclusive"):
                 why = verdict.notes[0] if verdict is not None and verdict.notes else src.problem
@@ -255,6 +261,47 @@ class _Context:
                 out.extend(self._base(i, base, ev, verdict))
                 if isinstance(src, HubRef) and src.sample is not None:
                     out.append(self._sampled_note(i, base, src, verdict))
+        return out
+
+    # ------------------------------------------------------------------ tier 4, when asked for
+    def _probe(
+        self, compared: list[tuple[str | HubRef, Verdict | None, Location]]
+    ) -> list[Finding]:
+        """The logit probe against every local folder compared (policy.lineage.probe): its
+        figures as a note, a warning where it disagrees with the weights; never an error."""
+        if not self.manifest.policy.probe:
+            return []
+        from gate.lineage import probe
+        from gate.lineage.audit import disagreement
+
+        local = [(src, v, at) for src, v, at in compared if isinstance(src, str)]
+        if not probe.available():
+            return [rules.make("PG509", "logit probe not run: it needs torch and transformers",
+                               at, found="not run", hint=probe.EXTRA_HINT)
+                    for _, _, at in local]  # fmt: skip
+        out: list[Finding] = []
+        try:
+            results = probe.run(self.root, [paths.resolve_inside(self.root, s)[0]
+                                            for s, _, _ in local])  # fmt: skip
+        except probe.ProbeError as e:
+            return [rules.make("PG509", f"logit probe not run: {e.message}", at, found="not run")
+                    for _, _, at in local]  # fmt: skip
+        for (src, v, at), got in zip(local, results, strict=True):
+            if isinstance(got, str):
+                out.append(rules.make("PG509", f"logit probe against {src} not run: {got}", at,
+                                      found="not run"))  # fmt: skip
+                continue
+            out.append(rules.make("PG509", f"against {src}: {got.summary()}", at,
+                                  found=got.summary(),
+                                  details=tuple(f"{f.id} ({f.lang}): cosine {f.cosine:.4f}, top-1"
+                                                f" {f.top1:.3f}, KL {f.kl:.4f}, {f.positions}"
+                                                " positions" for f in got.prompts)))  # fmt: skip
+            said = disagreement(v, got) if v is not None else None
+            if said:
+                out.append(rules.make("PG510", f"against {src}: {said}", at,
+                                      declared=v.summary() if v else None, found=got.summary(),
+                                      hint="the weight evidence is the verdict; a probe alone"
+                                      " never convicts (docs/probe.md)"))  # fmt: skip
         return out
 
     # ------------------------------------------------------------------ Hub bases
