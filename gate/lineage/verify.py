@@ -39,6 +39,7 @@ ACCEPTS: dict[str, frozenset[str]] = {
     "adapter": frozenset({"adapter"}),
 }
 MERGE_WEIGHT_TOLERANCE = 0.05
+_ASKED = "policy.lineage.probe: true"
 
 
 def weight_tiers_available() -> bool:
@@ -277,22 +278,23 @@ class _Context:
         local = [(src, v, at) for src, v, at in compared if isinstance(src, str)]
         if not probe.available():
             return [rules.make("PG509", "logit probe not run: it needs torch and transformers",
-                               at, found="not run", hint=probe.EXTRA_HINT)
+                               at, declared=_ASKED, found="not run", hint=probe.EXTRA_HINT)
                     for _, _, at in local]  # fmt: skip
         out: list[Finding] = []
         try:
             results = probe.run(self.root, [paths.resolve_inside(self.root, s)[0]
                                             for s, _, _ in local])  # fmt: skip
         except probe.ProbeError as e:
-            return [rules.make("PG509", f"logit probe not run: {e.message}", at, found="not run")
+            return [rules.make("PG509", f"logit probe not run: {e.message}", at, declared=_ASKED,
+                               found="not run")
                     for _, _, at in local]  # fmt: skip
         for (src, v, at), got in zip(local, results, strict=True):
             if isinstance(got, str):
                 out.append(rules.make("PG509", f"logit probe against {src} not run: {got}", at,
-                                      found="not run"))  # fmt: skip
+                                      declared=_ASKED, found="not run"))  # fmt: skip
                 continue
             out.append(rules.make("PG509", f"against {src}: {got.summary()}", at,
-                                  found=got.summary(),
+                                  declared=_ASKED, found=got.summary(),
                                   details=tuple(f"{f.id} ({f.lang}): cosine {f.cosine:.4f}, top-1"
                                                 f" {f.top1:.3f}, KL {f.kl:.4f}, {f.positions}"
                                                 " positions" for f in got.prompts)))  # fmt: skip

@@ -174,6 +174,8 @@ def test_the_shipped_calibration_is_the_benchmarks() -> None:
                            "/dev/stdout", "--quiet"], capture_output=True, text=True, check=True)  # fmt: skip
     result = json.loads(done.stdout)
     shipped = probe.calibration()
-    assert result["table"]["null"] == shipped["null"]
+    assert result["table"]["null"].keys() == shipped["null"].keys()
+    for arch, null in shipped["null"].items():  # float32 sums may differ in the last digits
+        assert result["table"]["null"][arch]["cosine"] == pytest.approx(null["cosine"], abs=1e-4)
     assert shipped["probe_version"] == probe.prompts()[0]
     assert result["false_positives_at_0.01"].startswith("0/")
