@@ -205,6 +205,9 @@ def test_scratch_claim_independent_of_a_hub_model_passes(
     ref = f"hf://acme/base@{sha(hub, 'acme/base')}"
     rc, findings, _ = check(scratch(tmp_path, family["independent"], ref), hub)
     assert rc == 0 and not rules(findings) & {"PG501", "PG502", "PG802"}, findings
+    (note,) = by_rule(findings, "PG508")  # independence seen on a sample: said so
+    assert note["message"].startswith("acme/base@") and "independent found" in note["message"]
+    assert note["location"]["line"] == 13
 
 
 def test_unpinned_hub_reference_is_pinned_for_you(

@@ -165,6 +165,13 @@ class _Context:
                  for r, _, _ in usable]  # fmt: skip
         out += self._probe(list(zip([s for _, _, s in usable], verdicts, where, strict=True)))
         for (ref, ev, src), verdict in zip(usable, verdicts, strict=True):
+            if (
+                isinstance(src, HubRef)
+                and src.sample is not None
+                and verdict is not None
+                and (not verdict.dependent)
+            ):  # independence from a sample: say how little was seen
+                out.append(self._sampled_note(0, None, src, verdict))
             if ev is not None and ev.matched and (verdict is None or not verdict.dependent):
                 # exact matches found in files the weight tiers cannot open (torch checkpoints)
                 out.append(self._scratch_tier0(at, ref, ev))
@@ -368,12 +375,17 @@ class _Context:
             found=f"not checked: {why}", severity=self.unverified,
         )  # fmt: skip
 
-    def _sampled_note(self, i: int, base: BaseModel, ref: HubRef, verdict: Verdict) -> Finding:
+    def _sampled_note(
+        self, i: int, base: BaseModel | None, ref: HubRef, verdict: Verdict
+    ) -> Finding:
+        """base None: a reference a `scratch` claim was tested against (index i)."""
         assert ref.sample is not None
+        name = base.name if base else ref.display
+        at = self.manifest.locate("base_models", i) if base else ref.model.at
         return rules.make(
-            "PG508", f"{base.name}: {verdict.relation} found from a sample of the base's rows:"
-            f" {ref.sample.summary()}", self.manifest.locate("base_models", i),
-            declared=f"{base.relation} of {base.name}",
+            "PG508", f"{name}: {verdict.relation} found from a sample of the model's rows:"
+            f" {ref.sample.summary()}", at,
+            declared=f"{base.relation} of {base.name}" if base else "origin: scratch",
             found=f"{verdict.relation}; {ref.sample.summary()}", details=_sample_lines(ref),
         )  # fmt: skip
 
