@@ -14,13 +14,13 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from gate import card, lockfile, paths, rules, yamlio
 from gate.engine import Target, _report, other_models, weight_files
 from gate.findings import Finding, Report
+from gate.hub import REPO_ID
 from gate.manifest import Manifest, parse, read_bytes
 from gate.scanner import Scanner
 
 _FIELD_ORDER = ("path", "size", "sha256", "tensors_digest", "format")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9._/+-]*$")
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")  # as the schema
 _RELATIONS = {"finetune", "adapter", "merge", "quantized"}
 
 
@@ -263,7 +263,7 @@ def scaffold(root: str, pin: Callable[[str], str | None] | None = None) -> str:
     relation = fm.get("base_model_relation")
     if bases:
         lines.append("  origin: derived  # README.md front matter names a base_model")
-        hub = [b for b in bases if _HUB_ID.match(b)]
+        hub = [b for b in bases if REPO_ID.match(b)]
         lines.append("base_models:" if hub else "base_models: []")
         for b in bases:
             if b not in hub:

@@ -59,7 +59,7 @@ def audit(
         with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
             cand, cut = remote.open_all(client, cand, refs, Scanner(), workdir, [], _raise)
             present = [m for m in cut if m is not None]
-            opened += [m for m in present if m not in opened]
+            opened += [m for m in present if all(m is not o for o in opened)]
             report = relate.compare(cand, present, alpha)
             explained = remote.explain(cand, report.verdicts)
     finally:

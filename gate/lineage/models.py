@@ -171,18 +171,21 @@ class Model:
 SAMPLE_RUNS = 8
 
 
-def sample_rows(n: int, cap: int) -> np.ndarray | None:
-    """A fixed sample of cap row indices (None: take every row), in SAMPLE_RUNS contiguous
-    runs at seeded positions: contiguous rows are read sequentially from disk, where scattered
-    rows would each cost a page fault. The same n always gives the same rows, so two
-    same-shaped tensors are sampled alike."""
+def sample_rows(
+    n: int, cap: int, seed: int | None = None, runs: int = SAMPLE_RUNS
+) -> np.ndarray | None:
+    """A fixed sample of cap row indices (None: take every row), in `runs` contiguous runs at
+    seeded positions: contiguous rows are read sequentially from disk (or fetched with one range
+    request each), where scattered rows would each cost a page fault. The same n (and seed)
+    always gives the same rows, so two same-shaped tensors are sampled alike."""
     if n <= cap:
         return None
     import numpy as np
 
-    run = cap // SAMPLE_RUNS
-    slots = n // run  # the tensor cut into run-sized slots; pick SAMPLE_RUNS of them
-    picked = np.sort(np.random.default_rng(n).choice(slots, size=SAMPLE_RUNS, replace=False))
+    run = cap // runs
+    slots = n // run  # the tensor cut into run-sized slots; pick `runs` of them
+    rng = np.random.default_rng(n if seed is None else [seed, n])
+    picked = np.sort(rng.choice(slots, size=runs, replace=False))
     out: np.ndarray = (picked[:, None] * run + np.arange(run)[None, :]).ravel()
     return out
 

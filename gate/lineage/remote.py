@@ -35,7 +35,6 @@ class HubRef:
     sha: str
     weights: tuple[HubFile, ...]
     sample: sampled.Sample | None = None
-    cached: bool = False
     problem: str | None = None  # why it could not be opened
 
     @property
@@ -151,7 +150,6 @@ def _open_ref(
     """The model's cached files when all are there and intact, else a sample of its rows."""
     cached = _cached(hub, ref, scanner, findings, ref.model.at)
     if cached is not None:
-        ref.cached = True
         return open_model(cached, ref.display)
     ref.sample = sampled.fetch(hub, ref.repo, ref.sha, seed, folder)
     return ref.sample.model

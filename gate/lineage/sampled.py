@@ -20,14 +20,13 @@ import json
 import os
 import re
 import struct
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from gate.errors import FormatError
 from gate.formats import safetensors
 from gate.hub import Hub, HubError, HubFile
 from gate.lineage.exact import FLOAT_DTYPES
-from gate.lineage.models import Model, TensorRef, open_model
+from gate.lineage.models import Model, TensorRef, open_model, sample_rows
 
 if TYPE_CHECKING:
     import numpy as np
@@ -92,15 +91,7 @@ def seed_of(shas: list[str]) -> int:
 
 def rows_for(n: int, seed: int) -> np.ndarray | None:
     """ROWS row indices of an n-row matrix in RUNS sorted runs (None: take them all)."""
-    if n <= ROWS:
-        return None
-    import numpy as np
-
-    run = ROWS // RUNS
-    slots = n // run
-    picked = np.sort(np.random.default_rng([seed, n]).choice(slots, size=RUNS, replace=False))
-    out: np.ndarray = (picked[:, None] * run + np.arange(run)[None, :]).ravel()
-    return out
+    return sample_rows(n, ROWS, seed, RUNS)
 
 
 def headers(hub: Hub, repo: str, sha: str, files: list[HubFile]) -> list[_Remote]:
@@ -125,6 +116,8 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
                if t.info.dtype in FLOAT_DTYPES]  # fmt: skip
     chosen, layers = _choose(tensors, seed, sum(f.size for f in weights))
     rows = {t.info.name: (None if _whole(t) else rows_for(t.n, seed)) for t in chosen}
+    from concurrent.futures import ThreadPoolExecutor  # only when a sample is fetched
+
     jobs = [(t, start, length) for t in chosen for start, length in _ranges(t, rows[t.info.name])]
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         parts = list(pool.map(lambda j: hub.read_range(repo, sha, j[0].file, j[1], j[2]), jobs))
@@ -285,7 +278,6 @@ class Subset(Model):
             quantization=inner.quantization,
             problems=inner.problems,
         )
-        self.dropped = len(inner.tensors) - len(kept)
 
     def array(
         self, t: TensorRef, rows: np.ndarray | None = None, cols: np.ndarray | None = None
