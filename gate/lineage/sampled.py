@@ -193,8 +193,14 @@ def _choose(tensors: list[_Remote], seed: int, base_bytes: int) -> tuple[list[_R
     budget = min(MAX_BYTES, int(FRACTION * base_bytes))
     chosen, spent = list(outside), sum(_cost(t) for t in outside)
     order = sorted(by_layer, key=int)
+    rng = np.random.default_rng(seed)
+    # The first MIN_LAYERS draws come one from each contiguous band of depth, so a model stacked
+    # from layer ranges of several parents (a passthrough merge) shows a layer of each range.
+    bands = [b for b in np.array_split(np.arange(len(order)), MIN_LAYERS) if len(b)]
+    first = [int(rng.choice(b)) for b in bands]
+    rest = [int(i) for i in rng.permutation(len(order)) if int(i) not in first]
     layers: set[str] = set()
-    for i in np.random.default_rng(seed).permutation(len(order)):
+    for i in first + rest:
         layer = by_layer[order[i]]
         cost = sum(_cost(t) for t in layer)
         if len(layers) >= MIN_LAYERS and spent + cost > budget:

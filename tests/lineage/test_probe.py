@@ -168,6 +168,13 @@ def test_without_torch_the_probe_is_not_run_and_says_so(
     assert f.found == "not run" and "torch" in f.message
 
 
+# The zoo is trained on the CPU, and float rounding differs between CPU types, so a zoo built on
+# another machine is another sample of the same recipe. Measured (sorted null cosines, the same
+# zoo recipe built on an Intel machine and on an AMD EPYC): at most 0.045 apart for llama and
+# 0.112 for gpt2. On the zoo a table was computed from, it must be reproduced to float precision.
+CROSS_MACHINE_SPREAD = 0.15
+
+
 def test_the_shipped_calibration_is_the_benchmarks() -> None:
     """bench/probe_accuracy.py recomputes the table from the zoo; the shipped one must match."""
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "probe_accuracy.py"), "--json",
@@ -175,7 +182,13 @@ def test_the_shipped_calibration_is_the_benchmarks() -> None:
     result = json.loads(done.stdout)
     shipped = probe.calibration()
     assert result["table"]["null"].keys() == shipped["null"].keys()
-    for arch, null in shipped["null"].items():  # float32 sums may differ in the last digits
-        assert result["table"]["null"][arch]["cosine"] == pytest.approx(null["cosine"], abs=1e-4)
+    same_zoo = result["table"]["zoo"] == shipped["zoo"]
+    for arch, null in shipped["null"].items():
+        got = result["table"]["null"][arch]["cosine"]
+        assert len(got) == len(null["cosine"])
+        if same_zoo:  # float32 sums may differ in the last digits
+            assert got == pytest.approx(null["cosine"], abs=1e-4)
+        else:
+            assert got == pytest.approx(null["cosine"], abs=CROSS_MACHINE_SPREAD)
     assert shipped["probe_version"] == probe.prompts()[0]
     assert result["false_positives_at_0.01"].startswith("0/")
