@@ -22,7 +22,7 @@ import blake3
 from gate import __version__, lfs
 from gate.hashing import FileScan, TensorDigest
 
-FORMAT = 1  # bump when FileScan's meaning changes: old rows are then simply never found
+FORMAT = 2  # bump when FileScan's meaning changes: old rows are then simply never found
 DB_NAME = f"scans-v{FORMAT}.sqlite"
 BUSY_TIMEOUT_S = 10.0
 
@@ -44,7 +44,7 @@ def stat_key(st: os.stat_result) -> StatKey:
 
 def _encode(scan: FileScan) -> str:
     doc: dict[str, Any] = dataclasses.asdict(scan)
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(doc, separators=(",", ":"))
 
 
 def _decode(payload: str) -> FileScan:
@@ -68,6 +68,12 @@ def _decode(payload: str) -> FileScan:
     )
 
 
+def _path_key(path: str) -> bytes:
+    """A path as a database key: file names may hold bytes that are not UTF-8 (os.walk gives
+    them as lone surrogates, which sqlite refuses as text)."""
+    return path.encode("utf-8", "surrogatepass")
+
+
 def _check(path: str, key: StatKey, payload: str) -> str:
     # The tool version is part of every row's check: a new release re-reads what an older one
     # scanned (its readers may see more, e.g. GGUF tensors), instead of trusting old results.
@@ -89,6 +95,7 @@ class StatCache:
         self.path = os.path.join(directory, DB_NAME)
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[str, StatKey, str]] = []
+        self._pending_facts: list[tuple[str, str, StatKey, str]] = []
         self._pending_memo: list[tuple[str, str, str]] = []
         self.hits = 0
         self.misses = 0
@@ -109,6 +116,11 @@ class StatCache:
                     "CREATE TABLE IF NOT EXISTS memo (key TEXT PRIMARY KEY, payload TEXT NOT NULL,"
                     " check_ TEXT NOT NULL)"
                 )
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS facts (kind TEXT NOT NULL, path BLOB NOT NULL,"
+                    " key TEXT NOT NULL, payload TEXT NOT NULL, check_ TEXT NOT NULL,"
+                    " PRIMARY KEY (kind, path))"
+                )
                 db.execute("SELECT count(*) FROM scans LIMIT 1").fetchone()
                 self._db = db
                 return db
@@ -127,7 +139,7 @@ class StatCache:
                 None
                 if db is None
                 else db.execute(
-                    "SELECT key, payload, check_ FROM scans WHERE path = ?", (path,)
+                    "SELECT key, payload, check_ FROM scans WHERE path = ?", (_path_key(path),)
                 ).fetchone()
             )
             if (
@@ -154,13 +166,22 @@ class StatCache:
         db = self._connect()
         rows, self._pending = self._pending, []
         memo, self._pending_memo = self._pending_memo, []
-        if db is None or not (rows or memo):
+        facts, self._pending_facts = self._pending_facts, []
+        if db is None or not (rows or memo or facts):
             return
         try:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 "INSERT OR REPLACE INTO scans (path, key, payload, check_) VALUES (?, ?, ?, ?)",
-                [(p, json.dumps(list(k)), pl, _check(p, k, pl)) for p, k, pl in rows],
+                [(_path_key(p), json.dumps(list(k)), pl, _check(p, k, pl)) for p, k, pl in rows],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO facts (kind, path, key, payload, check_)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (kind, _path_key(p), json.dumps(list(k)), pl, _check(f"{kind}\0{p}", k, pl))
+                    for kind, p, k, pl in facts
+                ],
             )
             db.executemany(
                 "INSERT OR REPLACE INTO memo (key, payload, check_) VALUES (?, ?, ?)", memo
@@ -169,6 +190,32 @@ class StatCache:
         except sqlite3.Error:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
+
+    def fact_get(self, kind: str, path: str, key: StatKey) -> str | None:
+        """A payload stored for (kind, path) while the file had this stat key, if intact."""
+        db = self._connect()
+        try:
+            row = (
+                None
+                if db is None
+                else db.execute(
+                    "SELECT key, payload, check_ FROM facts WHERE kind = ? AND path = ?",
+                    (kind, _path_key(path)),
+                ).fetchone()
+            )
+        except sqlite3.Error:
+            return None
+        if (
+            row is None
+            or row[0] != json.dumps(list(key))
+            or row[2] != _check(f"{kind}\0{path}", key, row[1])
+        ):
+            return None
+        return str(row[1])
+
+    def fact_put(self, kind: str, path: str, key: StatKey, payload: str) -> None:
+        """Remember a payload derived from the file while it had this stat key."""
+        self._pending_facts.append((kind, path, key, payload))
 
     def memo_get(self, kind: str, data: bytes) -> str | None:
         """The payload stored for (kind, exact bytes) by this version of the gate, if intact."""

@@ -20,7 +20,7 @@ from gate.manifest import MANIFEST_NAME, Artifact, Manifest, Memo, parse, read_b
 from gate.scanner import Scanner
 
 if TYPE_CHECKING:
-    from gate.formats.pickles import PickleScan
+    from gate.formats.exposure import PickleScan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +114,7 @@ def check(
             )
             continue
         declared.add(norm)
-        done = check_artifact(target.root, manifest, decl, locked, scan_of)
+        done = check_artifact(target.root, manifest, decl, locked, scan_of, scanner.loads)
         findings.extend(done.findings)
         results.append(done.result)
         if done.scan is not None:
@@ -123,15 +123,22 @@ def check(
             pickled.append((decl.path, reals[decl.index][0], done.pickle_scan))
         findings.extend(_stale_lock(manifest, decl, locked, lock_file, target))
 
-    skip = other_models(manifest)
-    files = set(paths.walk_files(target.root, skip=skip))
-    findings.extend(_undeclared(target, manifest, files, declared))
+    folders = other_models(manifest)
+    everything = set(paths.walk_files(target.root))
+    files = {f for f in everything if not in_folders(f, folders)}
+    ignored = paths.GlobSet(manifest.ignore)
+    undeclared = weight_files(target.root, files - declared, ignored, scanner.loads)
+    findings.extend(_undeclared(target, manifest, undeclared, scanner))
+    findings.extend(
+        _executable(target, manifest, sorted(everything - declared - set(undeclared)), scanner)
+    )
     for rel in sorted(f for f in files if shards.is_index(f)):
-        if not any(paths.glob_match(rel, g) for g in manifest.ignore):
+        if not ignored.match(rel):
             findings.extend(
                 shards.check_index(target.root, rel, files, _headers(target.root, scans))
             )
-    extra, unread = _pickled_tensors(manifest, pickled)
+    extra, unread, refusals = _pickled_tensors(manifest, pickled)
+    findings.extend(refusals)
     hubs = HubBases(manifest, _connect(offline), scanner.cache)
     findings.extend(
         verify_lineage(target.root, manifest, scans, scanner, extra, unread, lineage_depth, hubs)
@@ -151,12 +158,14 @@ def _connect(offline: bool) -> Callable[[], Hub] | None:
 
 def _pickled_tensors(
     manifest: Manifest, pickled: list[tuple[str, str, PickleScan]]
-) -> tuple[list[hashing.TensorDigest], list[str]]:
-    """Tensors of allowed torch checkpoints whose static scan passed (torch extra), and gaps."""
+) -> tuple[list[hashing.TensorDigest], list[str], list[Finding]]:
+    """Tensors of allowed torch checkpoints whose static scan passed (torch extra), gaps, and
+    PG312 for a checkpoint the scan passed but torch's restricted loader would not read."""
     tensors: list[hashing.TensorDigest] = []
     unread: list[str] = []
+    refusals: list[Finding] = []
     if not pickled:
-        return tensors, unread
+        return tensors, unread, refusals
     from gate.formats import torch_weights
 
     for rel, real, scan in pickled:
@@ -167,15 +176,39 @@ def _pickled_tensors(
             tensors += torch_weights.tensor_digests(real, scan)
         except torch_weights.TorchUnavailable:
             unread.append(f"{rel}: reading torch checkpoints needs the torch extra")
-        except Exception as e:  # torch's restricted loader refusing or failing: not evidence
+        except Exception as e:  # torch's restricted loader refusing what the scan passed
             unread.append(f"{rel}: torch could not load it ({type(e).__name__})")
-    return tensors, unread
+            if not torch_weights.disagrees(scan):
+                continue  # e.g. a numpy pickle: torch is not its loader, nothing disagrees
+            index = next(a.index for a in manifest.artifacts if a.path == rel)
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            refusals.append(
+                rules.make(
+                    "PG312",
+                    f"{rel}: the static scan passed this checkpoint but torch's restricted loader"
+                    f" (weights_only=True) refused or misread it ({why}); the two readers"
+                    " disagree, so it is refused",
+                    manifest.locate("artifacts", index, "path"),
+                    declared="a checkpoint torch.load(weights_only=True) reads",
+                    found=why,
+                    hint="regenerate it with torch.save from trusted code, or convert it to"
+                    " safetensors",
+                )
+            )
+    return tensors, unread, refusals
 
 
 def other_models(manifest: Manifest) -> tuple[str, ...]:
     """Folders holding base models and references: their weights are not this model's artifacts."""
     folders = [b.path for b in manifest.base_models if b.path] + list(manifest.policy.references)
-    return tuple(os.path.normpath(f).replace(os.sep, "/") for f in folders)
+    return tuple(
+        os.path.normpath(f).replace(os.sep, "/") for f in folders if not f.startswith("hf://")
+    )
+
+
+def in_folders(rel: str, folders: tuple[str, ...]) -> bool:
+    """Whether a repository path lies in (or is) one of the folders."""
+    return any(rel == f or rel.startswith(f + "/") for f in folders)
 
 
 def _display(target: Target, path: str) -> str:
@@ -230,25 +263,44 @@ def _stale_lock(
 
 
 def weight_files(
-    root: str, files: set[str] | list[str], skip: tuple[str, ...] = ()
+    root: str,
+    files: set[str] | list[str],
+    ignored: paths.GlobSet | None = None,
+    loads: Callable[[str, str], PickleScan] | None = None,
 ) -> dict[str, str]:
-    """Weight files among repository files: by extension, or by content under any other name."""
+    """Weight files among repository files: by extension, or by content under any other name
+    (rel -> "name", or the format the content reveals). loads: Scanner.loads (default: uncached)."""
     special = {lockfile.LOCK_NAME, MANIFEST_NAME}
     out: dict[str, str] = {}
     for rel in sorted(files):
-        if rel in special or any(paths.glob_match(rel, g) for g in skip):
+        if rel in special or (ignored is not None and ignored.match(rel)):
             continue
         if sniff.is_weight_name(rel):
             out[rel] = "name"
         elif not shards.is_index(rel):
-            found = sniff.content_format(os.path.join(root, rel))
+            found = _content_format(root, rel, loads or Scanner().loads)
             if found is not None:
                 out[rel] = found
     return out
 
 
+def _content_format(root: str, rel: str, loads: Callable[[str, str], PickleScan]) -> str | None:
+    """The weight format a file's bytes reveal whatever its name, or None for other files. A
+    symlink leaving the repository is never opened."""
+    real, problem = paths.resolve_inside(root, rel)
+    if problem is not None:
+        return None
+    try:
+        exposure = loads(real, rel)
+    except OSError:
+        return None
+    if exposure.pickle:
+        return "pickle"
+    return sniff.WEIGHT_STRUCTURES.get(exposure.structure or "")
+
+
 def _undeclared(
-    target: Target, manifest: Manifest, files: set[str], declared: set[str]
+    target: Target, manifest: Manifest, undeclared: dict[str, str], scanner: Scanner
 ) -> list[Finding]:
     at = (
         manifest.locate("artifacts", key=True)
@@ -256,18 +308,69 @@ def _undeclared(
         else manifest.locate("model", key=True)
     )
     out = []
-    for rel, how in weight_files(target.root, files - declared, manifest.ignore).items():
+    for rel, how in undeclared.items():
         hidden = "" if how == "name" else f" (its content is {how}, whatever its name says)"
+        danger = _danger(target, rel, scanner)
         out.append(
             rules.make(
                 "PG206",
                 f"{rel} is a weight file in the repository but is not declared in artifacts"
-                + hidden,
+                + hidden
+                + (f"; {danger}" if danger else ""),
                 at,
                 declared="(not declared)",
                 found=rel,
                 hint="declare it (`provenance-gate init` adds undeclared weight files), delete it,"
                 " or add a pattern to `ignore`",
+            )
+        )
+    return out
+
+
+def _danger(target: Target, rel: str, scanner: Scanner) -> str | None:
+    """What loading a file would run that the allowlist does not allow, or None."""
+    real, problem = paths.resolve_inside(target.root, rel)
+    if problem is not None:
+        return None
+    try:
+        exposure = scanner.loads(real, rel)
+    except OSError:
+        return None
+    if not exposure.executable:
+        return None
+    how = "; ".join(exposure.loads) or "a loader"
+    if exposure.refused:
+        return f"loading it would import {', '.join(exposure.refused)} ({how})"
+    return f"a loader would run what the scan could not follow ({exposure.risk})"
+
+
+def _executable(
+    target: Target, manifest: Manifest, rels: list[str], scanner: Scanner
+) -> list[Finding]:
+    """PG311 for files that are not artifacts (ignored, in a base or reference folder, or not
+    weight-like) yet would run code under a common loader: `ignore` is no escape hatch."""
+    at = (
+        manifest.locate("ignore", key=True)
+        if manifest.ignore
+        else manifest.locate("model", key=True)
+    )
+    out = []
+    for rel in rels:
+        if rel in (lockfile.LOCK_NAME, MANIFEST_NAME):
+            continue
+        danger = _danger(target, rel, scanner)
+        if danger is None:
+            continue
+        out.append(
+            rules.make(
+                "PG311",
+                f"{rel}: {danger}; it is not a declared artifact, and ignoring it does not make"
+                " it safe to ship",
+                at,
+                declared="(not an artifact)",
+                found=danger,
+                hint="delete the file, or convert it to a format that cannot run code"
+                " (safetensors)",
             )
         )
     return out

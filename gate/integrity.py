@@ -11,7 +11,7 @@ from gate.findings import ArtifactResult, Finding, Location
 from gate.manifest import Artifact, Manifest
 
 if TYPE_CHECKING:  # the scanner itself loads only when a pickle-family file is present
-    from gate.formats import pickles
+    from gate.formats import exposure
 
 PICKLE_HINT = (
     "convert it to safetensors; or, if you must ship it, add `pickle` to policy.allowed_formats"
@@ -25,7 +25,7 @@ class ArtifactCheck:
     findings: list[Finding]
     result: ArtifactResult
     scan: hashing.FileScan | None = None
-    pickle_scan: pickles.PickleScan | None = None  # pickle-family content, scanned statically
+    pickle_scan: exposure.PickleScan | None = None  # what loaders would unpickle (never done)
 
 
 def check_artifact(
@@ -34,10 +34,12 @@ def check_artifact(
     decl: Artifact,
     locked: dict[str, lockfile.LockedArtifact] | None,
     scan_of: Callable[[str], hashing.FileScan],
+    loads_of: Callable[[str, str], exposure.PickleScan],
 ) -> ArtifactCheck:
     """Verify one declared artifact: path, existence, size, digests, format and policy.
 
-    scan_of(real_path) returns the file's scan or raises the OSError that prevented reading it.
+    scan_of(real_path) returns the file's scan, loads_of(real_path, name) what loaders would
+    unpickle in it; both raise the OSError that prevented reading it.
     """
     at = _locator(manifest, decl.index)
     out: list[Finding] = []
@@ -116,15 +118,30 @@ def check_artifact(
 
     out.extend(_digest_findings(decl, scan, at, locked))
     out.extend(_format_findings(decl, scan, at))
-    pickle_scan = None
-    if scan.format in ("pickle", "numpy"):
-        from gate.formats import pickles
-
-        pickle_scan = pickles.scan(real, decl.path)
-    out.extend(_policy_findings(manifest, decl, scan.format, at, pickle_scan, content=True))
+    try:
+        exposure = loads_of(real, decl.path)
+    except OSError as e:
+        out.append(
+            rules.make(
+                "PG212",
+                f"{decl.path}: cannot be read: {e.strerror}",
+                at("path"),
+                declared=decl.path,
+                found=e.strerror,
+            )
+        )
+        return ArtifactCheck(out, ArtifactResult(decl.path, scan.format, "none", ok=False), scan)
+    fmt = effective_format(scan.format, exposure)
+    out.extend(_policy_findings(manifest, decl, fmt, at, exposure, content=True))
     ok = not any(f.severity == "error" for f in out)
-    result = ArtifactResult(decl.path, scan.format, "content", ok, scan.size, scan.sha256)
-    return ArtifactCheck(out, result, scan, pickle_scan)
+    result = ArtifactResult(decl.path, fmt, "content", ok, scan.size, scan.sha256)
+    return ArtifactCheck(out, result, scan, exposure)
+
+
+def effective_format(label: str, exposure: exposure.PickleScan) -> str:
+    """The format a file is judged as: a pickle by content (protocol 0 and 1 have no magic
+    number) is a pickle whatever its name."""
+    return "pickle" if label == "other" and exposure.pickle else label
 
 
 Locator = Callable[[str], Location]
@@ -298,38 +315,45 @@ def _policy_findings(
     decl: Artifact,
     fmt: str,
     at: Locator,
-    scan: pickles.PickleScan | None,
+    scan: exposure.PickleScan | None,
     *,
     content: bool,
 ) -> list[Finding]:
-    """Format policy; scan: the static scan of pickle-family content (never unpickled)."""
+    """Format policy; scan: what loaders would unpickle in the content (never done)."""
     allowed = manifest.policy.allowed_formats
-    if fmt not in allowed and fmt != "other":  # "other": config, tokenizer, non-weight files
-        if fmt != "pickle":
-            return [
-                rules.make(
-                    "PG301",
-                    f"{decl.path}: format {fmt} is not allowed by the policy",
-                    at("path"),
-                    declared=f"policy.allowed_formats: {', '.join(allowed)}",
-                    found=fmt,
-                    hint=f"convert the file, or add `{fmt}` to policy.allowed_formats",
-                )
-            ]
+    if scan is not None and scan.polyglot:
+        return [_polyglot(decl, scan, at)]
+    family = fmt == "pickle" or (scan is not None and scan.pickle)
+    out: list[Finding] = []
+    if family and "pickle" not in allowed:
         refused = _globals(scan.refused, scan) if scan is not None and scan.refused else ""
-        return [
+        how = f" ({'; '.join(scan.loads)})" if scan is not None and scan.loads else ""
+        out.append(
             rules.make(
                 "PG302",
                 f"{decl.path}: pickle-family file refused: loading it can execute arbitrary code"
-                " (it was never unpickled)" + (f"; it imports {refused}" if refused else ""),
+                f"{how} (it was never unpickled)" + (f"; it imports {refused}" if refused else ""),
                 at("path"),
                 declared=f"policy.allowed_formats: {', '.join(allowed)}",
                 found="pickle" + (f" importing {refused}" if refused else ""),
                 details=tuple(f"global: {g}" for g in (scan.refused if scan is not None else ())),
                 hint=PICKLE_HINT,
             )
-        ]
-    if fmt == "pickle" and not content:
+        )
+    if fmt not in allowed and fmt not in ("other", "pickle"):  # other: configs, tokenizers ...
+        out.append(
+            rules.make(
+                "PG301",
+                f"{decl.path}: format {fmt} is not allowed by the policy",
+                at("path"),
+                declared=f"policy.allowed_formats: {', '.join(allowed)}",
+                found=fmt,
+                hint=f"convert the file, or add `{fmt}` to policy.allowed_formats",
+            )
+        )
+    if out or not family:
+        return out
+    if not content:
         return [
             rules.make(
                 "PG303",
@@ -344,11 +368,26 @@ def _policy_findings(
     return _pickle_scan_findings(decl, scan, at) if scan is not None else []
 
 
-def _globals(names: tuple[str, ...], scan: pickles.PickleScan) -> str:
-    return ", ".join(f"{g} (dangerous)" if g in scan.dangerous else g for g in names)
+def _polyglot(decl: Artifact, scan: exposure.PickleScan, at: Locator) -> Finding:
+    imports = _globals(scan.globals, scan)
+    return rules.make(
+        "PG310",
+        f"{decl.path}: a polyglot: valid as {scan.structure} and also a pickle that imports"
+        f" {imports} when pickle.load, joblib.load or torch.load read it (it was never"
+        " unpickled); refused in every policy",
+        at("path"),
+        declared=decl.format or f"a {scan.structure} file",
+        found=f"{scan.structure} and a pickle importing {imports}",
+        details=tuple(f"global: {g}" for g in scan.globals),
+        hint="rebuild the file from trusted code with a writer of one format (safetensors)",
+    )
 
 
-def _pickle_scan_findings(decl: Artifact, scan: pickles.PickleScan, at: Locator) -> list[Finding]:
+def _globals(names: tuple[str, ...], scan: exposure.PickleScan) -> str:
+    return ", ".join(f"{g} (dangerous)" if g in scan.dangerous else g for g in names) or "nothing"
+
+
+def _pickle_scan_findings(decl: Artifact, scan: exposure.PickleScan, at: Locator) -> list[Finding]:
     out: list[Finding] = []
     if scan.refused:
         out.append(

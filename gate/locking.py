@@ -63,7 +63,7 @@ def init(target: Target, scanner: Scanner | None = None) -> Outcome:
         for rel in paths.walk_files(target.root, skip=skip)
         if os.path.normpath(rel) not in declared
     ]
-    new = list(weight_files(target.root, candidates, manifest.ignore))
+    new = list(weight_files(target.root, candidates, paths.GlobSet(manifest.ignore)))
     created = () if existing else ("created " + target.manifest_display,)
     if not new:
         return _lock_text(

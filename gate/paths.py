@@ -11,7 +11,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 
-_DRIVE = re.compile(r"^[A-Za-z]:")
+_DRIVE = re.compile(r"^[A-Za-z]:(?:[/\\]|$)")  # C:/x, C:\x, C: (a file `a: b.pt` is relative)
 SKIP_DIRS = frozenset({".git", ".hg", ".svn"})
 
 
@@ -67,21 +67,73 @@ def is_within(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
 
 
-def glob_match(rel: str, pattern: str) -> bool:
-    """Match a repository-relative path: `*` and `?` stay within a folder, `**` crosses folders."""
-    regex = ""
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            regex += "(?:.*/)?"
-            i += 3
-        elif pattern.startswith("**", i):
-            regex += ".*"
-            i += 2
+class GlobSet:
+    """Repository-path patterns, compiled once: `*` and `?` stay within a folder, a `**` path
+    segment matches any number of folders (a trailing one at least one).
+
+    Matching goes segment by segment: a `**` segment with the classic backtrack-to-the-last-star
+    loop (quadratic at worst), every other segment with fnmatch's regex, whose stars do not
+    backtrack into each other. No pattern can make matching exponential (a hostile manifest
+    once took minutes with one regex per pattern and path).
+    """
+
+    def __init__(self, patterns: tuple[str, ...] | list[str]) -> None:
+        self.patterns = tuple(patterns)
+        self._compiled = [_glob_tokens(p) for p in self.patterns]
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def match(self, rel: str) -> bool:
+        """Whether any pattern matches the path."""
+        segments = rel.split("/")
+        return any(_glob_match(tokens, segments) for tokens in self._compiled)
+
+
+_ANY_SEGMENT = re.compile(r"(?s:.*)")
+
+
+def _glob_tokens(pattern: str) -> list[re.Pattern[str] | None]:
+    """A pattern as segment matchers; None stands for `**` (any number of segments)."""
+    import fnmatch
+
+    tokens: list[re.Pattern[str] | None] = []
+    for seg in pattern.split("/"):
+        if seg == "**":
+            if not tokens or tokens[-1] is not None:  # `**/**` is `**`
+                tokens.append(None)
+        else:  # `[` is literal here, as it always was: fnmatch reads `[[]` as one `[`
+            tokens.append(re.compile(fnmatch.translate(seg.replace("[", "[[]"))))
+    if tokens and tokens[-1] is None:
+        tokens.append(_ANY_SEGMENT)  # `dir/**` is what is inside dir, not dir itself
+    return tokens
+
+
+def _glob_match(tokens: list[re.Pattern[str] | None], segments: list[str]) -> bool:
+    t = s = 0
+    star, resume = -1, 0
+    while s < len(segments):
+        token = tokens[t] if t < len(tokens) else _END
+        if token is None:
+            star, resume = t, s
+            t += 1
+        elif token is not _END and token.match(segments[s]):
+            t += 1
+            s += 1
+        elif star >= 0:
+            resume += 1
+            t, s = star + 1, resume
         else:
-            regex += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
-            i += 1
-    return re.fullmatch(regex, rel) is not None
+            return False
+    return all(token is None for token in tokens[t:])
+
+
+_END = re.compile("")  # sentinel: past the last token
+
+
+def glob_match(rel: str, pattern: str) -> bool:
+    """Match one path against one pattern (see GlobSet)."""
+    return GlobSet([pattern]).match(rel)
 
 
 def walk_files(root: str, skip: tuple[str, ...] = ()) -> Iterator[str]:

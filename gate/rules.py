@@ -67,6 +67,24 @@ _RULES = [
     Rule("PG308", "pickle-scan-failed", "error", "A pickle could not be scanned; it is refused."),
     Rule("PG309", "gguf-header-invalid", "error", "A GGUF header is malformed."),
     Rule(
+        "PG310",
+        "polyglot",
+        "error",
+        "A file is valid as two formats, one of them a pickle that imports something.",
+    ),
+    Rule(
+        "PG311",
+        "executable-file",
+        "error",
+        "A file that is not a declared artifact would run code when a common loader reads it.",
+    ),
+    Rule(
+        "PG312",
+        "loader-disagrees",
+        "error",
+        "A checkpoint the static scan passed was refused or misread by torch's loader.",
+    ),
+    Rule(
         "PG401",
         "license-invalid",
         "error",

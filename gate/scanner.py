@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gate import hashing
 from gate.cache import StatCache, stat_key
+
+if TYPE_CHECKING:
+    from gate.formats.exposure import PickleScan
 
 
 class ProgressSink(Protocol):
@@ -43,6 +46,7 @@ class Scanner:
         self.files_hashed = 0
         self.bytes_hashed = 0
         self.files_cached = 0
+        self._loads: dict[tuple[str, bool], PickleScan] = {}
 
     def scan_many(self, real_paths: Iterable[str]) -> dict[str, hashing.FileScan | OSError]:
         """One result per distinct path; unchanged files come from the cache without a read."""
@@ -113,4 +117,32 @@ class Scanner:
         result = self.scan_many([real_path])[real_path]
         if isinstance(result, OSError):
             raise result
+        return result
+
+    def loads(self, real_path: str, name: str) -> PickleScan:
+        """What common loaders would unpickle in a file (formats.loaders); name: its path in the
+        repository (its suffix matters). From the stat cache when the file is unchanged; raises
+        the OSError that prevented reading it."""
+        from gate.formats import exposure, sniff  # light: the scanner itself loads on a miss
+
+        named = os.path.splitext(name)[1].lower() in sniff.PICKLE_SUFFIXES
+        done = self._loads.get((real_path, named))
+        if done is not None:
+            return done
+        kind = "loads-named" if named else "loads"
+        st = os.stat(real_path)
+        hit = self.cache.fact_get(kind, real_path, stat_key(st)) if self.cache else None
+        result = None
+        if hit is not None:
+            try:
+                result = exposure.from_json(hit)
+            except (ValueError, KeyError, TypeError):
+                result = None
+        if result is None:
+            from gate.formats import loaders
+
+            result = loaders.scan(real_path, name)
+            if self.cache is not None and stat_key(os.stat(real_path)) == stat_key(st):
+                self.cache.fact_put(kind, real_path, stat_key(st), exposure.to_json(result))
+        self._loads[(real_path, named)] = result
         return result

@@ -12,6 +12,7 @@ import pytest
 
 import gate
 from gate import cli
+from gate.cache import DB_NAME
 from tests.helpers import HEAD, manifest, raw_st, repo, write_st
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -308,7 +309,7 @@ def test_no_cache_flag_and_cache_dir_option(tmp_path: Path) -> None:
     r = run("check", str(EXAMPLES / "honest"), "--no-cache", "--cache-dir", str(cache))
     assert r.returncode == 0 and not cache.exists()
     r = run("check", str(EXAMPLES / "honest"), "--cache-dir", str(cache), "-j", "1")
-    assert r.returncode == 0 and (cache / "scans-v1.sqlite").exists()
+    assert r.returncode == 0 and (cache / DB_NAME).exists()
 
 
 def test_progress_bar_draws_and_clears() -> None:

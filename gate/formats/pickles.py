@@ -1,29 +1,40 @@
-"""Static pickle scanning: name every global a pickle would import, never execute anything.
+"""Static pickle analysis: name every global that loading a stream would import, never run it.
 
-Threat model: a pickle runs arbitrary code when loaded. This module only disassembles opcodes
-(`pickletools.genops`, which interprets nothing) and classifies imports with picklescan; it fails
-closed: an unparsable stream, a read past a cap, a malformed zip or any global outside the small
-allowlist below is a refusal. Only the pickle parts of a file are read (a torch zip's `*.pkl`
-entries, a legacy torch file's leading pickles), never the tensor data.
+Threat model: unpickling runs code. A stream is walked opcode by opcode with a symbolic stack and
+memo that follow the unpickler's own rules, so the globals named are exactly those a loader would
+import (a `STACK_GLOBAL` whose operands are not known strings is an unknown import), and the walk
+stops only where the unpickler itself would fail, so a stream that imports something and then
+breaks is still caught. Hand-written rather than built on `pickletools.genops` (which picklescan
+uses): genops parses some arguments more strictly than the C unpickler (`I0x10` is a valid INT to
+`pickle.load`, an error to genops), and a walk that stops early would miss what follows. Argument
+readers here accept a superset of what the C and pure-Python unpicklers accept (joblib uses the
+latter); whenever the symbolic stack could diverge from the real one, later `STACK_GLOBAL`s are
+treated as unknown imports. Extension-registry opcodes (EXT1/2/4) are refused: no allowlist can
+vouch for a code the loading process registers. picklescan classifies what is found ("dangerous").
 """
 
 from __future__ import annotations
 
-import ast
+import codecs
 import dataclasses
 import io
+import logging
 import pickletools
-import re
-import zipfile
-from typing import IO, BinaryIO, cast
+import struct
+from typing import BinaryIO
 
-from gate import paths
-from gate.formats import zips
+from gate.formats.exposure import Kind
 
-_STORAGE = re.compile(r"(^|/)data/\d+$")
+# picklescan logs attacker-named globals at WARNING; Python's last-resort handler would print
+# them to stderr, where a CI runner reads workflow commands. They are reported as findings instead.
+_LOG = logging.getLogger("picklescan")
+_LOG.addHandler(logging.NullHandler())
+_LOG.propagate = False
+
 MAX_PICKLE_BYTES = 256 << 20  # a state-dict pickle is small: tensor bytes live outside it
-MAX_NESTING = 2  # zips inside zips
-MAX_LEADING_PICKLES = 5  # legacy torch files: magic, protocol, sys info, data, storage keys
+MAX_OPCODES = 4_000_000  # a few seconds of walking; a state dict needs ~30 per tensor
+MAX_VALUE_CHARS = 4096  # longer strings cannot be module or attribute names worth resolving
+_SKIP_CHUNK = 1 << 20
 
 _TORCH_STORAGES = (
     "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
@@ -55,206 +66,305 @@ ALLOWED: frozenset[str] = frozenset(
     | {f"torch.{s}Storage" for s in _TORCH_STORAGES}
     | {f"torch.{d}" for d in _TORCH_DTYPES}
 )
+UNKNOWN = "<unknown: STACK_GLOBAL operands not known strings>"
+LONG_NAME = "<a module name over 16 KB>"
 
 
 @dataclasses.dataclass(frozen=True)
-class PickleScan:
-    """The globals a pickle-family file imports, which of them are refused, and scan errors."""
+class Walk:
+    """What an unpickler would do with a stream: its imports, and whether it reaches STOP."""
 
-    globals: tuple[str, ...]
-    refused: tuple[str, ...]  # not in ALLOWED; dangerous ones (per picklescan) first
-    dangerous: tuple[str, ...]
-    error: str | None = None
+    start: int
+    end: int  # offset after the last byte the walk consumed
+    complete: bool  # reached STOP with a value: a loader returns an object
+    imports: tuple[str, ...]  # module.name, UNKNOWN, or "extension code N", in order
+    error: str | None = None  # why a loader would fail (or why the walk could not go on)
+    capped: bool = False  # a cap was hit: what follows is unknown
 
     @property
-    def ok(self) -> bool:
-        return self.error is None and not self.refused
+    def kind(self) -> Kind:
+        """code: loading imports something; data: a pickle of plain values; none: not a pickle."""
+        if self.imports or self.capped:
+            return "code"
+        return "data" if self.complete else "none"
 
 
-class _TooLarge(Exception):
+class _Capped(Exception):
     pass
 
 
-class _Capped(io.RawIOBase):
-    """A read-only view of a stream that refuses to deliver more than `cap` bytes."""
+class _Fail(Exception):
+    """The unpickler stops here (it would raise)."""
 
-    def __init__(self, inner: BinaryIO, cap: int, available: int) -> None:
-        self.inner = inner
-        self.cap = cap
-        self.available = available  # bytes left in the stream: a length field may lie
-        self.used = 0
 
-    def readable(self) -> bool:
-        return True
+_ANY = object()  # a stack value whose content is not tracked
+_OPS = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+_MARKED = {op.name for op in pickletools.opcodes if pickletools.markobject in op.stack_before}
+_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+            "SHORT_BINSTRING"}  # fmt: skip
 
-    def tell(self) -> int:
-        return self.used
 
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0 or self.used + n > self.cap:
-            raise _TooLarge(f"pickle data exceeds the {self.cap}-byte limit")
-        if self.used + n > self.available:
-            # Checked before reading: file objects allocate the requested size up front, so a
-            # 200-byte pickle claiming an 80 MB string would otherwise cost 80 MB (fuzz finding).
-            left = self.available - self.used
-            raise EOFError(f"{n} bytes needed at byte {self.used}, {left} left")
-        data = self.inner.read(n)
-        self.used += len(data)
+class _Reader:
+    """Bounded reads from a stream: never past the data's end nor the cap."""
+
+    def __init__(self, stream: BinaryIO, start: int, available: int, cap: int) -> None:
+        self.stream = stream
+        self.pos = start
+        self.end = start + available
+        self.cap_end = start + cap
+        if stream.tell() != start:
+            stream.seek(start)
+
+    def _room(self, n: int) -> None:
+        if self.pos + n > self.end:
+            raise _Fail(f"{n} bytes needed at byte {self.pos}: the data ends first")
+        if self.pos + n > self.cap_end:
+            raise _Capped(f"pickle data exceeds the {self.cap_end - self.pos}-byte limit")
+
+    def read(self, n: int) -> bytes:
+        self._room(n)
+        data = self.stream.read(n)
+        if len(data) != n:
+            raise _Fail(f"the data ends at byte {self.pos + len(data)}")
+        self.pos += n
         return data
 
-    def readline(self, size: int | None = -1) -> bytes:
-        line = self.inner.readline(self.cap - self.used + 1)
-        self.used += len(line)
-        if self.used > self.cap:
-            raise _TooLarge(f"pickle data exceeds the {self.cap}-byte limit")
-        return line
+    def skip(self, n: int) -> None:
+        """Consume n bytes without holding them (large BINBYTES, strings we need not know)."""
+        self._room(n)
+        while n:
+            got = len(self.stream.read(min(n, _SKIP_CHUNK)))
+            if not got:
+                raise _Fail(f"the data ends at byte {self.pos}")
+            self.pos += got
+            n -= got
+
+    def line(self) -> bytes | None:
+        """One line without its newline; None when it is longer than MAX_VALUE_CHARS * 4 bytes
+        (consumed, not kept). At the end of the data the pure-Python unpickler takes the last
+        byte for the newline; that reading is the permissive one, so it is the one taken."""
+        kept = b""
+        long = False
+        while True:
+            room = min(self.end, self.cap_end) - self.pos
+            if room <= 0:
+                if self.pos >= self.end:
+                    raise _Fail(f"the data ends at byte {self.pos}")
+                raise _Capped("pickle data exceeds the limit")
+            data = self.stream.readline(min(room, _SKIP_CHUNK))
+            if not data:
+                raise _Fail(f"the data ends at byte {self.pos}")
+            self.pos += len(data)
+            done = data.endswith(b"\n") or self.pos >= self.end
+            if not long:
+                kept += data
+                long = len(kept) > MAX_VALUE_CHARS * 4 + 1
+            if done:
+                return None if long else kept[:-1]
 
 
-def _one_pickle(stream: BinaryIO, start: int, where: str) -> tuple[bytes, str | None]:
-    """The bytes of the pickle at `start` (validated by a full opcode walk), or an error."""
-    available = stream.seek(0, io.SEEK_END) - start
-    stream.seek(start)
-    capped = _Capped(stream, MAX_PICKLE_BYTES, available)
+def walk(
+    stream: BinaryIO, start: int = 0, size: int | None = None, cap: int = MAX_PICKLE_BYTES
+) -> Walk:
+    """Walk one pickle from `start` to STOP, or to where an unpickler would fail. size: the
+    stream's length when known (seeking to the end of a compressed stream costs a full read)."""
+    if size is None:
+        size = stream.seek(0, io.SEEK_END)
+    r = _Reader(stream, start, max(0, size - start), cap)
+    imports: list[str] = []
+    extensions: list[str] = []
+    frames: list[list[object]] = [[]]
+    memo: dict[int, object] = {}
+    exact = True  # False once the symbolic stack may differ from the real one
+
+    def pop(n: int) -> list[object]:
+        frame = frames[-1]
+        if len(frame) < n:
+            raise _Fail("stack underflow")
+        taken = frame[len(frame) - n :]
+        del frame[len(frame) - n :]
+        return taken
+
+    def total() -> int:
+        return sum(len(f) for f in frames)
+
     try:
-        # genops disassembles; it constructs and runs nothing.
-        for opcode, _arg, _pos in pickletools.genops(cast("IO[bytes]", capped)):
-            if opcode.name == "STOP":
-                break
-        else:
-            return b"", f"{where}: pickle stream ends without STOP"
-    except _TooLarge as e:
-        return b"", f"{where}: {e}"
-    except Exception as e:  # genops raises ValueError, EOFError, UnicodeDecodeError, ...
-        return b"", f"{where}: not a valid pickle ({type(e).__name__}: {e})"
-    stream.seek(start)
-    return stream.read(capped.used), None
-
-
-def _classify(data: bytes, where: str) -> tuple[set[str], set[str], str | None]:
-    from picklescan import scanner  # imported only when a pickle-family file is present
-
-    try:
-        result = scanner.scan_pickle_bytes(
-            io.BytesIO(data), where, multiple_pickles=False, strict=True
-        )
-    except Exception as e:  # found by fuzz/fuzz.py: malformed STACK_GLOBAL raises ValueError
-        return set(), set(), f"{where}: the scanner rejected it ({type(e).__name__}: {e})"
-    names = {f"{g.module}.{g.name}" for g in result.globals}
-    dangerous = {
-        f"{g.module}.{g.name}" for g in result.globals if g.safety == scanner.SafetyLevel.Dangerous
-    }
-    error = f"{where}: picklescan could not parse it" if result.scan_err else None
-    return names, dangerous, error
-
-
-def _scan_stream(stream: BinaryIO, where: str, depth: int) -> tuple[set[str], set[str], list[str]]:
-    stream.seek(0)
-    head = stream.read(8)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return _scan_zip(stream, where, depth)
-    if head.startswith(b"\x93NUMPY"):
-        return _scan_npy(stream, where)
-    names: set[str] = set()
-    dangerous: set[str] = set()
-    errors: list[str] = []
-    start = 0
-    # Every pickle a loader could read must parse: a plain pickle is one pickle then EOF; a
-    # legacy torch file is five (magic, protocol, sys info, object, storage keys) then raw bytes.
-    for _ in range(MAX_LEADING_PICKLES):
-        stream.seek(start)
-        if not stream.read(1):
-            break
-        data, error = _one_pickle(stream, start, where)
-        if error is not None:
-            errors.append(error)
-            break
-        more_names, more_dangerous, scan_error = _classify(data, where)
-        names |= more_names
-        dangerous |= more_dangerous
-        errors += [scan_error] if scan_error else []
-        start += len(data)
-    return names, dangerous, errors
-
-
-def _scan_zip(stream: BinaryIO, where: str, depth: int) -> tuple[set[str], set[str], list[str]]:
-    names: set[str] = set()
-    dangerous: set[str] = set()
-    errors: list[str] = []
-    if depth > MAX_NESTING:
-        return names, dangerous, [f"{where}: zip archives nested deeper than {MAX_NESTING}"]
-    refusal = zips.too_many_entries(stream)  # before zipfile parses the central directory
-    if refusal is not None:
-        return names, dangerous, [f"{where}: unreadable zip archive ({refusal})"]
-    try:
-        with zipfile.ZipFile(stream) as archive:
-            entries = archive.infolist()
-            for entry in entries:
-                inner = f"{where}:{entry.filename}"
-                if entry.is_dir():
+        for _ in range(MAX_OPCODES):
+            code = r.read(1)
+            op = _OPS.get(code)
+            if op is None:
+                raise _Fail(f"byte {r.pos - 1} is not an opcode ({code!r})")
+            name = op.name
+            value = _arg(r, op)
+            if name == "STOP":
+                pop(1)
+                return Walk(start, r.pos, True, tuple(imports + extensions))
+            if name in ("GLOBAL", "INST"):
+                assert isinstance(value, tuple)
+                module, attr = value
+                if "\0" in module.split(".", 1)[0]:
+                    raise _Fail("a module name with a NUL byte cannot be imported")
+                imports.append(f"{module}.{attr}" if module != LONG_NAME else LONG_NAME)
+                if name == "GLOBAL":
+                    frames[-1].append(_ANY)
                     continue
-                with archive.open(entry) as f:
-                    head = f.read(8)
-                # torch reads `<archive>/data/<n>` entries as raw storage, never unpickles them.
-                storage = _STORAGE.search(entry.filename) is not None
-                is_pickle = entry.filename.endswith((".pkl", ".pickle")) or (
-                    head[:1] == b"\x80" and not storage
-                )
-                nested = not storage and head.startswith((b"PK\x03\x04", b"\x93NUMPY"))
-                if not (is_pickle or nested):
-                    continue  # tensor storage bytes: data, never interpreted
-                if entry.file_size > MAX_PICKLE_BYTES:
-                    errors.append(f"{inner}: {entry.file_size} bytes, over the pickle limit")
-                    continue
-                with archive.open(entry) as f:
-                    data = f.read(min(entry.file_size, MAX_PICKLE_BYTES) + 1)
-                if len(data) > MAX_PICKLE_BYTES:  # the declared size lied
-                    errors.append(f"{inner}: expands past the pickle limit")
-                    continue
-                n, d, e = _scan_stream(io.BytesIO(data), inner, depth + 1)
-                names |= n
-                dangerous |= d
-                errors += e
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, NotImplementedError) as e:
-        errors.append(f"{where}: unreadable zip archive ({e})")
-    except (OSError, EOFError, ValueError) as e:
-        errors.append(f"{where}: unreadable zip archive ({type(e).__name__}: {e})")
-    return names, dangerous, errors
+            if name == "STACK_GLOBAL":
+                module, attr = pop(2)
+                known = exact and isinstance(module, str) and isinstance(attr, str)
+                imports.append(f"{module}.{attr}" if known else UNKNOWN)
+                frames[-1].append(_ANY)
+            elif name in ("EXT1", "EXT2", "EXT4"):
+                # An unregistered code stops every unpickler here, and ML loaders register none:
+                # only a pickle that goes on to STOP relies on one. That pickle is refused.
+                extensions.append(f"extension code {value}")
+                frames[-1].append(_ANY)
+            elif name == "MARK":
+                frames.append([])
+            elif name in _MARKED:
+                if len(frames) == 1:
+                    raise _Fail(f"{name} without a MARK")
+                popped = frames.pop()
+                if name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+                    if not total():
+                        raise _Fail(f"{name} without a target")
+                elif name == "OBJ" and not popped:
+                    raise _Fail("OBJ without a class")
+                elif name != "POP_MARK":
+                    frames[-1].append(_ANY)
+            elif name == "POP":
+                if frames[-1]:
+                    frames[-1].pop()
+                elif len(frames) > 1:
+                    frames.pop()  # both unpicklers pop the mark when nothing is above it
+                else:
+                    raise _Fail("stack underflow")
+            elif name == "DUP":
+                if not frames[-1]:
+                    raise _Fail("DUP on an empty stack")
+                frames[-1].append(frames[-1][-1])
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                if not frames[-1]:
+                    raise _Fail(f"{name} with nothing to store")
+                key = len(memo) if name == "MEMOIZE" else value
+                if isinstance(key, int):
+                    memo[key] = frames[-1][-1]
+                else:
+                    exact = False
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                if isinstance(value, int) and value in memo:
+                    frames[-1].append(memo[value])
+                else:  # the unpickler fails here; going on is the cautious reading
+                    exact = False
+                    frames[-1].append(_ANY)
+            elif name == "APPEND":
+                if not frames[-1] or total() < 2:
+                    raise _Fail("APPEND without a list")
+                pop(1)
+            elif name == "SETITEM":
+                if len(frames[-1]) < 2 or total() < 3:
+                    raise _Fail("SETITEM without a dict")
+                pop(2)
+            else:
+                pop(len(op.stack_before))
+                for _ in op.stack_after:
+                    frames[-1].append(value if name in _STRINGS else _ANY)
+        raise _Capped(f"more than {MAX_OPCODES} opcodes")
+    except _Capped as e:
+        return Walk(start, r.pos, False, tuple(imports), str(e), capped=True)
+    except _Fail as e:
+        return Walk(start, r.pos, False, tuple(imports), str(e))
 
 
-def _scan_npy(stream: BinaryIO, where: str) -> tuple[set[str], set[str], list[str]]:
-    """A .npy holds raw data unless its dtype is `object`, which is stored as a pickle."""
-    stream.seek(6)
-    version = stream.read(2)
-    width = 2 if version[:1] == b"\x01" else 4
-    size = int.from_bytes(stream.read(width), "little")
-    if size > 1 << 16:
-        return set(), set(), [f"{where}: numpy header of {size} bytes"]
+def _arg(r: _Reader, op: pickletools.OpcodeInfo) -> object:
+    """The argument of an opcode: a value where the walk needs it, else None (bytes skipped)."""
+    arg = op.arg
+    if arg is None:
+        return None
+    n = arg.n
+    if op.name in ("GLOBAL", "INST"):
+        module, attr = r.line(), r.line()
+        if module is None or attr is None:
+            return LONG_NAME, ""
+        return _text(module, "utf-8"), _text(attr, "utf-8")
+    if n == pickletools.UP_TO_NEWLINE:
+        line = r.line()
+        if line is None:
+            return None  # a value too long to matter (a name, a number): consumed, not kept
+        if op.name in ("GET", "PUT"):
+            return int(line) if line.strip().isdigit() else None
+        if op.name == "STRING":
+            if len(line) < 2 or line[:1] != line[-1:] or line[:1] not in (b"'", b'"'):
+                raise _Fail("STRING argument not quoted")
+            try:
+                return _short(codecs.escape_decode(line[1:-1])[0], "latin-1")
+            except ValueError:
+                raise _Fail("STRING argument with a broken escape") from None
+        if op.name == "UNICODE":
+            return _text(line, "raw-unicode-escape")
+        return None  # numbers and persistent ids: any line (the unpicklers differ; be lenient)
+    if n >= 0:
+        data = r.read(n)
+        if op.name in ("BINGET", "BINPUT", "EXT1", "PROTO"):
+            return data[0]
+        if op.name in ("LONG_BINGET", "LONG_BINPUT", "EXT2", "EXT4"):
+            return int.from_bytes(data, "little", signed=op.name == "EXT4")
+        return None
+    width, fmt = {
+        pickletools.TAKEN_FROM_ARGUMENT1: (1, "<B"),
+        pickletools.TAKEN_FROM_ARGUMENT4: (4, "<i"),
+        pickletools.TAKEN_FROM_ARGUMENT4U: (4, "<I"),
+        pickletools.TAKEN_FROM_ARGUMENT8U: (8, "<Q"),
+    }[n]
+    (length,) = struct.unpack(fmt, r.read(width))
+    if length < 0:
+        raise _Fail(f"{op.name} with a negative length")
+    if op.name in _STRINGS and length <= MAX_VALUE_CHARS * 4:
+        data = r.read(length)
+        return _text(data, "utf-8") if "UNICODE" in op.name else _short(data, "latin-1")
+    r.skip(length)
+    return None
+
+
+def _text(data: bytes, encoding: str) -> str:
     try:
-        header = ast.literal_eval(stream.read(size).decode("latin1"))  # literals only: safe
-        descr = str(header["descr"])
-    except (ValueError, SyntaxError, KeyError, TypeError, MemoryError, RecursionError):
-        return set(), set(), [f"{where}: malformed numpy header"]
-    if "O" not in descr:
-        return set(), set(), []
-    start = stream.tell()
-    data, error = _one_pickle(stream, start, where)
-    if error is not None:
-        return set(), set(), [error]
-    names, dangerous, scan_error = _classify(data, where)
-    return names, dangerous, [scan_error] if scan_error else []
+        return data.decode(encoding, "surrogatepass" if encoding == "utf-8" else "strict")
+    except UnicodeDecodeError:
+        raise _Fail(f"text that is not valid {encoding}") from None
 
 
-def scan(path: str, display: str) -> PickleScan:
-    """Scan a pickle-family file (raw pickle, torch zip or legacy, .npy/.npz) without loading it."""
+def _short(data: bytes, encoding: str) -> str:
     try:
-        with paths.open_regular(path) as raw, io.BufferedReader(raw) as f:
-            names, dangerous, errors = _scan_stream(f, display, 0)
-    except OSError as e:
-        return PickleScan((), (), (), f"{display}: cannot be read: {e.strerror}")
-    refused = sorted(names - ALLOWED, key=lambda g: (g not in dangerous, g))
-    return PickleScan(
-        globals=tuple(sorted(names)),
-        refused=tuple(refused),
-        dangerous=tuple(sorted(dangerous)),
-        error="; ".join(errors) if errors else None,
-    )
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(encoding)
+
+
+def classify(names: set[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(refused, dangerous): globals outside ALLOWED (dangerous first), and those picklescan
+    calls dangerous."""
+    refused = names - ALLOWED
+    dangerous = {UNKNOWN, LONG_NAME} & refused
+    dangerous |= {n for n in refused if n.startswith("extension code")}
+    plain = sorted(refused - dangerous)
+    if plain:
+        from picklescan import scanner  # imported only when something is refused
+
+        for name in plain:
+            module, _, attr = name.rpartition(".")
+            result = scanner.scan_pickle_bytes(
+                io.BytesIO(_stack_global(module, attr)), "-", multiple_pickles=False
+            )
+            if any(g.safety == scanner.SafetyLevel.Dangerous for g in result.globals):
+                dangerous.add(name)
+    ordered = sorted(refused, key=lambda g: (g not in dangerous, g))
+    return tuple(ordered), tuple(sorted(dangerous))
+
+
+def _stack_global(module: str, attr: str) -> bytes:
+    """A protocol-4 pickle importing module.attr (any characters), for picklescan to judge."""
+
+    def unicode(s: str) -> bytes:
+        data = s.encode("utf-8", "surrogatepass")
+        return b"\x8d" + struct.pack("<Q", len(data)) + data
+
+    return b"\x80\x04" + unicode(module) + unicode(attr) + b"\x93."

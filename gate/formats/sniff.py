@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 
@@ -16,6 +15,11 @@ WEIGHT_SUFFIXES = frozenset(
 )  # fmt: skip
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".nemo"})
 SNIFF_BYTES = 16
+# Structures found by formats.loaders that mark a file as weights whatever its name.
+WEIGHT_STRUCTURES = {
+    "safetensors": "safetensors", "gguf": "gguf", "hdf5": "hdf5", "tflite": "tflite",
+    "npy": "numpy",
+}  # fmt: skip
 _BY_SUFFIX = {
     ".safetensors": "safetensors",
     ".gguf": "gguf",
@@ -59,40 +63,3 @@ def sniff(prefix: bytes, path: str, size: int) -> str:
         # Unknown bytes under a pickle-family name: treat as pickle (protocol 0/1 has no magic).
         return "pickle"
     return _BY_SUFFIX.get(suffix, "other")
-
-
-def content_format(path: str) -> str | None:
-    """The weight format a file's bytes reveal whatever its name, or None for other files.
-
-    Used to find weight files hidden under innocent names (`weights.dat`); only magic numbers
-    count here, never the extension.
-    """
-    from gate import paths
-
-    try:
-        with paths.open_regular(path) as f:
-            size = os.fstat(f.fileno()).st_size
-            prefix = f.read(SNIFF_BYTES) or b""
-    except OSError:
-        return None
-    if prefix.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "pickle" if _zip_holds_pickle(path) else None
-    fmt = sniff(prefix, "", size)
-    return None if fmt == "other" else fmt
-
-
-def _zip_holds_pickle(path: str) -> bool:
-    import zipfile
-
-    from gate import paths
-    from gate.formats import zips
-
-    try:
-        with paths.open_regular(path) as raw, io.BufferedReader(raw) as f:
-            if zips.too_many_entries(f) is not None:
-                return True  # unreadable or oversized: treated as a checkpoint (fail closed)
-            with zipfile.ZipFile(f) as archive:
-                names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, NotImplementedError):
-        return True  # an unreadable zip in a model repository is treated as a pickle: fail closed
-    return any(n.endswith((".pkl", ".pickle")) for n in names)

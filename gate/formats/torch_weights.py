@@ -1,6 +1,6 @@
 """Tensors from an allowed torch checkpoint, for lineage; needs the `torch` extra.
 
-Safety: called only for files whose static scan passed (pickles.PickleScan.ok), and even then
+Safety: called only for files whose static scan passed (exposure.PickleScan.ok), and even then
 through `torch.load(weights_only=True)`, torch's restricted unpickler that refuses every global
 outside tensor and container types. Zip checkpoints are memory-mapped, so memory stays bounded by
 the tensor being digested; legacy (non-zip) files cannot be mapped and are loaded whole.
@@ -12,7 +12,8 @@ from typing import Any
 
 import blake3
 
-from gate.formats.pickles import PickleScan
+from gate.formats.exposure import PickleScan
+from gate.formats.pickles import ALLOWED
 from gate.hashing import TensorDigest
 
 _DTYPES = {
@@ -20,6 +21,18 @@ _DTYPES = {
     "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
     "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
 }  # fmt: skip
+
+
+# The part of the scan's allowlist that torch.load(weights_only=True) accepts too: a checkpoint
+# importing only these that torch refuses is a disagreement between the two readers.
+TORCH_READS = frozenset(g for g in ALLOWED if g.startswith("torch.")) | {"collections.OrderedDict"}
+
+
+def disagrees(scan: PickleScan) -> bool:
+    """Whether torch refusing this scanned pickle means the two readers disagree: it is a torch
+    object graph and imports nothing torch's restricted loader lacks."""
+    torch_graph = any(g.startswith("torch.") for g in scan.globals)
+    return torch_graph and set(scan.globals) <= TORCH_READS
 
 
 class TorchUnavailable(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gate.formats import pickles
+from gate.formats import exposure, loaders
 from tests.helpers import HEAD, artifact_yaml, check, errors, manifest
 
 torch = pytest.importorskip("torch")  # .ci/run installs torch==2.13.0
@@ -76,7 +76,7 @@ def test_hostile_pickles_are_named_and_never_run(tmp_path: Path, kind: str, atta
     marker = tmp_path / "pwned"
     obj, global_name = payloads(marker)[attack]
     path = build(kind, obj, tmp_path / "model.safetensors")  # renamed: content decides
-    result = pickles.scan(str(path), "model.safetensors")
+    result = loaders.scan(str(path), "model.safetensors")
     assert not result.ok
     # Protocols 0-2 use Python 2 spellings: `__builtin__.exec`, `commands.call`.
     spelled = {
@@ -116,7 +116,7 @@ def test_benign_checkpoints_pass_when_pickles_are_allowed(tmp_path: Path) -> Non
     (tmp_path / "arr.pkl").write_bytes(pickle.dumps(np.arange(5), protocol=2))
     names = ["pytorch_model.bin", "legacy.pt", "bf16.pt", "a.npy", "b.npz", "arr.pkl"]
     for name in names:
-        result = pickles.scan(str(tmp_path / name), name)
+        result = loaders.scan(str(tmp_path / name), name)
         assert result.ok, (name, result)
     manifest(
         tmp_path,
@@ -130,14 +130,14 @@ def test_benign_checkpoints_pass_when_pickles_are_allowed(tmp_path: Path) -> Non
     [
         (pickle.dumps({"a": 1}, protocol=2)[:-3], "not a valid pickle"),
         (pickle.dumps({"a": 1}, protocol=2) + b"trailing", "not a valid pickle"),
-        (b"PK\x03\x04" + b"\0" * 40, "unreadable zip"),
+        (b"PK\x03\x04" + b"\0" * 40, "unreadable or ambiguous zip"),
         (b"\x80\x02" + b"\xff" * 20, "not a valid pickle"),
     ],
 )
 def test_unscannable_files_fail_closed(tmp_path: Path, content: bytes, why: str) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(content)
-    result = pickles.scan(str(path), "x.bin")
+    result = loaders.scan(str(path), "x.bin")
     assert not result.ok
     assert why in (result.error or "")
 
@@ -150,7 +150,7 @@ def test_zip_nesting_is_bounded(tmp_path: Path) -> None:
             z.writestr(f"level{depth}.pkl" if depth == 0 else f"level{depth}.zip", data)
         data = buf.getvalue()
     (tmp_path / "deep.bin").write_bytes(data)
-    result = pickles.scan(str(tmp_path / "deep.bin"), "deep.bin")
+    result = loaders.scan(str(tmp_path / "deep.bin"), "deep.bin")
     assert "nested deeper" in (result.error or "")
 
 
@@ -163,7 +163,7 @@ def test_zip_entry_lying_about_its_size(tmp_path: Path) -> None:
     cd = raw.rfind(b"PK\x01\x02")
     raw[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
     (tmp_path / "bomb.bin").write_bytes(bytes(raw))
-    result = pickles.scan(str(tmp_path / "bomb.bin"), "bomb.bin")
+    result = loaders.scan(str(tmp_path / "bomb.bin"), "bomb.bin")
     assert not result.ok
 
 
@@ -209,7 +209,7 @@ def test_without_torch_lineage_says_not_checked(
 def test_loader_refuses_unscanned_or_failed_scans(tmp_path: Path) -> None:
     from gate.formats import torch_weights
 
-    bad = pickles.PickleScan(("posix.system",), ("posix.system",), ("posix.system",))
+    bad = exposure.PickleScan(("posix.system",), ("posix.system",), ("posix.system",))
     with pytest.raises(ValueError, match="refusing"):
         torch_weights.tensor_digests(str(tmp_path / "x"), bad)
 
@@ -222,7 +222,7 @@ def test_torch_digests_match_safetensors_digests(tmp_path: Path) -> None:
     data = tensors(seed=3)
     st_path = write_st(tmp_path / "m.safetensors", data)
     torch.save({k: torch.from_numpy(v) for k, v in data.items()}, tmp_path / "m.bin")
-    scan = pickles.scan(str(tmp_path / "m.bin"), "m.bin")
+    scan = loaders.scan(str(tmp_path / "m.bin"), "m.bin")
     from_torch = {t.name: t for t in torch_weights.tensor_digests(str(tmp_path / "m.bin"), scan)}
     from_st = {t.name: t for t in hashing.scan(str(st_path)).tensors or ()}
     assert from_torch == from_st
@@ -247,7 +247,7 @@ def test_lying_length_fields_cost_no_memory(tmp_path: Path) -> None:
     path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 80_000_000) + b"abc")
     tracemalloc.start()
     try:
-        result = pickles.scan(str(path), "lie.pkl")
+        result = loaders.scan(str(path), "lie.pkl")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -5,7 +5,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from gate.formats import pickles, sniff, zips
+from gate.formats import loaders, zips
 
 
 def archive(n: int) -> bytes:
@@ -34,12 +34,13 @@ def test_zip64_claims_are_read_and_refused_before_parsing(tmp_path: Path) -> Non
     assert zips.declared_entries(io.BytesIO(data)) == 10**9
     path = tmp_path / "model.bin"
     path.write_bytes(data)
-    result = pickles.scan(str(path), "model.bin")
+    result = loaders.scan(str(path), "model.bin")
     assert "declares 1000000000 entries" in (result.error or "")
-    assert sniff.content_format(str(path)) == "pickle"  # fail closed: treated as a checkpoint
+    assert result.pickle and result.executable  # fail closed: treated as a checkpoint
 
 
 def test_ordinary_document_zip_is_not_a_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "docs.zip"
     path.write_bytes(archive(5))
-    assert sniff.content_format(str(path)) is None
+    result = loaders.scan(str(path), "docs.zip")
+    assert (result.pickle, result.structure, result.error) == (False, "zip", None)

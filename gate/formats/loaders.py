@@ -1,0 +1,381 @@
+"""What common loaders would unpickle in a file, whatever its name says: every interpretation.
+
+A file is read the way each loader in the threat model reads it, and never loaded:
+- `pickle.load`, and `numpy.load(allow_pickle=True)` on anything that is not .npy/.npz: pickle
+  opcodes from byte 0 (protocol 0 and 1 have no magic number);
+- `torch.load(weights_only=False)`: a zip archive (its pickles), else a legacy tar archive
+  (refused: its members interleave pickles and raw bytes), else up to five pickles from byte 0;
+- `numpy.load(allow_pickle=True)`: a .npy whose dtype holds objects (a pickle after the header),
+  a zip of them (.npz);
+- `joblib.load`: the file, or the file decompressed (zlib, gzip, bz2, xz, lzma, the old `ZF`
+  format; lz4 cannot be decompressed here, so it is refused).
+Archives are entered (zip entries and tar members are read as pickles too, as `pandas` reads a
+single-member archive), to MAX_DEPTH. A file is pickle-family when some loader would unpickle a
+value from it; it is executable when that would import a global outside the allowlist, or when
+what a loader would read could not be read completely (fail closed). A file that is both another
+format and a pickle that imports something is a polyglot: loaders would disagree about it.
+"""
+
+from __future__ import annotations
+
+import bz2
+import dataclasses
+import gzip
+import io
+import lzma
+import os
+import zlib
+from typing import Any, BinaryIO, cast
+
+from gate import paths
+from gate.errors import FormatError
+from gate.formats import npy, pickles, sniff, tars, zips
+from gate.formats.exposure import Kind, PickleScan
+from gate.formats.pickles import MAX_PICKLE_BYTES, Walk
+
+MAX_DEPTH = 2  # archives inside archives
+MAX_LEADING_PICKLES = 5  # legacy torch files: magic, protocol, sys info, data, storage keys
+_ZIP = (b"PK\x03\x04", b"PK\x05\x06")
+_JOBLIB_ZF_HEADER = 2 + 19  # b"ZF" + the length in hex, padded (joblib's _MAX_LEN)
+# joblib's compressor prefixes (joblib/compressor.py), checked in its order.
+_COMPRESSED = (
+    (b"ZF", "joblib zlib (old ZF format)"),
+    (b"\x78", "zlib"),
+    (b"\x1f\x8b", "gzip"),
+    (b"BZ", "bz2"),
+    (b"\x5d\x00", "lzma"),
+    (b"\xfd7zXZ", "xz"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+)
+
+
+@dataclasses.dataclass
+class _Found:
+    imports: set[str] = dataclasses.field(default_factory=set)
+    errors: list[str] = dataclasses.field(default_factory=list)
+    risks: list[str] = dataclasses.field(default_factory=list)  # errors where code could run
+    loads: list[str] = dataclasses.field(default_factory=list)
+    pickle: bool = False
+
+    def fail(self, where: str, message: str, *, risk: bool = True) -> None:
+        """Record what could not be read; risk: a loader would run what could not be followed."""
+        text = f"{where}: {message}" if where else message
+        self.errors.append(text)
+        if risk:
+            self.risks.append(text)
+            self.pickle = True
+
+
+def scan(path: str, name: str | None = None) -> PickleScan:
+    """Every pickle a common loader could read in the file at path; name: its name in the
+    repository (a pickle-family suffix makes unreadable content an error, not a non-pickle)."""
+    named = os.path.splitext(name or path)[1].lower() in sniff.PICKLE_SUFFIXES
+    with paths.open_regular(path) as raw, io.BufferedReader(raw) as f:
+        size = os.fstat(raw.fileno()).st_size
+        return scan_stream(f, size, named)
+
+
+def scan_stream(f: BinaryIO, size: int, named: bool = False) -> PickleScan:
+    """The same, for an open seekable stream of `size` bytes."""
+    found = _Found()
+    f.seek(0)
+    head = f.read(16)
+    outer = _structure(head, size)
+    inner = _inner(f, head, size, "", found, 0)
+    structure = outer or inner
+    expect = (named and structure is None) or _magic(head)
+    raw = _raw(f, size, "", found, expect=expect)
+    if raw != "none":
+        found.loads.insert(0, "pickle.load, joblib.load and torch.load: the file itself")
+    if raw == "code" or (raw == "data" and structure is None) or (expect and raw == "none"):
+        found.pickle = True
+    refused, dangerous = pickles.classify(found.imports)
+    return PickleScan(
+        globals=tuple(sorted(found.imports)),
+        refused=refused,
+        dangerous=dangerous,
+        error="; ".join(dict.fromkeys(found.errors)) or None,
+        risk="; ".join(dict.fromkeys(found.risks)) or None,
+        loads=tuple(dict.fromkeys(found.loads)),
+        raw=raw,
+        structure=structure,
+        pickle=found.pickle,
+    )
+
+
+def _magic(head: bytes) -> bool:
+    """The protocol 2+ pickle header (what sniffing calls a pickle)."""
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+
+
+def _structure(head: bytes, size: int) -> str | None:
+    """A format the first bytes announce other than pickle (archives are found by _inner)."""
+    if head.startswith(b"GGUF"):
+        return "gguf"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if head[4:8] == b"TFL3":
+        return "tflite"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    return None
+
+
+def _raw(f: BinaryIO, size: int, where: str, found: _Found, *, expect: bool) -> Kind:
+    """Pickles from byte 0, as pickle.load (the first) and legacy torch.load (up to five) read
+    them. expect: the stream should be a pickle (magic byte or name): unreadable is an error."""
+    walks: list[Walk] = []
+    start = 0
+    while len(walks) < MAX_LEADING_PICKLES and start < size:
+        w = pickles.walk(f, start, size)
+        walks.append(w)
+        if not w.complete:
+            break
+        start = w.end
+    kinds = [w.kind for w in walks]
+    kind: Kind = "code" if "code" in kinds else "data" if "data" in kinds else "none"
+    for w in walks:
+        found.imports.update(w.imports)
+    last = walks[-1] if walks else None
+    # Fail closed: a stream that imports something and then breaks (or hits a cap) is a risk;
+    # a stream that should be a pickle and is not one whole pickle (or five) is invalid.
+    if last is not None and not last.complete and last.kind == "code":
+        found.fail(where, f"a pickle that cannot be followed to its end ({last.error})")
+    elif expect and (last is None or not last.complete):
+        reason = last.error if last is not None else "the file is empty"
+        found.fail(where, f"not a valid pickle ({reason})", risk=False)
+    return kind
+
+
+def _inner(
+    f: BinaryIO, head: bytes, size: int, where: str, found: _Found, depth: int
+) -> str | None:
+    """Archives, arrays and compressed streams: what loaders read inside them."""
+    if head.startswith(_ZIP):
+        _zip(f, where, found, depth)
+        return "zip"
+    if head.startswith(npy.MAGIC):
+        _npy(f, size, where, found)
+        return "npy"
+    try:
+        listed = tars.members(f)
+    except FormatError as e:
+        found.fail(where, e.message)
+        return "tar"
+    if listed is not None:
+        _tar(f, listed, where, found, depth)
+        return "tar"
+    for prefix, kind in _COMPRESSED:
+        if head.startswith(prefix):
+            return _compressed(f, kind, where, found)
+    return None
+
+
+def _zip(f: BinaryIO, where: str, found: _Found, depth: int) -> None:
+    try:
+        entries = zips.layout(f)
+    except FormatError as e:  # torch.load would open it: fail closed
+        found.fail(where, f"unreadable or ambiguous zip archive ({e.message})")
+        return
+    import zipfile  # after zips.layout: zipfile now sees exactly these entries
+
+    f.seek(0)
+    files = [entry for entry in entries if not entry.is_dir]
+    with zipfile.ZipFile(f) as archive:
+        for entry in files:
+            with archive.open(entry.name) as member:
+                inner = f"{where}:{entry.name}" if where else entry.name
+                stream = cast("BinaryIO", member)
+                _entry(stream, entry, inner, found, depth, only=len(files) == 1)
+
+
+def _entry(
+    member: BinaryIO, e: zips.Entry, inner: str, found: _Found, depth: int, *, only: bool
+) -> None:
+    """A zip entry as loaders read it: torch unpickles `*.pkl` entries (its `data/N` storages
+    are raw bytes), numpy reads `.npy` entries, nested archives are entered, and the one file
+    of a single-file archive is read as a pickle (pandas.read_pickle does)."""
+    head = member.read(16)
+    member.seek(0)
+    if head.startswith(_ZIP):
+        if depth + 1 >= MAX_DEPTH or e.size > MAX_PICKLE_BYTES:
+            found.fail(inner, f"archives nested deeper than {MAX_DEPTH} (or over the size limit)")
+            return
+        data = member.read(MAX_PICKLE_BYTES + 1)
+        if len(data) != e.size:
+            found.fail(inner, "its size differs from the directory's")
+            return
+        _zip(io.BytesIO(data), inner, found, depth + 1)
+        return
+    if head.startswith(npy.MAGIC):
+        _npy(member, e.size, inner, found)
+        return
+    pickled = e.name.endswith((".pkl", ".pickle"))
+    if not (pickled or only):
+        return
+    kind = _raw(member, e.size, inner, found, expect=pickled)
+    if kind == "code" or pickled:
+        found.pickle = True
+        found.loads.append(f"torch.load: zip entry {inner}" if pickled else f"pickle.load: {inner}")
+
+
+def _npy(f: BinaryIO, size: int, where: str, found: _Found) -> None:
+    try:
+        offset, descr = npy.header(f)
+    except FormatError as e:  # numpy.load parses some headers more leniently: fail closed
+        found.fail(where, e.message)
+        return
+    if not npy.has_objects(descr):
+        return
+    w = pickles.walk(f, offset, size)
+    found.imports.update(w.imports)
+    if w.kind == "none":
+        return  # numpy.load's pickle.load fails at once: nothing runs
+    found.pickle = True
+    found.loads.append(f"numpy.load: object array{_at(where)}")
+    if not w.complete:
+        found.fail(where, f"object array: a pickle that cannot be followed ({w.error})")
+
+
+def _tar(
+    f: BinaryIO, members: tuple[tars.Member, ...], where: str, found: _Found, depth: int
+) -> None:
+    torch_names = sorted({m.name for m in members} & tars.TORCH_MEMBERS)
+    if torch_names:
+        found.loads.append(f"torch.load: legacy tar checkpoint{_at(where)}")
+        found.fail(
+            where,
+            f"legacy torch tar checkpoint (members {', '.join(torch_names)}): torch unpickles"
+            " them between raw storage bytes, which no static scan can follow; refused in every"
+            " policy",
+        )
+        return
+    files = [m for m in members if m.regular and m.size]
+    if len(files) != 1:
+        return  # only a single-file archive is read as a pickle (pandas.read_pickle)
+    for m in files:
+        inner = f"{where}:{m.name}" if where else m.name
+        window = cast("BinaryIO", _Window(f, m.offset, m.size))
+        if _raw(window, m.size, inner, found, expect=False) == "code":
+            found.pickle = True
+            found.loads.append(f"pickle.load: tar member {inner}")
+
+
+def _compressed(f: BinaryIO, kind: str, where: str, found: _Found) -> str | None:
+    """joblib.load decompresses by magic number, then unpickles."""
+    if kind == "lz4":
+        found.loads.append(f"joblib.load: lz4{_at(where)}")
+        found.fail(where, "lz4-compressed: joblib.load would decompress and unpickle it; lz4"
+                          " cannot be read here, so it is refused")  # fmt: skip
+        return kind
+    f.seek(0)
+    stream = _decompressing(f, kind)
+    w = pickles.walk(stream, 0, 1 << 62)
+    found.imports.update(w.imports)
+    if w.kind == "none":  # not a pickle inside (or not compressed at all): joblib.load fails
+        return kind if w.end > 0 else None
+    found.pickle = True
+    found.loads.append(f"joblib.load: {kind}-compressed pickle{_at(where)}")
+    if not w.complete:
+        found.fail(where, f"{kind}-compressed pickle that cannot be followed ({w.error})")
+    return kind
+
+
+def _decompressing(f: BinaryIO, kind: str) -> BinaryIO:
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        return bz2.BZ2File(f)  # type: ignore[return-value]
+    if kind in ("xz", "lzma"):
+        fmt = lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE
+        return lzma.LZMAFile(f, format=fmt)  # type: ignore[return-value]
+    if kind.startswith("joblib"):
+        f.seek(_JOBLIB_ZF_HEADER)
+        if f.read(1) != b" ":  # joblib <= 0.8.4 wrote one more space
+            f.seek(_JOBLIB_ZF_HEADER)
+    return _Inflate(f)  # type: ignore[return-value]
+
+
+class _Inflate:
+    """A zlib stream read forward like a file; a broken stream ends it (the walk then sees the
+    data end). Only read, readline and tell: the walk never seeks backwards."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.z: Any = zlib.decompressobj()
+        self.pending = b""
+        self.tail = b""
+        self.pos = 0
+        self.done = False
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset != self.pos:
+            raise OSError("a zlib stream is read forward only")
+        return self.pos
+
+    def _fill(self, want: int) -> None:
+        while len(self.pending) < want and not self.done:
+            data = self.tail or self.inner.read(1 << 16)
+            if not data:
+                self.done = True
+                break
+            try:
+                more = self.z.decompress(data, 1 << 20)  # bounded output per step (bombs)
+            except zlib.error:
+                self.done = True
+                break
+            self.tail = self.z.unconsumed_tail
+            self.pending += more
+            self.done = self.z.eof
+
+    def read(self, n: int = -1) -> bytes:
+        self._fill(n)
+        out, self.pending = self.pending[:n], self.pending[n:]
+        self.pos += len(out)
+        return out
+
+    def readline(self, limit: int = -1) -> bytes:
+        while b"\n" not in self.pending and len(self.pending) < limit and not self.done:
+            self._fill(len(self.pending) + (1 << 16))
+        end = self.pending.find(b"\n")
+        n = min(limit, end + 1 if end >= 0 else len(self.pending))
+        return self.read(n)
+
+
+class _Window(io.RawIOBase):
+    """A byte range of a stream as a stream of its own (a tar member's data)."""
+
+    def __init__(self, inner: BinaryIO, start: int, length: int) -> None:
+        self.inner = inner
+        self.start = start
+        self.length = length
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = max(0, min(len(b), self.length - self.pos))
+        self.inner.seek(self.start + self.pos)
+        data = self.inner.read(n)
+        b[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+def _at(where: str) -> str:
+    return f" ({where})" if where else ""
