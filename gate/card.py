@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from gate import paths
 from gate.positions import MAX_YAML_BYTES, Positions
+from gate.text import storable
 
 if TYPE_CHECKING:
     from gate.manifest import Memo
@@ -58,7 +59,7 @@ def _parse(block: str | None, rel: str, memo: Memo | None) -> Card | None:
             keys={k: (line + 1, col) for k, (line, col) in pos.keys.items()},
             values={k: (line + 1, col) for k, (line, col) in pos.values.items()},
         )  # the block starts on the card's second line, after `---`
-        card = Card(rel, yamlio.to_plain(doc), shifted)
+        card = Card(rel, _storable(yamlio.to_plain(doc)), shifted)
     if memo is not None:
         payload = (
             None if card is None else {"data": card.data, "positions": card.positions.to_json()}
@@ -88,6 +89,31 @@ def _front(data: bytes) -> str | None:
             block = "".join(lines[1:i])
             return block if len(block.encode()) <= MAX_YAML_BYTES else None
     return None
+
+
+def _storable(value: Any) -> Any:
+    """A card's values with lone surrogates escaped: a card is third-party text, reported
+    as it is, and a report must be valid Unicode."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(v) for v in value]
+    return value
+
+
+def strings(value: Any) -> tuple[list[str], bool]:
+    """A card field that is a string or a list of strings (`base_model`), as a list, and
+    whether anything else was there (a number, a mapping ...)."""
+    if value is None:
+        return [], False
+    if isinstance(value, str):
+        return [value], False
+    if isinstance(value, list):
+        found = [v for v in value if isinstance(v, str)]
+        return found, len(found) != len(value)
+    return [], True
 
 
 def front_matter(root: str, rel: str) -> dict[str, Any] | None:

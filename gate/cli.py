@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TextIO, cast, get_args
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast, get_args
 
 import click
 
@@ -17,6 +19,7 @@ from gate import __version__
 from gate.errors import ExitCode, GateError
 from gate.findings import FailOn
 from gate.reporters import FORMATS  # light: the reporter modules themselves load lazily
+from gate.text import no_commands, visible
 
 if TYPE_CHECKING:
     from gate.findings import Report
@@ -175,7 +178,7 @@ def _render(
     use_color = color if color is not None else (output is None and sys.stdout.isatty())
     options = reporters.ReporterOptions(color=use_color, workspace=workspace)
     text = reporters.get(fmt, options).render(report)
-    _emit(text, output)
+    _emit(text, output, commands=fmt == "github")
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if fmt == "github" and summary_file:
         summary = reporters.get("markdown", options).render(report)
@@ -312,9 +315,15 @@ def lineage(
     return int(ExitCode.PASS)
 
 
-def _emit(text: str, output: str | None) -> None:
+def _emit(text: str, output: str | None, commands: bool = False) -> None:
+    """Write a rendered report; commands: it is the GitHub reporter's, whose annotation lines
+    must reach the runner (their data is escaped there), so it bypasses the output guard."""
     if output is None:
-        click.echo(text, nl=False)
+        if commands and _GUARD.raw is not None:
+            _GUARD.raw.write(text)
+            _GUARD.raw.flush()
+        else:
+            click.echo(text, nl=False)
         return
     from gate.paths import atomic_write
 
@@ -436,14 +445,100 @@ class ProgressBar:
                 self.visible = False
 
 
+class _LineGuard(io.RawIOBase):
+    """A binary stream that passes whole lines on with workflow commands neutralised
+    (text.no_commands): whatever prints to the step's output while the gate runs (a message
+    naming a file, a library's warning quoting a model card) cannot command the CI runner."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+        self.pending = b""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self.pending += data
+        if b"\n" in self.pending:
+            done, _, self.pending = self.pending.rpartition(b"\n")
+            self._out(done + b"\n")
+        return len(data)
+
+    def flush(self) -> None:
+        if self.pending:  # a partial line (a progress bar): neutralised as it stands
+            self._out(self.pending)
+            self.pending = b""
+        self.inner.flush()
+
+    def _out(self, data: bytes) -> None:
+        text = data.decode("utf-8", "surrogateescape")
+        self.inner.write(no_commands(text).encode("utf-8", "surrogateescape"))
+
+
+class _Guard:
+    raw: TextIO | None = None  # the real standard output while guarded (for annotations)
+
+
+_GUARD = _Guard()
+
+
+@contextlib.contextmanager
+def _guarded_output() -> Iterator[None]:
+    """Standard output and error through _LineGuard; library warnings silenced unless
+    PROVENANCE_GATE_DEBUG is set (they may quote attacker text and say nothing to users)."""
+    saved = sys.stdout, sys.stderr
+    wrapped: list[Any] = []
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        buffer = getattr(stream, "buffer", None)
+        if buffer is None:
+            continue
+        stream.flush()
+        wrapper: Any = io.TextIOWrapper(
+            _LineGuard(buffer),
+            encoding="utf-8",
+            errors="backslashreplace",
+            line_buffering=True,
+            write_through=True,
+        )
+        wrapped.append(wrapper)
+        setattr(sys, name, wrapper)
+    _GUARD.raw = saved[0]
+    try:
+        with warnings.catch_warnings():
+            if not os.environ.get("PROVENANCE_GATE_DEBUG"):
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        for done in wrapped:
+            with contextlib.suppress(Exception):
+                done.flush()
+                done.detach()
+        sys.stdout, sys.stderr = saved
+        _GUARD.raw = None
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: the one place that turns errors into messages and exit codes."""
+    """Entry point: output guarded (see _guarded_output), then run."""
+    with _guarded_output():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    """The one place that turns errors into messages and exit codes."""
     try:
         rv = cli.main(args=argv, prog_name="provenance-gate", standalone_mode=False)
     except GateError as e:
-        click.echo(f"provenance-gate: error: {e}", err=True)
+        click.echo(f"provenance-gate: error: {visible(str(e))}", err=True)
         if e.hint:
-            click.echo(f"  hint: {e.hint}", err=True)
+            click.echo(f"  hint: {visible(e.hint)}", err=True)
         return int(e.exit_code)
     except click.exceptions.Abort:
         click.echo("provenance-gate: interrupted", err=True)
@@ -455,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("provenance-gate: interrupted", err=True)
         return int(ExitCode.INTERRUPTED)
     except Exception as e:  # a bug: say so, with enough to file an issue, but no traceback
-        click.echo(f"provenance-gate: internal error: {type(e).__name__}: {e}", err=True)
+        click.echo(
+            f"provenance-gate: internal error: {type(e).__name__}: {visible(str(e))}", err=True
+        )
         click.echo(
             "  hint: this is a bug in provenance-gate; please report it"
             " (PROVENANCE_GATE_DEBUG=1 shows the traceback)",

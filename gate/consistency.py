@@ -5,6 +5,7 @@ folder's card, or a Hub base's card at its pinned commit (which wins when they d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -112,6 +113,14 @@ class _Checker:
     # ------------------------------------------------------------------ the card
     def card_agreement(self) -> None:
         m, c = self.m, self.card
+        _, escape = paths.resolve_inside(self.root, m.card)
+        if c is None and escape is not None and os.path.lexists(os.path.join(self.root, m.card)):
+            self.out.append(rules.make(
+                "PG202", f"model card {m.card}: {escape}; not read",
+                self.at("model", "card"), declared=m.card, found=escape,
+                hint="commit the model card itself in the repository, not a link to it",
+            ))  # fmt: skip
+            return
         if c is None:
             self.out.append(rules.make(
                 "PG601", f"model card {m.card} not found, or without readable YAML front matter:"
@@ -144,7 +153,17 @@ class _Checker:
     def card_bases(self, c: card.Card) -> None:
         m = self.m
         raw = c.data.get("base_model")
-        theirs = [raw] if isinstance(raw, str) else [x for x in raw or [] if isinstance(x, str)]
+        theirs, malformed = card.strings(raw)
+        if malformed:
+            self.out.append(rules.make(
+                "PG602",
+                f"{m.card}:{c.line('base_model')}: `base_model` must be a Hub id or a list of"
+                f" them; it holds {json.dumps(raw, default=str)[:200]}",
+                self.at("base_models") if m.base_models else self.at("model", "origin"),
+                declared=", ".join(b.name for b in m.base_models) or f"origin: {m.origin}",
+                found=f"base_model: {json.dumps(raw, default=str)[:200]}",
+                hint="write the base models' Hub ids as strings in the card",
+            ))  # fmt: skip
         hub_ids = {b.id.lower(): i for i, b in enumerate(m.base_models) if b.id}
         card_ids = {t.lower() for t in theirs}
         missing = sorted(set(hub_ids) - card_ids)
@@ -187,6 +206,13 @@ class _Checker:
             return
         for name in LICENSE_FILES:
             real, escape = paths.resolve_inside(self.root, name)
+            if escape is not None and os.path.lexists(os.path.join(self.root, name)):
+                self.out.append(rules.make(
+                    "PG202", f"{name}: {escape}; not read", self.at("model", "license"),
+                    declared=name, found=escape,
+                    hint="commit the license text itself in the repository, not a link to it",
+                ))  # fmt: skip
+                continue
             if escape is not None or not os.path.isfile(real):
                 continue
             try:

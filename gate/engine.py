@@ -41,6 +41,15 @@ class Target:
         root = os.path.realpath(directory)
         path = os.path.abspath(manifest) if manifest else os.path.join(root, MANIFEST_NAME)
         real = os.path.realpath(path)
+        named = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        if paths.is_within(named, root) and not paths.is_within(real, root):
+            # Its values would be echoed into annotations and reports: never read through a link
+            # that leaves the repository (an explicit --manifest elsewhere is the user's choice).
+            raise ManifestError(
+                f"a symlink resolving outside the repository (to {real}); not read",
+                where=os.path.relpath(named, root),
+                hint="commit the manifest itself in the repository, not a link to it",
+            )
         display = os.path.relpath(real, root) if paths.is_within(real, root) else path
         return cls(root=root, manifest_path=path, manifest_display=display.replace(os.sep, "/"))
 
@@ -83,7 +92,9 @@ def check(
         return _report(target, problems, (), fail_on, manifest_invalid=True)
     findings: list[Finding] = []
     lock_file = lockfile.lock_path(target.manifest_path)
-    locked, lock_problem = lockfile.read(lock_file, _display(target, lock_file), scanner.cache)
+    locked, lock_problem = lockfile.read(
+        lock_file, _display(target, lock_file), scanner.cache, root=target.root
+    )
     if lock_problem is not None:
         findings.append(lock_problem)
 
@@ -212,8 +223,8 @@ def in_folders(rel: str, folders: tuple[str, ...]) -> bool:
 
 
 def _display(target: Target, path: str) -> str:
-    real = os.path.realpath(path)
-    return os.path.relpath(real, target.root) if paths.is_within(real, target.root) else path
+    named = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    return os.path.relpath(named, target.root) if paths.is_within(named, target.root) else path
 
 
 def _report(

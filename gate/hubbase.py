@@ -156,9 +156,8 @@ class HubBases:
         seen = {model.repo}
         while queue and len(seen) <= MAX_ANCESTORS:
             child, found = queue.pop(0)
-            parents = found.data.get("base_model") if found is not None else None
-            parents = [parents] if isinstance(parents, str) else parents or []
-            for repo in [p for p in parents if isinstance(p, str) and REPO_ID.match(p)]:
+            parents, _ = card.strings(found.data.get("base_model") if found is not None else None)
+            for repo in [p for p in parents if REPO_ID.match(p)]:
                 if repo in seen or len(seen) > MAX_ANCESTORS or self.hub is None:
                     continue
                 seen.add(repo)

@@ -8,7 +8,9 @@ import os
 from typing import Any
 
 from gate import __version__, paths, rules
+from gate.errors import FormatError
 from gate.findings import Finding, Location
+from gate.formats.safetensors import bounded_int
 from gate.hashing import FileScan, TensorDigest
 from gate.manifest import Memo
 
@@ -43,13 +45,20 @@ def _problem(display: str, message: str, line: int, col: int) -> Finding:
 
 
 def read(
-    path: str, display: str, memo: Memo | None = None
+    path: str, display: str, memo: Memo | None = None, root: str | None = None
 ) -> tuple[dict[str, LockedArtifact] | None, Finding | None]:
-    """Load a lock file; a missing file is (None, None), a bad one a PG104 finding."""
+    """Load a lock file; a missing file is (None, None), a bad one a PG104 finding. root: a lock
+    file in this repository that resolves outside it (a symlink) is refused, never read."""
 
     def bad(message: str, line: int = 1, col: int = 1) -> tuple[None, Finding]:
         return None, _problem(display, message, line, col)
 
+    named = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+    real = os.path.realpath(path)
+    if root is not None and paths.is_within(named, root) and not paths.is_within(real, root):
+        return bad(
+            f"the lock file is a symlink resolving outside the repository ({real}); not read"
+        )
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
@@ -73,13 +82,15 @@ def parse(
         return None, _problem(display, message, line, col)
 
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(data.decode("utf-8"), parse_int=bounded_int)
     except UnicodeDecodeError:
         return bad("lock file is not valid UTF-8")
     except json.JSONDecodeError as e:
         return bad(f"lock file is not valid JSON: {e.msg}", e.lineno, e.colno)
     except RecursionError:
         return bad("lock file is nested too deeply")
+    except FormatError as e:
+        return bad(f"lock file is not valid: {e.message}")
     if memo is None or memo.memo_get("lock", data) is None:
         problem = _schema_problem(doc)
         if problem is not None:

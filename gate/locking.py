@@ -97,7 +97,7 @@ def _lock_text(
     reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
     scanned = (scanner or Scanner()).scan_many(real for real, problem in reals if not problem)
     lock_file = lockfile.lock_path(target.manifest_path)
-    old, _ = lockfile.read(lock_file, lock_file)
+    old, _ = lockfile.read(lock_file, lock_file, root=target.root)
     changes = list(changes_before)
     findings: list[Finding] = []
     entries: dict[str, dict[str, Any]] = {}
@@ -258,8 +258,7 @@ def scaffold(root: str, pin: Callable[[str], str | None] | None = None) -> str:
     for key in ("license_name", "license_link"):
         if isinstance(fm.get(key), str) and fm[key]:
             lines.append(f"  {key}: {_q(fm[key])}")
-    bases = fm.get("base_model")
-    bases = [bases] if isinstance(bases, str) else [b for b in bases or [] if isinstance(b, str)]
+    bases, _ = card.strings(fm.get("base_model"))
     relation = fm.get("base_model_relation")
     if bases:
         lines.append("  origin: derived  # README.md front matter names a base_model")

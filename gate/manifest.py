@@ -11,6 +11,7 @@ from gate import paths, rules
 from gate.errors import ManifestError
 from gate.findings import Finding, Location
 from gate.positions import MAX_YAML_BYTES, Positions
+from gate.text import has_surrogates
 
 MANIFEST_NAME = "provenance.yaml"
 DEFAULT_FORMATS = ("safetensors", "gguf")
@@ -167,7 +168,7 @@ def validate(plain: Any, positions: Positions, display: str) -> list[Finding]:
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema())
-    out: list[Finding] = []
+    out: list[Finding] = _invalid_text(plain, (), positions, display)
     seen: set[tuple[int, int, str]] = set()
     for error in validator.iter_errors(plain):
         for path, message, value in _explain(error):
@@ -187,6 +188,33 @@ def validate(plain: Any, positions: Positions, display: str) -> list[Finding]:
                 )
             )
     out.sort(key=lambda f: (f.location.line, f.location.column))
+    return out
+
+
+def _invalid_text(
+    value: Any, path: tuple[str | int, ...], positions: Positions, display: str
+) -> list[Finding]:
+    """PG102 for strings that are not valid Unicode (YAML `\\ud800` escapes make lone
+    surrogates, which no path, license or report can carry)."""
+    if isinstance(value, str):
+        if not has_surrogates(value):
+            return []
+        line, col = positions.locate(path)
+        return [
+            rules.make(
+                "PG102",
+                f"{_dotted(path) or 'value'}: not valid Unicode (a lone surrogate)",
+                Location(display, line, col),
+                declared=value,
+                found="schema: a string must be valid Unicode",
+                hint="write the character itself, or remove the \\u escape",
+            )
+        ]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
+        value, list) else ()  # fmt: skip
+    out: list[Finding] = []
+    for key, item in items:
+        out += _invalid_text(item, (*path, key), positions, display)
     return out
 
 

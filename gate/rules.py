@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from gate.findings import Finding, Location, Severity
+from gate.text import storable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,13 +233,15 @@ def make(
 ) -> Finding:
     """Build a finding for a catalogued rule; unknown ids are a programming error."""
     rule = RULES[rule_id]
+    # Names from the repository may not be valid Unicode (file names that are not UTF-8,
+    # JSON surrogate escapes): a finding always is, so every report can be written.
     return Finding(
         rule=rule.id,
         severity=severity or rule.severity,
-        message=message,
-        location=location,
-        declared=None if declared is None else str(declared),
-        found=None if found is None else str(found),
-        hint=hint,
-        details=details,
+        message=storable(message),
+        location=dataclasses.replace(location, path=storable(location.path)),
+        declared=None if declared is None else storable(str(declared)),
+        found=None if found is None else storable(str(found)),
+        hint=None if hint is None else storable(hint),
+        details=tuple(storable(d) for d in details),
     )

@@ -13,6 +13,7 @@ import dataclasses
 import itertools
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from gate.errors import FormatError
@@ -68,18 +69,35 @@ class GgufHeader:
     data_start: int  # absolute file offset of the data section
 
 
+ReadAt = Callable[[int, int], bytes]  # (offset, length) -> bytes of the file
+
+
 class _Cursor:
-    def __init__(self, buf: bytes, file_size: int) -> None:
+    def __init__(self, buf: bytes, file_size: int, read_at: ReadAt | None = None) -> None:
         self.buf = buf
         self.file_size = file_size
+        self.read_at = read_at
         self.pos = 0
+
+    def ensure(self, end: int, what: str) -> None:
+        """Make buf reach `end`: read more of the file (doubling, so the whole parse reads each
+        byte about once), or raise NeedMore / FormatError."""
+        if end <= len(self.buf):
+            return
+        limit = min(self.file_size, MAX_HEADER_BYTES)
+        if end > limit:
+            raise FormatError(f"{what} at byte {self.pos} runs past the header limit or file")
+        if self.read_at is None:
+            raise NeedMore(what)
+        want = min(limit, max(end, 2 * len(self.buf), 1 << 16))
+        more = self.read_at(len(self.buf), want - len(self.buf))
+        self.buf += more
+        if len(self.buf) < end:
+            raise FormatError(f"the file ended inside the header (at byte {len(self.buf)})")
 
     def take(self, n: int, what: str) -> bytes:
         end = self.pos + n
-        if end > len(self.buf):
-            if end > min(self.file_size, MAX_HEADER_BYTES):
-                raise FormatError(f"{what} at byte {self.pos} runs past the header limit or file")
-            raise NeedMore(what)
+        self.ensure(end, what)
         out = self.buf[self.pos : end]
         self.pos = end
         return out
@@ -134,14 +152,16 @@ def _skip_strings(c: _Cursor, n: int, key: str) -> None:
     for _ in range(n):
         if pos + 8 > len(buf):
             c.pos = pos
-            c.take(8, f"string length in {key}")  # raises NeedMore or FormatError
+            c.ensure(pos + 8, f"string length in {key}")  # reads more, or raises
+            buf = c.buf
         (length,) = unpack("<Q", buf, pos)
         end = pos + 8 + length
         if length > MAX_STRING_BYTES or end > limit:
             raise FormatError(f"string of {length} bytes in {key} at byte {pos} cannot fit")
         if end > len(buf):
             c.pos = pos + 8
-            c.take(length, f"string in {key}")  # raises NeedMore
+            c.ensure(end, f"string in {key}")
+            buf = c.buf
         try:
             buf[pos + 8 : end].decode("utf-8")
         except UnicodeDecodeError:
@@ -150,13 +170,14 @@ def _skip_strings(c: _Cursor, n: int, key: str) -> None:
     c.pos = pos
 
 
-def parse_header(buf: bytes, file_size: int) -> GgufHeader:
+def parse_header(buf: bytes, file_size: int, read_at: ReadAt | None = None) -> GgufHeader:
     """Parse and validate a GGUF header from the file's first bytes.
 
-    Raises NeedMore when buf ends inside the header (call again with more bytes) and FormatError
-    when the header is invalid.
+    With read_at, more of the file is read as the parse needs it (one pass). Without it, raises
+    NeedMore when buf ends inside the header (call again with more bytes). FormatError when the
+    header is invalid.
     """
-    c = _Cursor(buf, file_size)
+    c = _Cursor(buf, file_size, read_at)
     if c.take(4, "magic") != b"GGUF":
         raise FormatError("not a GGUF file (bad magic)")
     version = c.unpack("<I", "version")

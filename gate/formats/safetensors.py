@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import struct
 from typing import Any
 
@@ -17,6 +16,11 @@ from gate.errors import FormatError
 
 # Same cap as the reference implementation, so every file it accepts is accepted here.
 MAX_HEADER_BYTES = 100_000_000
+# The reference implementation has no tensor cap; the gate keeps a record per tensor, so a
+# 100 MB header of zero-size tensors (~1.5M) would cost gigabytes. The largest single-file
+# checkpoints hold ~100k tensors (mixtures of hundreds of experts).
+MAX_TENSORS = 131_072
+MAX_INT_DIGITS = 20  # u64: offsets and dimensions never need more
 DTYPE_BITS: dict[str, int] = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
     "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
@@ -61,23 +65,49 @@ def header_length(first8: bytes, file_size: int) -> int:
     return int(n)
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise FormatError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def _reject_constant(name: str) -> None:
     raise FormatError(f"non-JSON number {name}")
 
 
-def strict_json(text: str) -> Any:
-    """Parse untrusted JSON: duplicate keys and NaN/Infinity are FormatErrors, like bad syntax."""
+def bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:  # before int(): thousands of digits cost seconds
+        raise FormatError(f"an integer of {len(digits)} digits")
+    return int(digits)
+
+
+def valid_text(s: str) -> bool:
+    """Whether a string is valid Unicode: JSON `\\ud800` escapes can make lone surrogates,
+    which the reference parser refuses and no UTF-8 output can carry."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def strict_json(text: str, max_objects: int | None = None) -> Any:
+    """Parse untrusted JSON: duplicate keys, NaN/Infinity, integers of over 20 digits, lone
+    surrogates in keys, and more than max_objects objects are FormatErrors, like bad syntax."""
+    count = [0]
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        count[0] += 1
+        if max_objects is not None and count[0] > max_objects:
+            raise FormatError(f"more than {max_objects} JSON objects")
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise FormatError(f"duplicate key {k!r}")
+            if not valid_text(k):
+                shown = k.encode("utf-8", "backslashreplace").decode()
+                raise FormatError(f"a key that is not valid Unicode: {shown}")
+            out[k] = v
+        return out
+
+    try:
+        return json.loads(
+            text, object_pairs_hook=pairs, parse_constant=_reject_constant, parse_int=bounded_int
+        )
     except json.JSONDecodeError as e:
         raise FormatError(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except RecursionError:
@@ -92,8 +122,8 @@ def parse_header(raw: bytes, file_size: int) -> Header:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"header is not valid UTF-8 (byte {8 + e.start})") from None
-    try:
-        doc = strict_json(text.rstrip(" "))  # the format pads the header with spaces
+    try:  # the format pads the header with spaces; one object per tensor, and the header
+        doc = strict_json(text.rstrip(" "), max_objects=MAX_TENSORS + 2)
     except FormatError as e:
         raise FormatError(f"header: {e.message}") from None
     if not isinstance(doc, dict):
@@ -104,6 +134,8 @@ def parse_header(raw: bytes, file_size: int) -> Header:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise FormatError("__metadata__ must map strings to strings")
+    if not all(valid_text(v) for v in metadata.values()):
+        raise FormatError("__metadata__ holds a value that is not valid Unicode")
     tensors = sorted(
         (_entry(name, entry, data_len) for name, entry in doc.items()),
         key=lambda t: (t.begin, t.end),
@@ -140,13 +172,28 @@ def _entry(name: str, entry: Any, data_len: int) -> TensorInfo:
     begin, end = offsets
     if end > data_len:
         raise FormatError(f"tensor {name!r} ends at {end}, past the {data_len}-byte data section")
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
-    if bits % 8 or bits // 8 != end - begin:
+    span = end - begin
+    bits = _bits(shape, DTYPE_BITS[dtype], 8 * span)
+    if bits is None or bits % 8 or bits // 8 != span:
+        needs = "more bytes than the file holds" if bits is None else f"{bits / 8:g} bytes"
         raise FormatError(
-            f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes but its offsets span"
-            f" {end - begin}"
+            f"tensor {name!r}: {dtype} of {len(shape)} dimensions needs {needs} but its offsets"
+            f" span {span}"
         )
     return TensorInfo(name, dtype, tuple(shape), begin, end)
+
+
+def _bits(shape: list[int], element_bits: int, limit: int) -> int | None:
+    """Bits of a tensor, or None once the product passes limit: one dimension at a time, so a
+    shape of many huge dimensions costs linear time and never builds a huge number."""
+    if 0 in shape:
+        return 0
+    total = element_bits
+    for d in shape:
+        total *= d
+        if total > limit:
+            return None
+    return total
 
 
 def _is_count(v: Any) -> bool:

@@ -383,11 +383,8 @@ def _safetensors(file: str) -> list[TensorRef]:
 def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
     with paths.open_regular(file) as f:
         size = os.fstat(f.fileno()).st_size
-        buf = paths.read_capped(f, gguf_format.MAX_HEADER_BYTES)
-    try:
-        header = gguf_format.parse_header(buf, size)
-    except gguf_format.NeedMore as e:
-        raise FormatError(f"GGUF header larger than {gguf_format.MAX_HEADER_BYTES} bytes") from e
+        fd = f.fileno()
+        header = gguf_format.parse_header(b"", size, lambda at, n: os.pread(fd, n, at))
     refs = []
     for t in header.tensors:
         shape = tuple(reversed(t.shape))  # GGUF lists the innermost dimension first

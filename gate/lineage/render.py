@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from gate.lineage.result import LineageReport, Verdict, format_p
+from gate.text import markdown, no_commands, visible
 
 FORMATS = ("text", "json", "markdown")
 TOP_TENSORS = 8
@@ -13,10 +14,13 @@ TOP_TENSORS = 8
 
 def render(report: LineageReport, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n"
+        return (
+            json.dumps(report.as_dict(), indent=2, allow_nan=False).replace("##[", "\\u0023#[")
+            + "\n"
+        )
     if fmt == "markdown":
         return _markdown(report)
-    return _text(report)
+    return no_commands(visible(_text(report)))
 
 
 def _strongest(v: Verdict) -> list[str]:
@@ -81,15 +85,22 @@ def _text(report: LineageReport) -> str:
 
 
 def _markdown(report: LineageReport) -> str:
-    out = [f"## Lineage of `{report.candidate}`", "", f"**Verdict:** {report.verdict}", ""]
+    out = [
+        f"## Lineage of {markdown(report.candidate)}",
+        "",
+        f"**Verdict:** {markdown(report.verdict)}",
+        "",
+    ]
     out += ["| reference | relation | p | detail |", "|---|---|---|---|"]
     for v in report.verdicts:
-        detail = str(v.details.get("summary", "")).replace("|", "\\|")
-        out.append(f"| `{v.reference}` | **{v.relation}** | {format_p(v.log10_p)} | {detail} |")
+        detail = markdown(str(v.details.get("summary", "")))
+        out.append(
+            f"| {markdown(v.reference)} | **{v.relation}** | {format_p(v.log10_p)} | {detail} |"
+        )
     for v in report.verdicts:
         if not v.layers:
             continue
-        out += ["", f"### Per layer: `{v.reference}`", ""]
+        out += ["", f"### Per layer: {markdown(v.reference)}", ""]
         out += ["| layer | from reference layer | tensors | exact | mean \\|cos\\| | min p |",
                 "|---|---|---|---|---|---|"]  # fmt: skip
         for row in v.layers:
@@ -98,8 +109,8 @@ def _markdown(report: LineageReport) -> str:
                        f" {row.mean_effect:.4f} | {format_p(row.min_log10_p)} |")  # fmt: skip
     notes = [(v.reference, n) for v in report.verdicts for n in
              ([probe_line(v.probe)] if v.probe else []) + list(v.notes)]  # fmt: skip
-    out += [""] + [f"- `{ref}`: {n}" for ref, n in notes]
-    out += [f"- problem: {p}" for p in report.problems]
+    out += [""] + [f"- {markdown(ref)}: {markdown(n)}" for ref, n in notes]
+    out += [f"- problem: {markdown(p)}" for p in report.problems]
     out.append(f"Significance level {report.alpha:g}, Bonferroni-corrected."
                + (f" False positives: {report.false_positive_bound}."
                   if report.false_positive_bound else ""))  # fmt: skip

@@ -10,13 +10,16 @@ from gate import rules
 from gate.findings import Finding, Report
 from gate.reporters.common import finding_text, repo_path, summary_line
 from gate.reporters.interface import ReporterOptions
+from gate.text import no_commands, visible
 
 PER_LEVEL_CAP = 10
 _LEVEL = {"error": "error", "warning": "warning", "note": "notice"}
 
 
 def escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Workflow-command data: one line, and no legacy `##[` command inside it."""
+    out = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return visible(out).replace("##[", "\\x23#[")
 
 
 def escape_property(text: str) -> str:
@@ -49,5 +52,5 @@ class GithubReporter:
                     f"::{_LEVEL[severity]} title=provenance-gate::"
                     f"{more} more {severity} finding(s): see the job summary"
                 )
-        out.append(summary_line(report))
+        out.append(no_commands(summary_line(report)))
         return "\n".join(out) + "\n"

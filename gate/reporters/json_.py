@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from gate.findings import Report
-from gate.reporters.common import report_dict
+from gate.reporters.common import json_text, report_dict
 from gate.reporters.interface import ReporterOptions
 
 
@@ -14,4 +12,4 @@ class JsonReporter:
         self.options = options
 
     def render(self, report: Report) -> str:
-        return json.dumps(report_dict(report), indent=2, ensure_ascii=False) + "\n"
+        return json_text(report_dict(report))

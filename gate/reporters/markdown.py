@@ -6,14 +6,13 @@ from gate import rules
 from gate.findings import Report
 from gate.reporters.common import summary_line
 from gate.reporters.interface import ReporterOptions
+from gate.text import markdown
 
 _ICON = {"error": "❌", "warning": "⚠️", "note": "ℹ️"}
 
 
 def _cell(text: str | None) -> str:
-    if text is None or text == "":
-        return ""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>").replace("`", "\\`")
+    return "" if not text else markdown(text)
 
 
 class MarkdownReporter:
@@ -30,10 +29,10 @@ class MarkdownReporter:
                 "|---|---|---|---|---|---|",
             ]
             for f in findings:
-                message = f.message + "".join(f"<br>{d}" for d in f.details)
+                message = "<br>".join(_cell(t) for t in (f.message, *f.details))
                 out.append(
                     f"| {_ICON[f.severity]} {f.severity} | {f.rule} {rules.RULES[f.rule].name}"
-                    f" | {_cell(str(f.location))} | {_cell(message)} | {_cell(f.declared)}"
+                    f" | {_cell(str(f.location))} | {message} | {_cell(f.declared)}"
                     f" | {_cell(f.found)} |"
                 )
             out.append("")
@@ -45,8 +44,7 @@ class MarkdownReporter:
                     "lfs-pointer": "LFS pointer (content not read)",
                     "none": "not verified",
                 }[a.method]
-                out.append(
-                    f"| {_cell(a.path)} | {a.format} | {how} | {'ok' if a.ok else 'FAILED'} |"
-                )
+                result = "ok" if a.ok else "FAILED"
+                out.append(f"| {_cell(a.path)} | {_cell(a.format)} | {how} | {result} |")
             out.append("")
         return "\n".join(out)

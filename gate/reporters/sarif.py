@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from gate import rules
 from gate.findings import Report
-from gate.reporters.common import finding_text, repo_path
+from gate.reporters.common import finding_text, json_text, repo_path
 from gate.reporters.interface import ReporterOptions
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -70,4 +69,4 @@ class SarifReporter:
                 }
             ],
         }
-        return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+        return json_text(doc)
