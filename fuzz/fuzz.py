@@ -3,8 +3,11 @@
     python fuzz/fuzz.py [--examples 20000] [--seed 0]
 
 Targets: the safetensors header parser, the GGUF header reader, the Git LFS pointer parser, the
-manifest loader, the static pickle scanner, and the lineage engine (model folders of random,
-possibly truncated, tensors compared with a reference and rendered as JSON). Each input must
+manifest loader, the static pickle scanner, the strict zip layout reader, the tar listing, the
+.npy header reader, every loader interpretation at once on polyglot-shaped inputs (magic numbers,
+archives and opcode streams spliced together), and the lineage engine (model folders of random,
+possibly truncated, tensors compared with a reference and rendered as JSON). Whether hostile
+files really execute under the real loaders is fuzz/oracle.py's question. Each input must
 end in a value or a FormatError / located finding, within a per-input time bound; anything else
 is a crash and fails the run.
 The unit tests run the same properties with a few hundred examples; this is the long run.
@@ -31,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from gate import lfs, manifest  # noqa: E402
 from gate.errors import FormatError  # noqa: E402
-from gate.formats import gguf, pickles, safetensors  # noqa: E402
+from gate.formats import gguf, loaders, npy, safetensors, tars, zips  # noqa: E402
 
 PER_INPUT_S = 2.0
 PER_INPUT_BYTES = 64 << 20  # peak Python allocation while handling one input
@@ -188,8 +191,102 @@ def run_manifest(data: bytes) -> None:
 def run_pickle(data: bytes, scratch: Path) -> None:
     path = scratch / "p.pkl"
     path.write_bytes(data)
-    result = pickles.scan(str(path), "p.pkl")
+    result = loaders.scan(str(path), "p.pkl")
     assert result.ok or result.refused or result.error
+
+
+def _zip_seed() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/data/0", b"\0" * 16)
+    return buf.getvalue()
+
+
+def _tar_seed() -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name in ("storages", "x.pkl"):
+            info = tarfile.TarInfo(name)
+            info.size = 5
+            t.addfile(info, io.BytesIO(b"N.\0\0\0"))
+    return buf.getvalue()
+
+
+def st_mutated(seed_bytes: bytes) -> st.SearchStrategy[bytes]:
+    """A valid seed file after a few byte edits: most inputs get past the first checks."""
+    edit = st.tuples(st.integers(0, len(seed_bytes)), st.integers(0, 255), st.sampled_from("fid"))
+
+    def apply(edits: list[tuple[int, int, str]]) -> bytes:
+        data = bytearray(seed_bytes)
+        for at, value, op in edits:
+            at = min(at, len(data))
+            if op == "f" and at < len(data):
+                data[at] = value
+            elif op == "i":
+                data[at:at] = bytes([value])
+            else:
+                del data[at : at + 1 + value % 8]
+        return bytes(data)
+
+    return st.lists(edit, max_size=6).map(apply)
+
+
+def st_npy() -> st.SearchStrategy[bytes]:
+    descr = st.sampled_from(["'<f4'", "'|O'", "[('a', '<f4'), ('b', 'O')]", "'object'", "1", "[",
+                             "(('x', 'f4'), (2,))", "'" + "a" * 300 + "'"])  # fmt: skip
+    header = st.tuples(descr, st.booleans(), st.sampled_from(["(1,)", "()", "(2, 3)", "x"])).map(
+        lambda t: f"{{'descr': {t[0]}, 'fortran_order': {t[1]}, 'shape': {t[2]}}}".encode()
+    )
+    version = st.sampled_from([b"\x01\x00", b"\x02\x00", b"\x03\x00", b"\x09\x00"])
+    return st.tuples(version, header, st.binary(max_size=64)).map(
+        lambda t: b"\x93NUMPY" + t[0] + struct.pack("<H" if t[0][0] == 1 else "<I", len(t[1]))
+        + t[1] + t[2]
+    )  # fmt: skip
+
+
+def st_polyglot() -> st.SearchStrategy[bytes]:
+    parts = st.sampled_from(
+        [b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY\x01\x00", b"GGUF", b"\x1f\x8b", b"BZh9",
+         b"\xfd7zXZ\x00", b"x\x9c", b"ZF", b"\x80\x02", b"cos\nsystem\n", b"(S'x'\ntR.", b"S\"",
+         b'{"a":{}}\n}}', b"ustar\x00", b"\x00" * 8, _zip_seed(), _tar_seed()]
+    )  # fmt: skip
+    return st.lists(st.one_of(parts, st.binary(max_size=32)), max_size=8).map(b"".join)
+
+
+def run_zip(data: bytes) -> None:
+    import io
+
+    with contextlib.suppress(FormatError):
+        zips.layout(io.BytesIO(data))
+
+
+def run_tar(data: bytes) -> None:
+    import io
+
+    with contextlib.suppress(FormatError):
+        tars.members(io.BytesIO(data))
+
+
+def run_npy(data: bytes) -> None:
+    import io
+
+    with contextlib.suppress(FormatError):
+        _, descr = npy.header(io.BytesIO(data))
+        npy.has_objects(descr)
+
+
+def run_loaders(data: bytes) -> None:
+    import io
+
+    result = loaders.scan_stream(io.BytesIO(data), len(data), named=True)
+    assert not result.executable or result.pickle
 
 
 def fuzz(
@@ -245,6 +342,10 @@ def main() -> None:
             ("lfs pointer", st_pointer(), run_pointer),
             ("manifest loader", st_manifest(), run_manifest),
             ("pickle scanner", st_pickle(), lambda d: run_pickle(d, Path(scratch))),
+            ("zip layout", st_mutated(_zip_seed()), run_zip),
+            ("tar listing", st_mutated(_tar_seed()), run_tar),
+            ("npy header", st_npy(), run_npy),
+            ("every loader (polyglots)", st_polyglot(), run_loaders),
             ("lineage engine", st_model(), lambda d: run_lineage(d, Path(scratch))),
         ]
         make_reference(Path(scratch))

@@ -117,7 +117,6 @@ def check_artifact(
         )
 
     out.extend(_digest_findings(decl, scan, at, locked))
-    out.extend(_format_findings(decl, scan, at))
     try:
         exposure = loads_of(real, decl.path)
     except OSError as e:
@@ -132,6 +131,7 @@ def check_artifact(
         )
         return ArtifactCheck(out, ArtifactResult(decl.path, scan.format, "none", ok=False), scan)
     fmt = effective_format(scan.format, exposure)
+    out.extend(_format_findings(decl, scan, fmt, at))
     out.extend(_policy_findings(manifest, decl, fmt, at, exposure, content=True))
     ok = not any(f.severity == "error" for f in out)
     result = ArtifactResult(decl.path, fmt, "content", ok, scan.size, scan.sha256)
@@ -261,16 +261,18 @@ def _digest_findings(
     return out
 
 
-def _format_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> list[Finding]:
+def _format_findings(
+    decl: Artifact, scan: hashing.FileScan, fmt: str, at: Locator
+) -> list[Finding]:
     out: list[Finding] = []
-    if decl.format is not None and decl.format != scan.format:
+    if decl.format is not None and decl.format != fmt:
         out.append(
             rules.make(
                 "PG305",
-                f"{decl.path}: declared as {decl.format} but the content is {scan.format}",
+                f"{decl.path}: declared as {decl.format} but the content is {fmt}",
                 at("format"),
                 declared=decl.format,
-                found=scan.format,
+                found=fmt,
             )
         )
     if scan.header_error is not None:
@@ -336,7 +338,8 @@ def _policy_findings(
                 at("path"),
                 declared=f"policy.allowed_formats: {', '.join(allowed)}",
                 found="pickle" + (f" importing {refused}" if refused else ""),
-                details=tuple(f"global: {g}" for g in (scan.refused if scan is not None else ())),
+                details=tuple(f"global: {g}" for g in (scan.refused if scan is not None else ()))
+                + ((f"not scannable either: {scan.error}",) if scan and scan.error else ()),
                 hint=PICKLE_HINT,
             )
         )

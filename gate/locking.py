@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ from gate import card, lockfile, paths, rules, yamlio
 from gate.engine import Target, _report, other_models, weight_files
 from gate.findings import Finding, Report
 from gate.hub import REPO_ID
+from gate.integrity import effective_format
 from gate.manifest import Manifest, parse, read_bytes
 from gate.scanner import Scanner
 
@@ -95,7 +97,8 @@ def _lock_text(
 ) -> Outcome:
     doc, _, _ = yamlio.load(text)
     reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
-    scanned = (scanner or Scanner()).scan_many(real for real, problem in reals if not problem)
+    scanner = scanner or Scanner()
+    scanned = scanner.scan_many(real for real, problem in reals if not problem)
     lock_file = lockfile.lock_path(target.manifest_path)
     old, _ = lockfile.read(lock_file, lock_file, root=target.root)
     changes = list(changes_before)
@@ -151,6 +154,9 @@ def _lock_text(
                 )
             )
         entry = lockfile.entry(scan)
+        if scan.pointer is None:  # a pickle by content is recorded as one, as `check` reports it
+            with contextlib.suppress(OSError):
+                entry["format"] = effective_format(scan.format, scanner.loads(real, decl.path))
         if (
             scan.pointer is not None
             and old

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -112,3 +115,22 @@ def write_gguf(path: Path, data: dict[str, np.ndarray] | None = None, **metadata
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+SCRIPT = Path(sys.executable).parent / "provenance-gate"
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(SCRIPT), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

@@ -13,26 +13,9 @@ import pytest
 import gate
 from gate import cli
 from gate.cache import DB_NAME
-from tests.helpers import HEAD, manifest, raw_st, repo, write_st
+from tests.helpers import HEAD, manifest, raw_st, repo, run, write_st
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-SCRIPT = Path(sys.executable).parent / "provenance-gate"
-
-
-def run(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [str(SCRIPT), *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_version() -> None:

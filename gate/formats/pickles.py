@@ -19,8 +19,10 @@ import codecs
 import dataclasses
 import io
 import logging
+import lzma
 import pickletools
 import struct
+import zlib
 from typing import BinaryIO
 
 from gate.formats.exposure import Kind
@@ -112,8 +114,11 @@ class _Reader:
         self.pos = start
         self.end = start + available
         self.cap_end = start + cap
-        if stream.tell() != start:
-            stream.seek(start)
+        try:
+            if stream.tell() != start:
+                stream.seek(start)
+        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
+            raise _Fail(f"the data cannot be read ({type(e).__name__})") from None
 
     def _room(self, n: int) -> None:
         if self.pos + n > self.end:
@@ -121,9 +126,17 @@ class _Reader:
         if self.pos + n > self.cap_end:
             raise _Capped(f"pickle data exceeds the {self.cap_end - self.pos}-byte limit")
 
+    def _get(self, n: int, line: bool = False) -> bytes:
+        """A read of the underlying stream: a broken compressed stream ends the data (the
+        loader's decompressor would raise there too)."""
+        try:
+            return self.stream.readline(n) if line else self.stream.read(n)
+        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
+            raise _Fail(f"the data cannot be read further ({type(e).__name__})") from None
+
     def read(self, n: int) -> bytes:
         self._room(n)
-        data = self.stream.read(n)
+        data = self._get(n)
         if len(data) != n:
             raise _Fail(f"the data ends at byte {self.pos + len(data)}")
         self.pos += n
@@ -133,7 +146,7 @@ class _Reader:
         """Consume n bytes without holding them (large BINBYTES, strings we need not know)."""
         self._room(n)
         while n:
-            got = len(self.stream.read(min(n, _SKIP_CHUNK)))
+            got = len(self._get(min(n, _SKIP_CHUNK)))
             if not got:
                 raise _Fail(f"the data ends at byte {self.pos}")
             self.pos += got
@@ -151,7 +164,7 @@ class _Reader:
                 if self.pos >= self.end:
                     raise _Fail(f"the data ends at byte {self.pos}")
                 raise _Capped("pickle data exceeds the limit")
-            data = self.stream.readline(min(room, _SKIP_CHUNK))
+            data = self._get(min(room, _SKIP_CHUNK), line=True)
             if not data:
                 raise _Fail(f"the data ends at byte {self.pos}")
             self.pos += len(data)
@@ -170,7 +183,6 @@ def walk(
     stream's length when known (seeking to the end of a compressed stream costs a full read)."""
     if size is None:
         size = stream.seek(0, io.SEEK_END)
-    r = _Reader(stream, start, max(0, size - start), cap)
     imports: list[str] = []
     extensions: list[str] = []
     frames: list[list[object]] = [[]]
@@ -188,7 +200,9 @@ def walk(
     def total() -> int:
         return sum(len(f) for f in frames)
 
+    r: _Reader | None = None
     try:
+        r = _Reader(stream, start, max(0, size - start), cap)
         for _ in range(MAX_OPCODES):
             code = r.read(1)
             op = _OPS.get(code)
@@ -270,9 +284,9 @@ def walk(
                     frames[-1].append(value if name in _STRINGS else _ANY)
         raise _Capped(f"more than {MAX_OPCODES} opcodes")
     except _Capped as e:
-        return Walk(start, r.pos, False, tuple(imports), str(e), capped=True)
+        return Walk(start, r.pos if r else start, False, tuple(imports), str(e), capped=True)
     except _Fail as e:
-        return Walk(start, r.pos, False, tuple(imports), str(e))
+        return Walk(start, r.pos if r else start, False, tuple(imports), str(e))
 
 
 def _arg(r: _Reader, op: pickletools.OpcodeInfo) -> object:
