@@ -131,16 +131,18 @@ class StatCache:
                         os.unlink(self.path)
         return None
 
+    def _row(self, sql: str, params: tuple[object, ...]) -> tuple[str, ...] | None:
+        db = self._connect()
+        if db is None:
+            return None
+        row: tuple[str, ...] | None = db.execute(sql, params).fetchone()
+        return row
+
     def get(self, path: str, key: StatKey) -> FileScan | None:
         """The cached scan of path if its stat key is unchanged and the row is intact."""
-        db = self._connect()
         try:
-            row = (
-                None
-                if db is None
-                else db.execute(
-                    "SELECT key, payload, check_ FROM scans WHERE path = ?", (_path_key(path),)
-                ).fetchone()
+            row = self._row(
+                "SELECT key, payload, check_ FROM scans WHERE path = ?", (_path_key(path),)
             )
             if (
                 row is None
@@ -193,15 +195,10 @@ class StatCache:
 
     def fact_get(self, kind: str, path: str, key: StatKey) -> str | None:
         """A payload stored for (kind, path) while the file had this stat key, if intact."""
-        db = self._connect()
         try:
-            row = (
-                None
-                if db is None
-                else db.execute(
-                    "SELECT key, payload, check_ FROM facts WHERE kind = ? AND path = ?",
-                    (kind, _path_key(path)),
-                ).fetchone()
+            row = self._row(
+                "SELECT key, payload, check_ FROM facts WHERE kind = ? AND path = ?",
+                (kind, _path_key(path)),
             )
         except sqlite3.Error:
             return None
@@ -219,14 +216,9 @@ class StatCache:
 
     def memo_get(self, kind: str, data: bytes) -> str | None:
         """The payload stored for (kind, exact bytes) by this version of the gate, if intact."""
-        db = self._connect()
         key = _memo_key(kind, data)
         try:
-            row = (
-                None
-                if db is None
-                else db.execute("SELECT payload, check_ FROM memo WHERE key = ?", (key,)).fetchone()
-            )
+            row = self._row("SELECT payload, check_ FROM memo WHERE key = ?", (key,))
         except sqlite3.Error:
             return None
         if row is None or row[1] != _check(key, (0, 0, 0, 0, 0), row[0]):

@@ -82,15 +82,7 @@ def check_artifact(
         )
         return unverified()
     except OSError as e:
-        out.append(
-            rules.make(
-                "PG212",
-                f"{decl.path}: cannot be read: {e.strerror}",
-                at("path"),
-                declared=decl.path,
-                found=e.strerror,
-            )
-        )
+        out.append(_unreadable(decl, at, e))
         return unverified()
 
     if scan.changed:
@@ -120,15 +112,7 @@ def check_artifact(
     try:
         exposure = loads_of(real, decl.path)
     except OSError as e:
-        out.append(
-            rules.make(
-                "PG212",
-                f"{decl.path}: cannot be read: {e.strerror}",
-                at("path"),
-                declared=decl.path,
-                found=e.strerror,
-            )
-        )
+        out.append(_unreadable(decl, at, e))
         return ArtifactCheck(out, ArtifactResult(decl.path, scan.format, "none", ok=False), scan)
     fmt = effective_format(scan.format, exposure)
     out.extend(_format_findings(decl, scan, fmt, at))
@@ -136,6 +120,16 @@ def check_artifact(
     ok = not any(f.severity == "error" for f in out)
     result = ArtifactResult(decl.path, fmt, "content", ok, scan.size, scan.sha256)
     return ArtifactCheck(out, result, scan, exposure)
+
+
+def _unreadable(decl: Artifact, at: Locator, e: OSError) -> Finding:
+    return rules.make(
+        "PG212",
+        f"{decl.path}: cannot be read: {e.strerror}",
+        at("path"),
+        declared=decl.path,
+        found=e.strerror,
+    )
 
 
 def effective_format(label: str, exposure: exposure.PickleScan) -> str:

@@ -86,7 +86,7 @@ def scan_stream(f: BinaryIO, size: int, named: bool = False) -> PickleScan:
     expect = (named and structure is None) or _magic(head)
     raw = _raw(f, size, "", found, expect=expect)
     if raw != "none":
-        found.loads.insert(0, "pickle.load, joblib.load and torch.load: the file itself")
+        found.loads.insert(0, "pickle.load (and the loaders that fall back to it): the file itself")
     if raw == "code" or (raw == "data" and structure is None) or (expect and raw == "none"):
         found.pickle = True
     refused, dangerous = pickles.classify(found.imports)
@@ -110,15 +110,8 @@ def _magic(head: bytes) -> bool:
 
 def _structure(head: bytes, size: int) -> str | None:
     """A format the first bytes announce other than pickle (archives are found by _inner)."""
-    if head.startswith(b"GGUF"):
-        return "gguf"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head[4:8] == b"TFL3":
-        return "tflite"
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
-        return "safetensors"
-    return None
+    fmt = sniff.sniff(head, "", size)
+    return fmt if fmt in ("safetensors", "gguf", "hdf5", "tflite") else None
 
 
 def _raw(f: BinaryIO, size: int, where: str, found: _Found, *, expect: bool) -> Kind:

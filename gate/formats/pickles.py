@@ -36,7 +36,9 @@ _LOG.propagate = False
 MAX_PICKLE_BYTES = 256 << 20  # a state-dict pickle is small: tensor bytes live outside it
 MAX_OPCODES = 4_000_000  # a few seconds of walking; a state dict needs ~30 per tensor
 MAX_VALUE_CHARS = 4096  # longer strings cannot be module or attribute names worth resolving
-_SKIP_CHUNK = 1 << 20
+MAX_MARKS = 100_000  # open MARKs: a state dict nests a few; millions would cost gigabytes
+MAX_MEMO = 1_000_000  # memo entries tracked; past that, STACK_GLOBALs count as unknown
+_BUFFER = 1 << 16
 
 _TORCH_STORAGES = (
     "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
@@ -107,18 +109,40 @@ _STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING"
 
 
 class _Reader:
-    """Bounded reads from a stream: never past the data's end nor the cap."""
+    """Bounded reads from a stream (never past the data's end nor the cap), served from a
+    buffer: a walk costs one stream call per 64 KiB, not one per opcode."""
 
     def __init__(self, stream: BinaryIO, start: int, available: int, cap: int) -> None:
         self.stream = stream
-        self.pos = start
+        self.pos = start  # offset in the stream of the next unread byte
         self.end = start + available
         self.cap_end = start + cap
+        self.buf = b""
+        self.at = 0  # position of `pos` in buf
         try:
             if stream.tell() != start:
                 stream.seek(start)
         except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
             raise _Fail(f"the data cannot be read ({type(e).__name__})") from None
+
+    def _fill(self, want: int) -> bool:
+        """Make at least `want` bytes available in buf (fewer only at the end of the data)."""
+        have = len(self.buf) - self.at
+        while have < want:
+            room = min(self.end, self.cap_end) - (self.pos + have)
+            if room <= 0:
+                return False
+            try:
+                more = self.stream.read(min(room, max(want - have, _BUFFER)))
+            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
+                raise _Fail(f"the data cannot be read further ({type(e).__name__})") from None
+            if not more:
+                self.end = self.pos + have  # the stream ended before its stated size
+                return False
+            self.buf = self.buf[self.at :] + more
+            self.at = 0
+            have = len(self.buf)
+        return True
 
     def _room(self, n: int) -> None:
         if self.pos + n > self.end:
@@ -126,19 +150,14 @@ class _Reader:
         if self.pos + n > self.cap_end:
             raise _Capped(f"pickle data exceeds the {self.cap_end - self.pos}-byte limit")
 
-    def _get(self, n: int, line: bool = False) -> bytes:
-        """A read of the underlying stream: a broken compressed stream ends the data (the
-        loader's decompressor would raise there too)."""
-        try:
-            return self.stream.readline(n) if line else self.stream.read(n)
-        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
-            raise _Fail(f"the data cannot be read further ({type(e).__name__})") from None
-
     def read(self, n: int) -> bytes:
-        self._room(n)
-        data = self._get(n)
-        if len(data) != n:
-            raise _Fail(f"the data ends at byte {self.pos + len(data)}")
+        if len(self.buf) - self.at < n:
+            self._room(n)
+            if not self._fill(n):
+                self._room(n)  # the data ended first
+                raise _Fail(f"the data ends at byte {self.pos + len(self.buf) - self.at}")
+        data = self.buf[self.at : self.at + n]
+        self.at += n
         self.pos += n
         return data
 
@@ -146,11 +165,12 @@ class _Reader:
         """Consume n bytes without holding them (large BINBYTES, strings we need not know)."""
         self._room(n)
         while n:
-            got = len(self._get(min(n, _SKIP_CHUNK)))
-            if not got:
+            if self.at >= len(self.buf) and not self._fill(min(n, _BUFFER)):
                 raise _Fail(f"the data ends at byte {self.pos}")
-            self.pos += got
-            n -= got
+            step = min(n, len(self.buf) - self.at)
+            self.at += step
+            self.pos += step
+            n -= step
 
     def line(self) -> bytes | None:
         """One line without its newline; None when it is longer than MAX_VALUE_CHARS * 4 bytes
@@ -159,20 +179,23 @@ class _Reader:
         kept = b""
         long = False
         while True:
-            room = min(self.end, self.cap_end) - self.pos
-            if room <= 0:
-                if self.pos >= self.end:
-                    raise _Fail(f"the data ends at byte {self.pos}")
-                raise _Capped("pickle data exceeds the limit")
-            data = self._get(min(room, _SKIP_CHUNK), line=True)
-            if not data:
+            if self.at >= len(self.buf) and not self._fill(1):
+                if self.pos >= min(self.end, self.cap_end) and self.pos < self.end:
+                    raise _Capped("pickle data exceeds the limit")
+                if kept and not long:
+                    return kept[:-1]  # the data ended without a newline
                 raise _Fail(f"the data ends at byte {self.pos}")
-            self.pos += len(data)
-            done = data.endswith(b"\n") or self.pos >= self.end
+            nl = self.buf.find(b"\n", self.at)
+            stop = len(self.buf) if nl < 0 else nl + 1
+            piece = self.buf[self.at : stop]
+            self.pos += stop - self.at
+            self.at = stop
             if not long:
-                kept += data
+                kept += piece
                 long = len(kept) > MAX_VALUE_CHARS * 4 + 1
-            if done:
+                if long:
+                    kept = b""
+            if nl >= 0:
                 return None if long else kept[:-1]
 
 
@@ -233,6 +256,8 @@ def walk(
                 extensions.append(f"extension code {value}")
                 frames[-1].append(_ANY)
             elif name == "MARK":
+                if len(frames) > MAX_MARKS:
+                    raise _Capped(f"more than {MAX_MARKS} open MARKs")
                 frames.append([])
             elif name in _MARKED:
                 if len(frames) == 1:
@@ -260,7 +285,7 @@ def walk(
                 if not frames[-1]:
                     raise _Fail(f"{name} with nothing to store")
                 key = len(memo) if name == "MEMOIZE" else value
-                if isinstance(key, int):
+                if isinstance(key, int) and (key in memo or len(memo) < MAX_MEMO):
                     memo[key] = frames[-1][-1]
                 else:
                     exact = False
