@@ -58,8 +58,8 @@ def main() -> int:
                 p = files / f"{start + i}-{c.name}"
                 p.write_bytes(c.data)
                 paths.append((p, c.marker))
-            ran, stale = oracle.executed(paths, work)
-            stats["stale markers"] += stale
+            ran, late = oracle.executed(paths, work)
+            stats["late markers"] += late
             for (p, _), c in zip(paths, batch, strict=True):
                 stats["files"] += 1
                 loaders = ran[str(p)]

@@ -267,14 +267,22 @@ def load(kind, path):
     else:
         joblib.load(path)
 
+def clear(folder):
+    found = os.listdir(folder)
+    for name in found:
+        os.unlink(os.path.join(folder, name))
+    return found
+
 out = {}
-stale = 0
+late = 0
+previous = None
 for path, marker in json.loads(sys.stdin.read()):
-    ran = []
+    folder = os.path.dirname(marker)
+    out[path] = []
     for kind in sys.argv[1:]:
-        if os.path.exists(marker):  # left by an earlier file's stray process: not this load's
-            stale += 1
-            os.unlink(marker)
+        if clear(folder) and previous is not None:  # created after its load was checked
+            late += 1
+            out[previous[0]].append(previous[1])
         pid = os.fork()
         if pid == 0:
             os.setsid()  # its own process group: whatever it spawns dies with it
@@ -297,19 +305,24 @@ for path, marker in json.loads(sys.stdin.read()):
             os.killpg(pid, signal.SIGKILL)  # a payload's orphans (a shell still running)
         except ProcessLookupError:
             pass
-        if os.path.exists(marker):
-            ran.append(kind)
-            os.unlink(marker)
-    out[path] = ran
-out["stale markers"] = stale
+        # Any marker, not only this file's: a mutated payload may name another file's marker.
+        if clear(folder):
+            out[path].append(kind)
+        previous = (path, kind)
+if clear(folder) and previous is not None:
+    late += 1
+    out[previous[0]].append(previous[1])
+out["late markers"] = late
 print(json.dumps(out))
 """
 
 
 def executed(files: list[tuple[Path, str]], cwd: Path) -> tuple[dict[str, list[str]], int]:
-    """({path: loaders under which the file's payload ran}, stale markers): each load in a
-    forked process with its own process group, killed whole when the load returns; a marker
-    found before a load (a stray process of an earlier one) is counted, and never attributed."""
+    """({path: loaders under which the file's payload ran}, late markers). Loads run one at a
+    time, each in a forked process with its own process group, killed whole when the load
+    returns; the markers folder is emptied around every load, so any marker that appears is
+    this load's (a mutated payload may create another file's marker), and one found before the
+    next load (created late) is the previous load's. Every marker lives in one folder."""
     r = subprocess.run(
         [sys.executable, "-c", _HARNESS, *LOADERS],
         input=json.dumps([(str(p), m) for p, m in files]),
@@ -320,8 +333,8 @@ def executed(files: list[tuple[Path, str]], cwd: Path) -> tuple[dict[str, list[s
         check=True,
     )
     result: dict[str, Any] = json.loads(r.stdout.splitlines()[-1])
-    stale = int(result.pop("stale markers"))
-    return result, stale
+    late = int(result.pop("late markers"))
+    return {p: sorted(set(k)) for p, k in result.items()}, late
 
 
 # ------------------------------------------------------------------ the gate's side

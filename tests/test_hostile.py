@@ -476,3 +476,48 @@ def test_undeclared_links_outside_are_never_opened(tmp_path: Path, outside: Path
     os.symlink(outside / "weights.dat", root / "notes.dat")  # a pickle, but outside
     _, doc = check_json(root)
     assert errors_of(doc) == []  # not opened, so not sniffed: nothing reported about it
+
+
+def test_diff_echoes_no_command_from_a_hostile_base_revision(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    manifest(tmp_path, HEAD + '"::error::k ##[notice]x": &a 1\nb: &a 2\n')  # key, reused anchor
+    git("add", ".")
+    git("commit", "-qm", "base")
+    manifest(tmp_path, HEAD)
+    r = run("diff", str(tmp_path), "--base", "HEAD")
+    assert r.stderr == "" and "PG706" in r.stdout
+    assert command_lines(r.stdout) == []
+
+
+@pytest.mark.parametrize("method", ["xz", "bz2", "lzma"])
+def test_a_compressed_pickle_with_a_corrupt_tail_still_counts(tmp_path: Path, method: str) -> None:
+    """Found by fuzz/oracle.py: two bytes after a whole compressed stream. Asked for more than
+    the stream holds, a decompressor tries a second stream and fails; joblib's unpickler asks
+    only for what it needs and runs the payload first. A scan that read ahead saw only the
+    error. Verified against the real loader here."""
+    (tmp_path / "markers").mkdir()  # the harness empties this folder around every load
+    marker = tmp_path / "markers" / "pwned"
+    data = oracle._joblib(oracle._Call(os.system, f"touch {marker}"), method) + b"\x80\x02"
+    path = tmp_path / "files" / "m.joblib"
+    path.parent.mkdir()
+    path.write_bytes(data)
+    ran, _ = oracle.executed([(path, str(marker))], tmp_path)
+    assert "joblib.load" in ran[str(path)]  # the loader really runs it
+    c = oracle.Candidate("m.joblib", method, data, str(marker))
+    verdict = oracle.gate_refuses(tmp_path / "gate", c)
+    assert all(verdict.values()), verdict
+    assert "PG311" in verdict["ignored"]
+
+
+def test_zip_entries_with_a_bad_crc_are_refused_without_a_crash(tmp_path: Path) -> None:
+    data = bytearray(python_zip({"archive/data.pkl": pickle.dumps({"w": 1}, 2), "x": b"1"}))
+    central = data.find(b"PK\x01\x02")
+    data[central + 16 : central + 20] = data[14:18] = b"\0\0\0\0"  # the CRC, both copies
+    r, doc = check_json(declared(tmp_path / "repo", "model.bin", bytes(data), PERMISSIVE))
+    assert r.returncode == 1 and errors_of(doc) == ["PG308"]
+    assert "BadZipFile" in json.dumps(doc)

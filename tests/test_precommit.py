@@ -87,7 +87,8 @@ def test_hook_definitions() -> None:
     assert all(h["pass_filenames"] is False for h in hooks.values())
     import re
 
-    files = re.compile(hooks["provenance-gate"]["files"])
+    assert hooks["provenance-gate"]["always_run"] is True  # a pickle may be named notes.txt
+    files = re.compile(hooks["provenance-gate-full"]["files"])
     for path in (
         "provenance.yaml",
         "README.md",

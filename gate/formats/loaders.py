@@ -114,13 +114,16 @@ def _structure(head: bytes, size: int) -> str | None:
     return fmt if fmt in ("safetensors", "gguf", "hdf5", "tflite") else None
 
 
-def _raw(f: BinaryIO, size: int, where: str, found: _Found, *, expect: bool) -> Kind:
+def _raw(
+    f: BinaryIO, size: int, where: str, found: _Found, *, expect: bool, exact: bool = False
+) -> Kind:
     """Pickles from byte 0, as pickle.load (the first) and legacy torch.load (up to five) read
-    them. expect: the stream should be a pickle (magic byte or name): unreadable is an error."""
+    them. expect: the stream should be a pickle (magic byte or name): unreadable is an error.
+    exact: a decoding stream (a zip entry), read only as far as an unpickler would."""
     walks: list[Walk] = []
     start = 0
     while len(walks) < MAX_LEADING_PICKLES and start < size:
-        w = pickles.walk(f, start, size)
+        w = pickles.walk(f, start, size, exact=exact)
         walks.append(w)
         if not w.complete:
             break
@@ -176,25 +179,39 @@ def _zip(f: BinaryIO, where: str, found: _Found, depth: int) -> None:
     files = [entry for entry in entries if not entry.is_dir]
     with zipfile.ZipFile(f) as archive:
         for entry in files:
+            inner = f"{where}:{entry.name}" if where else entry.name
+            try:  # a decoder error (a CRC checked at the entry's end) leaves the head short
+                with archive.open(entry.name) as member:
+                    head = member.read(16)
+            except Exception:
+                head = b""
             with archive.open(entry.name) as member:
-                inner = f"{where}:{entry.name}" if where else entry.name
                 stream = cast("BinaryIO", member)
-                _entry(stream, entry, inner, found, depth, only=len(files) == 1)
+                _entry(stream, head, entry, inner, found, depth, only=len(files) == 1)
 
 
 def _entry(
-    member: BinaryIO, e: zips.Entry, inner: str, found: _Found, depth: int, *, only: bool
+    member: BinaryIO,
+    head: bytes,
+    e: zips.Entry,
+    inner: str,
+    found: _Found,
+    depth: int,
+    *,
+    only: bool,
 ) -> None:
     """A zip entry as loaders read it: torch unpickles `*.pkl` entries (its `data/N` storages
     are raw bytes), numpy reads `.npy` entries, nested archives are entered, and the one file
     of a single-file archive is read as a pickle (pandas.read_pickle does)."""
-    head = member.read(16)
-    member.seek(0)
     if head.startswith(_ZIP):
         if depth + 1 >= MAX_DEPTH or e.size > MAX_PICKLE_BYTES:
             found.fail(inner, f"archives nested deeper than {MAX_DEPTH} (or over the size limit)")
             return
-        data = member.read(MAX_PICKLE_BYTES + 1)
+        try:
+            data = member.read(MAX_PICKLE_BYTES + 1)
+        except Exception as error:  # zipfile's CRC or inflate error: unreadable to loaders too
+            found.fail(inner, f"a nested archive that cannot be read ({type(error).__name__})")
+            return
         if len(data) != e.size:
             found.fail(inner, "its size differs from the directory's")
             return
@@ -206,7 +223,7 @@ def _entry(
     pickled = e.name.endswith((".pkl", ".pickle"))
     if not (pickled or only):
         return
-    kind = _raw(member, e.size, inner, found, expect=pickled)
+    kind = _raw(member, e.size, inner, found, expect=pickled, exact=True)
     if kind == "code" or pickled:
         found.pickle = True
         found.loads.append(f"torch.load: zip entry {inner}" if pickled else f"pickle.load: {inner}")
@@ -220,7 +237,7 @@ def _npy(f: BinaryIO, size: int, where: str, found: _Found) -> None:
         return
     if not npy.has_objects(descr):
         return
-    w = pickles.walk(f, offset, size)
+    w = pickles.walk(f, offset, size, exact=True)
     found.imports.update(w.imports)
     if w.kind == "none":
         return  # numpy.load's pickle.load fails at once: nothing runs
@@ -263,7 +280,7 @@ def _compressed(f: BinaryIO, kind: str, where: str, found: _Found) -> str | None
         return kind
     f.seek(0)
     stream = _decompressing(f, kind)
-    w = pickles.walk(stream, 0, 1 << 62)
+    w = pickles.walk(stream, 0, 1 << 62, exact=True)
     found.imports.update(w.imports)
     if w.kind == "none":  # not a pickle inside (or not compressed at all): joblib.load fails
         return kind if w.end > 0 else None

@@ -29,6 +29,15 @@ _PLAIN = re.compile(r"[<>|=]?(?:b1|[iu][1248]|f(?:2|4|8|10|12|16)|c(?:8|16|20|24
 
 def header(stream: BinaryIO) -> tuple[int, Any]:
     """(offset of the array data, the `descr` value); FormatError when numpy could not read it."""
+    try:
+        return _header(stream)
+    except FormatError:
+        raise
+    except Exception as e:  # the stream decodes untrusted bytes (a zip entry's CRC, inflate)
+        raise FormatError(f"the .npy data cannot be read ({type(e).__name__})") from None
+
+
+def _header(stream: BinaryIO) -> tuple[int, Any]:
     stream.seek(0)
     head = stream.read(len(MAGIC) + 2)
     if head[: len(MAGIC)] != MAGIC or len(head) < len(MAGIC) + 2:

@@ -19,10 +19,8 @@ import codecs
 import dataclasses
 import io
 import logging
-import lzma
 import pickletools
 import struct
-import zlib
 from typing import BinaryIO
 
 from gate.formats.exposure import Kind
@@ -112,8 +110,11 @@ class _Reader:
     """Bounded reads from a stream (never past the data's end nor the cap), served from a
     buffer: a walk costs one stream call per 64 KiB, not one per opcode."""
 
-    def __init__(self, stream: BinaryIO, start: int, available: int, cap: int) -> None:
+    def __init__(
+        self, stream: BinaryIO, start: int, available: int, cap: int, exact: bool
+    ) -> None:
         self.stream = stream
+        self.exact = exact
         self.pos = start  # offset in the stream of the next unread byte
         self.end = start + available
         self.cap_end = start + cap
@@ -122,7 +123,7 @@ class _Reader:
         try:
             if stream.tell() != start:
                 stream.seek(start)
-        except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
+        except Exception as e:  # any decoder's error (zlib, lzma, a zip CRC): see _fill
             raise _Fail(f"the data cannot be read ({type(e).__name__})") from None
 
     def _fill(self, want: int) -> bool:
@@ -132,9 +133,12 @@ class _Reader:
             room = min(self.end, self.cap_end) - (self.pos + have)
             if room <= 0:
                 return False
+            step = want - have if self.exact else max(want - have, _BUFFER)
             try:
-                more = self.stream.read(min(room, max(want - have, _BUFFER)))
-            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:
+                more = self.stream.read(min(room, step))
+            except Exception as e:
+                # The stream decodes untrusted bytes (zlib, lzma, bz2, a zip entry whose CRC is
+                # checked at its end): whatever it raises, a loader reading it fails there too.
                 raise _Fail(f"the data cannot be read further ({type(e).__name__})") from None
             if not more:
                 self.end = self.pos + have  # the stream ended before its stated size
@@ -200,10 +204,16 @@ class _Reader:
 
 
 def walk(
-    stream: BinaryIO, start: int = 0, size: int | None = None, cap: int = MAX_PICKLE_BYTES
+    stream: BinaryIO,
+    start: int = 0,
+    size: int | None = None,
+    cap: int = MAX_PICKLE_BYTES,
+    exact: bool = False,
 ) -> Walk:
     """Walk one pickle from `start` to STOP, or to where an unpickler would fail. size: the
-    stream's length when known (seeking to the end of a compressed stream costs a full read)."""
+    stream's length when known (seeking to the end of a compressed stream costs a full read).
+    exact: read only the bytes an unpickler asks for, never ahead; for a decompressing stream,
+    whose corrupt tail raises only when it is read (joblib's unpickler runs what precedes it)."""
     if size is None:
         size = stream.seek(0, io.SEEK_END)
     imports: list[str] = []
@@ -225,7 +235,7 @@ def walk(
 
     r: _Reader | None = None
     try:
-        r = _Reader(stream, start, max(0, size - start), cap)
+        r = _Reader(stream, start, max(0, size - start), cap, exact)
         for _ in range(MAX_OPCODES):
             code = r.read(1)
             op = _OPS.get(code)
