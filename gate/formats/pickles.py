@@ -110,9 +110,7 @@ class _Reader:
     """Bounded reads from a stream (never past the data's end nor the cap), served from a
     buffer: a walk costs one stream call per 64 KiB, not one per opcode."""
 
-    def __init__(
-        self, stream: BinaryIO, start: int, available: int, cap: int, exact: bool
-    ) -> None:
+    def __init__(self, stream: BinaryIO, start: int, available: int, cap: int, exact: bool) -> None:
         self.stream = stream
         self.exact = exact
         self.pos = start  # offset in the stream of the next unread byte
