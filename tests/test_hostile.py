@@ -273,6 +273,8 @@ STALLS = {  # (file name, bytes, expected rule, message fragment)
     "lone surrogate tensor name": ("m.safetensors", raw_st(
         b'{"\\ud800":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', b"\0" * 4),
         "PG304", "not valid Unicode"),
+    "lzma dictionary of 1.4 GB": ("m.bin", bytes.fromhex("5d0000934e554d5059010050") + b"K\x03\x04]\x00",
+        "PG302", "needs more than 64 MiB to decode"),
     "gguf nested arrays": ("m.gguf", b"GGUF" + struct.pack("<IQQ", 3, 0, 1)
         + struct.pack("<Q", 1) + b"k" + struct.pack("<IIQ", 9, 9, 2_000_000)
         + struct.pack("<IQ", 0, 0) * 2_000_000 + b"\0" * 8, None, "a valid header: it passes"),
