@@ -320,6 +320,7 @@ def _emit(text: str, output: str | None, commands: bool = False) -> None:
     must reach the runner (their data is escaped there), so it bypasses the output guard."""
     if output is None:
         if commands and _GUARD.raw is not None:
+            sys.stdout.flush()  # whatever went through the guard comes first
             _GUARD.raw.write(text)
             _GUARD.raw.flush()
         else:

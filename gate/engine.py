@@ -282,6 +282,7 @@ def weight_files(
     """Weight files among repository files: by extension, or by content under any other name
     (rel -> "name", or the format the content reveals). loads: Scanner.loads (default: uncached)."""
     special = {lockfile.LOCK_NAME, MANIFEST_NAME}
+    loads = loads or Scanner().loads
     out: dict[str, str] = {}
     for rel in sorted(files):
         if rel in special or (ignored is not None and ignored.match(rel)):
@@ -289,7 +290,7 @@ def weight_files(
         if sniff.is_weight_name(rel):
             out[rel] = "name"
         elif not shards.is_index(rel):
-            found = _content_format(root, rel, loads or Scanner().loads)
+            found = _content_format(root, rel, loads)
             if found is not None:
                 out[rel] = found
     return out

@@ -348,10 +348,11 @@ def _policy_findings(
                 hint=f"convert the file, or add `{fmt}` to policy.allowed_formats",
             )
         )
-    if out or not family:
+    if not family or "pickle" not in allowed:
         return out
     if not content:
         return [
+            *out,
             rules.make(
                 "PG303",
                 f"{decl.path}: pickle allowed by the policy but not scanned: its content is not"
@@ -360,9 +361,9 @@ def _policy_findings(
                 declared="policy.allowed_formats includes pickle",
                 found="not checked: content not read",
                 hint="check out with LFS content so the pickle can be scanned",
-            )
+            ),
         ]
-    return _pickle_scan_findings(decl, scan, at) if scan is not None else []
+    return out + (_pickle_scan_findings(decl, scan, at) if scan is not None else [])
 
 
 def _polyglot(decl: Artifact, scan: exposure.PickleScan, at: Locator) -> Finding:

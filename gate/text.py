@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import re
 
-# C0 and C1 controls except tab and newline, DEL, bidirectional controls, line separators.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")  # fmt: skip  # noqa: E501
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f"  # C0 and C1 controls except tab and newline, DEL
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"  # bidirectional marks and overrides
+    "\u2028\u2029\ufeff]"  # line and paragraph separators, byte-order mark
+)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _LEGACY_COMMAND = "##["
 _COMMAND = re.compile(r"^(\s*):(?=:)", re.MULTILINE)
@@ -65,6 +68,5 @@ _MARKDOWN.update({c: "\\" + c for c in "\\`*_[]|~$"})
 
 def markdown(s: str) -> str:
     """s as literal text inside a Markdown table cell or a line: no markup, no HTML, one line."""
-    s = visible(s).replace("\r", "")
-    s = "".join(_MARKDOWN.get(c, c) for c in s)
+    s = "".join(_MARKDOWN.get(c, c) for c in visible(s))
     return s.replace("\n", "<br>").replace("\t", " ")
