@@ -105,7 +105,6 @@ class _Header:
         self.length: int | None = None
         self.header: safetensors.Header | None = None
         self.error: str | None = None
-        self.replay = b""  # parsed the moment it is complete: nothing to replay
 
     def feed(self, chunk: memoryview, offset: int) -> bool:
         """Take header bytes from a chunk; True once the header is parsed (or has failed)."""
@@ -150,7 +149,6 @@ class _GgufHeader:
         self.fd = fd
         self.header: gguf.GgufHeader | None = None
         self.error: str | None = None
-        self.replay = b""  # the header is parsed before any data is digested: nothing to replay
 
     def feed(self, chunk: memoryview, offset: int) -> bool:
         """Parse the header (first call); True once parsed or failed."""
@@ -314,11 +312,9 @@ def scan(
                     and header.feed(chunk, offset)
                     and (plan := header.plan) is not None
                 ):
+                    # Both headers are complete within the chunk that completes them (GGUF's
+                    # is parsed whole at the first chunk), so no data was read before the plan.
                     helper = _Helper(_TensorStream(plan), free, threaded)
-                    if header.replay:  # data read before the header was known to be complete
-                        # Before any chunk is submitted, so the helper thread is still idle.
-                        helper.stream.feed(memoryview(header.replay), 0)
-                        header.replay = b""
                 sha.update(chunk)
                 if helper is not None and helper.error is None:
                     helper.submit(buf, offset, n)  # the helper returns buf to `free`

@@ -131,11 +131,6 @@ def _glob_match(tokens: list[re.Pattern[str] | None], segments: list[str]) -> bo
 _END = re.compile("")  # sentinel: past the last token
 
 
-def glob_match(rel: str, pattern: str) -> bool:
-    """Match one path against one pattern (see GlobSet)."""
-    return GlobSet([pattern]).match(rel)
-
-
 def walk_files(root: str, skip: tuple[str, ...] = ()) -> Iterator[str]:
     """Repository-relative paths of files, sorted, not following directory symlinks."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):

@@ -51,12 +51,26 @@ def one_line(s: str) -> str:
     return visible(s).replace("\n", "\\n").replace("\t", "\\t")
 
 
+def no_legacy_commands(text: str, escape: str = "\\x23") -> str:
+    """text without `##[` (a runner command anywhere in a line): its first `#` written as
+    `escape` (visible text: `\\x23`; JSON: `\\u0023`, which keeps the value)."""
+    return text.replace(_LEGACY_COMMAND, escape + "#[") if _LEGACY_COMMAND in text else text
+
+
 def no_commands(text: str) -> str:
     """text in which no line starts a GitHub workflow command and no `##[` appears: the first
     character of each is escaped (`\\x3a:`, `\\x23#[`), visibly."""
-    if _LEGACY_COMMAND in text:
-        text = text.replace(_LEGACY_COMMAND, "\\x23#[")
-    return _COMMAND.sub(lambda m: m.group(1) + "\\x3a", text)
+    return _COMMAND.sub(lambda m: m.group(1) + "\\x3a", no_legacy_commands(text))
+
+
+def json_document(doc: object, **options: object) -> str:
+    """Indented JSON for a file or a CI log: lines of indented JSON cannot start with `::`, and
+    `##[` is written with a JSON escape."""
+    import json
+
+    settings: dict[str, object] = {"indent": 2, "ensure_ascii": False, **options}
+    dumped = json.dumps(doc, **settings)  # type: ignore[arg-type]
+    return no_legacy_commands(dumped, "\\u0023") + "\n"
 
 
 # Characters that Markdown or GitHub's renderer give a meaning to; each is written so it shows

@@ -41,7 +41,7 @@ class Candidate:
     marker: str  # created by the payload when it runs
 
 
-class _Call:
+class Call:
     """Unpickling an instance calls fn(*args): the attack."""
 
     def __init__(self, fn: Any, *args: Any) -> None:
@@ -51,16 +51,16 @@ class _Call:
         return self.fn, self.args
 
 
-def _payloads(marker: str) -> dict[str, _Call]:
+def payloads(marker: str) -> dict[str, Call]:
     import builtins
     import subprocess as sp
 
     touch = f"open({marker!r}, 'w').close()"
     return {
-        "os.system": _Call(os.system, f"touch {marker}"),
-        "exec": _Call(builtins.exec, touch),
-        "eval": _Call(builtins.eval, touch),
-        "subprocess": _Call(sp.call, ["touch", marker]),
+        "os.system": Call(os.system, f"touch {marker}"),
+        "exec": Call(builtins.exec, touch),
+        "eval": Call(builtins.eval, touch),
+        "subprocess": Call(sp.call, ["touch", marker]),
     }
 
 
@@ -69,7 +69,7 @@ def _p0(marker: str) -> bytes:
     return f"cos\nsystem\n(S'touch {marker}'\ntR.".encode()
 
 
-def _safetensors_polyglot(payload: bytes) -> bytes:
+def safetensors_polyglot(payload: bytes) -> bytes:
     """A valid safetensors file that pickle.load reads as `payload`: the header length's low
     bytes are `S"` (a STRING opcode whose quoted line is the header up to a newline the JSON
     allows after a string), `}}` close the header and push two dicts, and the only tensor's
@@ -84,7 +84,7 @@ def _safetensors_polyglot(payload: bytes) -> bytes:
     return struct.pack("<Q", n) + header + payload
 
 
-def _tar(members: list[tuple[str | bytes, bytes]]) -> bytes:
+def tar_file(members: list[tuple[str | bytes, bytes]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
         for name, data in members:
@@ -94,7 +94,7 @@ def _tar(members: list[tuple[str | bytes, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def _tar_name_polyglot(payload: bytes) -> bytes:
+def tar_name_polyglot(payload: bytes) -> bytes:
     """A tar whose first member's name field (byte 0) is a pickle: pickle.load runs it."""
     block = bytearray(512)
     block[: len(payload)] = payload
@@ -118,7 +118,7 @@ def _torch_zip(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def _npy(descr: str, payload: bytes) -> bytes:
+def npy_file(descr: str, payload: bytes) -> bytes:
     header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': (1,), }}"
     header += " " * ((-len(header) - 11) % 64) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload
@@ -146,7 +146,7 @@ def candidates(markers: Path) -> Iterator[Candidate]:
         for key in ("os.system", "exec", "eval", "subprocess"):
             for name in ("model.bin", "weights.dat"):
                 yield mk(name, f"pickle p{proto} {key}",
-                         lambda m, p=proto, k=key: pickle.dumps(_payloads(m)[k], protocol=p))  # fmt: skip
+                         lambda m, p=proto, k=key: pickle.dumps(payloads(m)[k], protocol=p))  # fmt: skip
     stream_families: dict[str, Callable[[str], bytes]] = {
         "INST opcode": lambda m: f"(S'touch {m}'\nios\nsystem\n.".encode(),
         "OBJ opcode": lambda m: f"(cos\nsystem\nS'touch {m}'\no.".encode(),
@@ -158,46 +158,48 @@ def candidates(markers: Path) -> Iterator[Candidate]:
         "octal INT before the call": lambda m: b"I010\n0" + _p0(m),
         "long STRING before the call": lambda m: b"S'" + b"a" * 70_000 + b"'\n0" + _p0(m),
         "call then garbage": lambda m: _p0(m)[:-1] + b"\xff\xfe garbage",
-        "pickle then trailing bytes": lambda m: pickle.dumps(_payloads(m)["exec"], 2) + b"tail",
+        "pickle then trailing bytes": lambda m: pickle.dumps(payloads(m)["exec"], 2) + b"tail",
         "DUP and POP_MARK noise": lambda m: b"(N2001" + _p0(m),
-        "protocol 1 binary": lambda m: pickle.dumps(_payloads(m)["os.system"], protocol=1),
+        "protocol 1 binary": lambda m: pickle.dumps(payloads(m)["os.system"], protocol=1),
     }  # fmt: skip
     for family, make in stream_families.items():
         for name in ("model.pt", "tokenizer.model", "notes.txt"):
             yield mk(name, family, make)
     for name in ("model.safetensors", "pytorch_model.bin", "weights.dat"):
-        yield mk(name, "polyglot safetensors+pickle", lambda m: _safetensors_polyglot(_p0(m)))
-    yield mk("archive.tar", "polyglot tar+pickle", lambda m: _tar_name_polyglot(_p0(m)))
-    yield mk("model.bin", "torch zip", lambda m: _torch_zip({"w": [1], "x": _payloads(m)["exec"]}))
+        yield mk(name, "polyglot safetensors+pickle", lambda m: safetensors_polyglot(_p0(m)))
+    yield mk("archive.tar", "polyglot tar+pickle", lambda m: tar_name_polyglot(_p0(m)))
+    yield mk("model.bin", "torch zip", lambda m: _torch_zip({"w": [1], "x": payloads(m)["exec"]}))
     yield mk("model.bin", "torch zip, prepended pickle",
              lambda m: _p0(m) + _torch_zip({"w": [1]}))  # fmt: skip
     yield mk("model.bin", "two archives in one file",
-             lambda m: _torch_zip({"w": [1]}) + _torch_zip({"x": _payloads(m)["exec"]}))  # fmt: skip
+             lambda m: _torch_zip({"w": [1]}) + _torch_zip({"x": payloads(m)["exec"]}))  # fmt: skip
     yield mk("model.bin", "zip, duplicate data.pkl",
-             lambda m: _dup_zip(pickle.dumps({"w": 1}, 2), pickle.dumps(_payloads(m)["exec"], 2)))  # fmt: skip
+             lambda m: dup_zip(pickle.dumps({"w": 1}, 2), pickle.dumps(payloads(m)["exec"], 2)))  # fmt: skip
     yield mk("single.zip", "single-file zip of a pickle",
-             lambda m: _zip([("data", pickle.dumps(_payloads(m)["exec"], 0))]))  # fmt: skip
-    yield mk("model.tar", "legacy torch tar checkpoint", lambda m: _tar([
+             lambda m: _zip([("data", pickle.dumps(payloads(m)["exec"], 0))]))  # fmt: skip
+    yield mk("model.tar", "legacy torch tar checkpoint", lambda m: tar_file([
         ("storages", pickle.dumps(0, 2) + pickle.dumps([], 2)), ("tensors", pickle.dumps(0, 2)),
-        ("pickle", pickle.dumps(_payloads(m)["os.system"], 2))]))  # fmt: skip
-    yield mk("model.pt", "legacy torch pickles", lambda m: _legacy(_payloads(m)["exec"]))
+        ("pickle", pickle.dumps(payloads(m)["os.system"], 2))]))  # fmt: skip
+    yield mk("model.pt", "legacy torch pickles", lambda m: _legacy(payloads(m)["exec"]))
     for descr in ("'|O'", "'O'", "'object'", "[('a', '|O')]", "'O8'"):
         for name in ("arr.npy", "arr.bin"):
             yield mk(name, f"npy object {descr}",
-                     lambda m, d=descr: _npy(d, pickle.dumps([_payloads(m)["exec"]], 2)))  # fmt: skip
+                     lambda m, d=descr: npy_file(d, pickle.dumps([payloads(m)["exec"]], 2)))  # fmt: skip
 
     def npz(m: str) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, ok=np.ones(2), bad=np.array([_payloads(m)["exec"]], dtype=object))
+        np.savez(buf, ok=np.ones(2), bad=np.array([payloads(m)["exec"]], dtype=object))
         return buf.getvalue()
 
     yield mk("arrays.npz", "npz with an object array", npz)
     for method in ("zlib", "gzip", "bz2", "xz", "lzma"):
         for name in ("model.joblib", "model.pkl.gz", "data.bin"):
-            yield mk(name, f"joblib {method}", lambda m, c=method: _joblib(_payloads(m)["exec"], c))
+            yield mk(
+                name, f"joblib {method}", lambda m, c=method: joblib_dump(payloads(m)["exec"], c)
+            )
 
 
-def _dup_zip(first: bytes, second: bytes) -> bytes:
+def dup_zip(first: bytes, second: bytes) -> bytes:
     import warnings
 
     buf = io.BytesIO()
@@ -217,7 +219,7 @@ def _legacy(obj: Any) -> bytes:
     return buf.getvalue()
 
 
-def _joblib(obj: Any, method: str) -> bytes:
+def joblib_dump(obj: Any, method: str) -> bytes:
     import tempfile
 
     import joblib

@@ -18,6 +18,8 @@ import yaml
 from tests.helpers import artifact_yaml, pointer, tensors, write_st
 from tests.test_diff import git
 
+pytestmark = pytest.mark.slow  # the Action's steps in a real virtualenv with a simulated runner
+
 ROOT = Path(__file__).resolve().parent.parent
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
 NODE_MODULES = ROOT / ".ci" / "node" / "node_modules"

@@ -16,6 +16,8 @@ import pytest
 
 from tests import hubserver
 
+pytestmark = pytest.mark.slow  # Hub stand-ins on loopback
+
 GATE = str(Path(sys.executable).parent / "provenance-gate")
 UNKNOWN_SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -17,6 +17,8 @@ import pytest
 
 from tests import hubserver
 
+pytestmark = pytest.mark.slow  # olah, the Hub stand-in, serving git repositories
+
 GATE = str(Path(sys.executable).parent / "provenance-gate")
 
 

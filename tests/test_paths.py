@@ -23,7 +23,7 @@ from gate import paths
     ],
 )
 def test_glob(rel: str, pattern: str, match: bool) -> None:
-    assert paths.glob_match(rel, pattern) is match
+    assert paths.GlobSet([pattern]).match(rel) is match
 
 
 def test_resolve_inside(tmp_path: Path) -> None:

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import artifact_yaml, tensors, write_st
 from tests.test_diff import git
+
+pytestmark = pytest.mark.slow  # real pre-commit environments
 
 ROOT = Path(__file__).resolve().parent.parent
 # hook environments are built once per machine (pip installs this repository into them)

@@ -28,7 +28,7 @@ import os
 import zlib
 from typing import Any, BinaryIO, cast
 
-try:  # the stream reader behind LZMAFile, GzipFile and BZ2File
+try:  # the stream reader behind LZMAFile, GzipFile and BZ2File, used for lzma and zlib here
     from compression._common._streams import (  # type: ignore[import-not-found,unused-ignore]
         DecompressReader as _DecompressReader,
     )
@@ -311,8 +311,9 @@ def _compressed(f: BinaryIO, kind: str, where: str, found: _Found) -> str | None
 
 
 def _decompressing(f: BinaryIO, kind: str, limited: list[bool]) -> BinaryIO:
-    """The decompressed stream joblib would read (the same stdlib readers; lzma with a memory
-    limit: limited[0] is set when a header asks for more)."""
+    """The decompressed stream joblib would read, through the stdlib reader behind GzipFile,
+    BZ2File and LZMAFile (lzma with a memory limit: limited[0] is set when a header asks for
+    more than it)."""
     if kind == "gzip":
         return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
     if kind == "bz2":
@@ -327,10 +328,24 @@ def _decompressing(f: BinaryIO, kind: str, limited: list[bool]) -> BinaryIO:
         f.seek(_JOBLIB_ZF_HEADER)
         if f.read(1) != b" ":  # joblib <= 0.8.4 wrote one more space
             f.seek(_JOBLIB_ZF_HEADER)
-    return _Inflate(f)  # type: ignore[return-value]
+    return io.BufferedReader(_DecompressReader(f, _Zlib, trailing_error=zlib.error))
 
 
-class _LimitedLzma:
+class _Decompressor:
+    """What the stdlib stream reader asks of a decompressor `d` beyond decompress()."""
+
+    d: Any
+
+    @property
+    def eof(self) -> bool:
+        return bool(self.d.eof)
+
+    @property
+    def unused_data(self) -> bytes:
+        return bytes(self.d.unused_data)
+
+
+class _LimitedLzma(_Decompressor):
     """lzma.LZMADecompressor under LZMA_MEMLIMIT: an lzma or xz header may declare a
     dictionary of gigabytes, which liblzma allocates before decoding a byte (found by fuzzing:
     1.4 GB from a 16-byte file). LZMAFile cannot take a limit; this goes into the same stdlib
@@ -342,72 +357,34 @@ class _LimitedLzma:
 
     def decompress(self, data: bytes, max_length: int = -1) -> bytes:
         try:
-            return self.d.decompress(data, max_length)
+            out: bytes = self.d.decompress(data, max_length)
+            return out
         except lzma.LZMAError as e:
             if "limit" in str(e).lower():  # "Memory usage limit reached"
                 self.limited[0] = True
             raise
 
     @property
-    def eof(self) -> bool:
-        return bool(self.d.eof)
-
-    @property
-    def unused_data(self) -> bytes:
-        return bytes(self.d.unused_data)
-
-    @property
     def needs_input(self) -> bool:
         return bool(self.d.needs_input)
 
 
-class _Inflate:
-    """A zlib stream read forward like a file; a broken stream ends it (the walk then sees the
-    data end). Only read, readline and tell: the walk never seeks backwards."""
+class _Zlib(_Decompressor):
+    """zlib.decompressobj with the interface of the stdlib stream reader's decompressors
+    (`needs_input` from its unconsumed input), so zlib streams are read like the others."""
 
-    def __init__(self, inner: BinaryIO) -> None:
-        self.inner = inner
-        self.z: Any = zlib.decompressobj()
-        self.pending = b""
+    def __init__(self) -> None:
+        self.d = zlib.decompressobj()
         self.tail = b""
-        self.pos = 0
-        self.done = False
 
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence != io.SEEK_SET or offset != self.pos:
-            raise OSError("a zlib stream is read forward only")
-        return self.pos
-
-    def _fill(self, want: int) -> None:
-        while len(self.pending) < want and not self.done:
-            data = self.tail or self.inner.read(1 << 16)
-            if not data:
-                self.done = True
-                break
-            try:
-                more = self.z.decompress(data, 1 << 20)  # bounded output per step (bombs)
-            except zlib.error:
-                self.done = True
-                break
-            self.tail = self.z.unconsumed_tail
-            self.pending += more
-            self.done = self.z.eof
-
-    def read(self, n: int = -1) -> bytes:
-        self._fill(n)
-        out, self.pending = self.pending[:n], self.pending[n:]
-        self.pos += len(out)
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes:
+        out: bytes = self.d.decompress(self.tail + data, max(max_length, 0))
+        self.tail = self.d.unconsumed_tail
         return out
 
-    def readline(self, limit: int = -1) -> bytes:
-        while b"\n" not in self.pending and len(self.pending) < limit and not self.done:
-            self._fill(len(self.pending) + (1 << 16))
-        end = self.pending.find(b"\n")
-        n = min(limit, end + 1 if end >= 0 else len(self.pending))
-        return self.read(n)
+    @property
+    def needs_input(self) -> bool:
+        return not self.tail
 
 
 class _Window(io.RawIOBase):

@@ -9,8 +9,8 @@ prepended), every local header repeats its central entry, the entries tile the f
 the central directory with nothing between them, and no name occurs twice. Hand-written because the
 point is to refuse what the readers tolerate; it reads headers only, never entry data.
 
-The entry count is read from the end record before anything else, so a hostile count is refused
-before any parsing cost.
+The entry count and directory size are read from the end record first, so a hostile count is
+refused before any parsing cost.
 """
 
 from __future__ import annotations
@@ -48,25 +48,6 @@ class Entry:
     @property
     def is_dir(self) -> bool:
         return self.name.endswith("/")
-
-
-def declared_entries(stream: BinaryIO) -> int | None:
-    """The entry count the archive declares, or None when no end record is found."""
-    try:
-        return _end(stream)[1]
-    except FormatError:
-        return None
-
-
-def too_many_entries(stream: BinaryIO) -> str | None:
-    """Why the archive must not be opened (no end record, or over MAX_ENTRIES), else None."""
-    count = declared_entries(stream)
-    stream.seek(0)
-    if count is None:
-        return "no zip end record"
-    if count > MAX_ENTRIES:
-        return f"declares {count} entries (at most {MAX_ENTRIES} are read)"
-    return None
 
 
 def _end(stream: BinaryIO) -> tuple[int, int, int, int]:

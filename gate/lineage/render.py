@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from gate.lineage.result import LineageReport, Verdict, format_p
-from gate.text import markdown, no_commands, visible
+from gate.text import json_document, markdown, no_commands, visible
 
 FORMATS = ("text", "json", "markdown")
 TOP_TENSORS = 8
@@ -14,10 +13,7 @@ TOP_TENSORS = 8
 
 def render(report: LineageReport, fmt: str) -> str:
     if fmt == "json":
-        return (
-            json.dumps(report.as_dict(), indent=2, allow_nan=False).replace("##[", "\\u0023#[")
-            + "\n"
-        )
+        return json_document(report.as_dict(), ensure_ascii=True, allow_nan=False)
     if fmt == "markdown":
         return _markdown(report)
     return no_commands(visible(_text(report)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -63,13 +62,6 @@ def report_dict(report: Report) -> dict[str, Any]:
             for a in report.artifacts
         ],
     }
-
-
-def json_text(doc: Any) -> str:
-    """A JSON document for a file or a CI log: `##[` (a GitHub runner command anywhere in a
-    line) is written with a JSON escape, which keeps the value; lines of indented JSON cannot
-    start with `::`."""
-    return json.dumps(doc, indent=2, ensure_ascii=False).replace("##[", "\\u0023#[") + "\n"
 
 
 def finding_text(f: Finding, *, hint: bool = True) -> str:

@@ -10,7 +10,7 @@ from gate import rules
 from gate.findings import Finding, Report
 from gate.reporters.common import finding_text, repo_path, summary_line
 from gate.reporters.interface import ReporterOptions
-from gate.text import no_commands, visible
+from gate.text import no_commands, no_legacy_commands, visible
 
 PER_LEVEL_CAP = 10
 _LEVEL = {"error": "error", "warning": "warning", "note": "notice"}
@@ -19,7 +19,7 @@ _LEVEL = {"error": "error", "warning": "warning", "note": "notice"}
 def escape_data(text: str) -> str:
     """Workflow-command data: one line, and no legacy `##[` command inside it."""
     out = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return visible(out).replace("##[", "\\x23#[")
+    return no_legacy_commands(visible(out))
 
 
 def escape_property(text: str) -> str:

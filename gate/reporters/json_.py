@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gate.findings import Report
-from gate.reporters.common import json_text, report_dict
+from gate.reporters.common import report_dict
 from gate.reporters.interface import ReporterOptions
+from gate.text import json_document
 
 
 class JsonReporter:
@@ -12,4 +13,4 @@ class JsonReporter:
         self.options = options
 
     def render(self, report: Report) -> str:
-        return json_text(report_dict(report))
+        return json_document(report_dict(report))

@@ -6,8 +6,9 @@ from typing import Any
 
 from gate import rules
 from gate.findings import Report
-from gate.reporters.common import finding_text, json_text, repo_path
+from gate.reporters.common import finding_text, repo_path
 from gate.reporters.interface import ReporterOptions
+from gate.text import json_document
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
@@ -69,4 +70,4 @@ class SarifReporter:
                 }
             ],
         }
-        return json_text(doc)
+        return json_document(doc)

@@ -5,6 +5,9 @@ import struct
 import zipfile
 from pathlib import Path
 
+import pytest
+
+from gate.errors import FormatError
 from gate.formats import loaders, zips
 
 
@@ -16,9 +19,10 @@ def archive(n: int) -> bytes:
     return buf.getvalue()
 
 
-def test_counts_entries_from_the_end_record() -> None:
-    assert zips.declared_entries(io.BytesIO(archive(3))) == 3
-    assert zips.declared_entries(io.BytesIO(b"PK\x03\x04 not really a zip")) is None
+def test_reads_entries_from_the_end_record() -> None:
+    assert [e.name for e in zips.layout(io.BytesIO(archive(3)))] == ["f0", "f1", "f2"]
+    with pytest.raises(FormatError, match="no zip end record"):
+        zips.layout(io.BytesIO(b"PK\x03\x04 not really a zip"))
 
 
 def huge_zip64_claim(count: int) -> bytes:
@@ -31,7 +35,8 @@ def huge_zip64_claim(count: int) -> bytes:
 
 def test_zip64_claims_are_read_and_refused_before_parsing(tmp_path: Path) -> None:
     data = huge_zip64_claim(10**9)
-    assert zips.declared_entries(io.BytesIO(data)) == 10**9
+    with pytest.raises(FormatError, match="declares 1000000000 entries"):
+        zips.layout(io.BytesIO(data))
     path = tmp_path / "model.bin"
     path.write_bytes(data)
     result = loaders.scan(str(path), "model.bin")

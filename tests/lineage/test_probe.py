@@ -16,6 +16,8 @@ from gate.lineage import probe
 from tests.lineage.test_zoo import ZOO_SIZE
 from tests.zoo import build
 
+pytestmark = pytest.mark.slow  # the logit probe (torch and transformers) on the trained zoo
+
 ROOT = Path(__file__).resolve().parents[2]
 GATE = str(Path(sys.executable).parent / "provenance-gate")
 

@@ -18,6 +18,8 @@ from tests import hubserver
 from tests.lineage.test_zoo import EXPECTED, ZOO_SIZE, names
 from tests.zoo import build
 
+pytestmark = pytest.mark.slow  # the trained zoo behind a Hub stand-in
+
 # A sample compares rows at the same index: a residual-stream rotation moves every row, so these
 # need the base whole (from the Hugging Face cache). They must not be convicted of anything else.
 NEEDS_WHOLE_BASE = {"llama-s0.rotated", "llama-s0.all-attacks"}

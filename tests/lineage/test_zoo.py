@@ -17,6 +17,8 @@ from gate.lineage.relate import compare
 from gate.lineage.result import LineageReport
 from tests.zoo import build
 
+pytestmark = pytest.mark.slow  # the trained model zoo
+
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"base": "copy"}
 ZOO_SIZE = (4, 2)  # llama and gpt2 bases: the zoo bench/lineage_accuracy.py also uses
