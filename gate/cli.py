@@ -68,6 +68,13 @@ def _dir_arg(f: Callable[..., Any]) -> Callable[..., Any]:
 def _report_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--format, --output, --fail-on, --color and --report: the commands that render a Report."""
     f = click.option(
+        "--strict/--no-strict",
+        default=False,
+        envvar="PROVENANCE_GATE_STRICT",
+        help="A lineage or license check that could not run (Hub unreachable, weights not"
+        " readable, references unusable) is an error, not a note: for CI (the Action's default).",
+    )(f)
+    f = click.option(
         "--report",
         "reports",
         multiple=True,
@@ -139,6 +146,7 @@ def check(
     fail_on: str,
     color: bool | None,
     reports: tuple[str, ...],
+    strict: bool,
     lineage_depth: str,
     offline: bool,
     verbose: bool,
@@ -154,6 +162,7 @@ def check(
             scanner=scanner,
             lineage_depth=cast("LineageDepth", lineage_depth),
             offline=offline,
+            strict=strict,
         )
     return _render(report, fmt, output, color, reports)
 
@@ -214,6 +223,7 @@ def diff_command(
     fail_on: str,
     color: bool | None,
     reports: tuple[str, ...],
+    strict: bool,
     verbose: bool,
 ) -> int:
     """What changed in DIR's declarations between --base and --head (a pull request's view)."""
@@ -227,7 +237,9 @@ def diff_command(
     verified = None
     if head_ref is None:
         with _scanner(no_cache, cache_dir, jobs, verbose) as scanner:
-            verified = engine.check(target, fail_on=cast("FailOn", fail_on), scanner=scanner)
+            verified = engine.check(
+                target, fail_on=cast("FailOn", fail_on), scanner=scanner, strict=strict
+            )
     report = diff.report(target.root, target.manifest_display, found, verified)
     report = dataclasses.replace(report, fail_on=cast("FailOn", fail_on))
     return _render(report, fmt, output, color, reports)
@@ -323,8 +335,9 @@ def _emit(text: str, output: str | None, commands: bool = False) -> None:
             sys.stdout.flush()  # whatever went through the guard comes first
             _GUARD.raw.write(text)
             _GUARD.raw.flush()
-        else:
-            click.echo(text, nl=False)
+        else:  # color=True: keep the colours --color asked for even when piped (click strips
+            # them off a non-terminal by default); uncoloured reports carry no escapes at all
+            click.echo(text, nl=False, color=True)
         return
     from gate.paths import atomic_write
 
@@ -343,6 +356,8 @@ def _run_writer(name: str, directory: str, manifest: str | None, **scan: Any) ->
         outcome = run(target, scanner)
     for line in outcome.changes:
         click.echo(line)
+    for line in outcome.warnings:
+        click.echo(f"warning: {line}", err=True)
     if outcome.report.findings:
         text = reporters.get("text", reporters.ReporterOptions(color=sys.stderr.isatty())).render(
             outcome.report

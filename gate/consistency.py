@@ -222,6 +222,23 @@ class _Checker:
                 continue
             found = licenses.identify_text(text)
             ids = {i.lower() for i in self.lic.ids}
+            if found is None and not ids <= {"other"}:  # custom terms are `other`'s to link
+                # a warning when the declared licenses' texts are known (this is none of them),
+                # a note when some are not in the table (it may be that text)
+                known = all(i in licenses.data()["texts"] for i in ids)
+                self.out.append(rules.make(
+                    "PG411",
+                    f"{name} is not recognised as the text of any known license, so it does not"
+                    f" confirm the declared license `{self.lic.normalized}`"
+                    + ("" if known else " (whose text is not in the gate's table)"),
+                    self.at("model", "license"), declared=self.lic.normalized,
+                    found=f"{name}: unrecognised text ({_opening(text)})",
+                    hint=f"commit the full, unmodified text of `{self.lic.normalized}` as {name};"
+                    " for custom terms declare `license: other` with license_name and"
+                    " license_link",
+                    severity=None if known else "note",
+                ))  # fmt: skip
+                return
             if found is None or found in ids or self._same(found, ids):
                 return
             self.out.append(rules.make(
@@ -412,3 +429,9 @@ class _Checker:
             hint="change the license, the base model, or the policy (policy.licenses,"
             " policy.commercial_use_required)",
         ))  # fmt: skip
+
+
+def _opening(text: str, width: int = 60) -> str:
+    """The first words of a text, on one line, for a finding."""
+    words = " ".join(text.split())
+    return repr(words[:width] + ("..." if len(words) > width else ""))

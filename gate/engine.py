@@ -80,11 +80,13 @@ def check(
     scanner: Scanner | None = None,
     lineage_depth: LineageDepth = "full",
     offline: bool = False,
+    strict: bool = False,
 ) -> Report:
     """Run every implemented check; checks not implemented are reported as not checked.
 
     lineage_depth "exact" limits lineage to tier 0 (digests from the cached scan): the fast,
-    numpy-free mode for pre-commit.
+    numpy-free mode for pre-commit. strict: a lineage or license check that could not run is an
+    error (CI), instead of a note or warning (pre-commit, offline work).
     """
     scanner = scanner or Scanner()
     manifest, problems = load_manifest(target, scanner.cache)
@@ -150,13 +152,17 @@ def check(
             )
     extra, unread, refusals = _pickled_tensors(manifest, pickled)
     findings.extend(refusals)
+    own, borrowed = _own_scans(manifest, scans, folders)
+    findings.extend(borrowed)
     hubs = HubBases(manifest, _connect(offline), scanner.cache)
     findings.extend(
-        verify_lineage(target.root, manifest, scans, scanner, extra, unread, lineage_depth, hubs)
+        verify_lineage(target.root, manifest, own, scanner, extra, unread, lineage_depth, hubs)
     )
     findings.extend(consistency.check(target.root, manifest, scanner.cache, hubs))
     findings.extend(hubs.findings)
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
+    if strict:
+        findings = [rules.strict(f) for f in findings]
     return _report(target, findings, tuple(results), fail_on, nothing_to_check=nothing)
 
 
@@ -207,6 +213,35 @@ def _pickled_tensors(
                 )
             )
     return tensors, unread, refusals
+
+
+def _own_scans(
+    manifest: Manifest, scans: dict[str, hashing.FileScan], folders: tuple[str, ...]
+) -> tuple[dict[str, hashing.FileScan], list[Finding]]:
+    """The scans of this model's own weights, and a PG214 note for each declared artifact in a
+    base-model or reference folder: it is checked like any artifact, but counting the base's
+    tensors as the candidate's would make any derivative look like a copy of its base."""
+    own: dict[str, hashing.FileScan] = {}
+    notes: list[Finding] = []
+    index = {os.path.normpath(a.path).replace(os.sep, "/"): a.index for a in manifest.artifacts}
+    for rel, scan in scans.items():
+        folder = next((f for f in folders if in_folders(rel, (f,))), None)
+        if folder is None:
+            own[rel] = scan
+            continue
+        notes.append(
+            rules.make(
+                "PG214",
+                f"{rel} lies in {folder}, a base-model or reference folder: its checksums are"
+                " verified, but it is not counted as this model's weights in the lineage checks",
+                manifest.locate("artifacts", index[rel], "path"),
+                declared=rel,
+                found=f"in {folder}",
+                hint="remove it from `artifacts` if it is the base's file (base folders need no"
+                " declaration)",
+            )
+        )
+    return own, notes
 
 
 def other_models(manifest: Manifest) -> tuple[str, ...]:

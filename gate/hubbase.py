@@ -12,7 +12,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 
-from gate import card, rules
+from gate import card, pip_install, rules
 from gate.findings import Finding, Location, Severity
 from gate.hub import REPO_ID, SHA, Hub, HubError, HubFile
 from gate.manifest import BaseModel, Manifest, Memo
@@ -97,7 +97,7 @@ class HubBases:
         resolved: str | None = None
         why = ""
         if self.hub is None:
-            why = "; `pip install provenance-gate[hub]` to look up the commit"
+            why = f"; `{pip_install('hub')}` to look up the commit"
         else:
             try:
                 resolved = self.hub.resolve(model.repo, rev)
@@ -121,7 +121,7 @@ class HubBases:
         out = None
         if sha is not None:
             if self.hub is None:
-                self.unavailable(model, "needs `pip install provenance-gate[hub]`")
+                self.unavailable(model, f"needs `{pip_install('hub')}`")
             else:
                 try:
                     out = self.hub.files(model.repo, sha)

@@ -13,7 +13,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from gate import card, lockfile, paths, rules, yamlio
-from gate.engine import Target, _report, other_models, weight_files
+from gate.engine import Target, _report, in_folders, other_models, weight_files
 from gate.findings import Finding, Report
 from gate.hub import REPO_ID
 from gate.integrity import effective_format
@@ -28,11 +28,14 @@ _RELATIONS = {"finetune", "adapter", "merge", "quantized"}
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """What init/lock did: the findings (as a report) and one line per change written."""
+    """What init/lock did: the findings (as a report), one line per change written, what a
+    person should review (init), and the format each locked artifact was recorded as."""
 
     report: Report
     changes: tuple[str, ...]
     written: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    formats: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def lock(target: Target, scanner: Scanner | None = None) -> Outcome:
@@ -47,10 +50,11 @@ def lock(target: Target, scanner: Scanner | None = None) -> Outcome:
 def init(target: Target, scanner: Scanner | None = None) -> Outcome:
     """Scaffold a manifest (or extend an existing one) with every weight file, then lock it."""
     existing = os.path.exists(target.manifest_path)
+    warnings: list[str] = []
     if existing:
         text = read_bytes(target.manifest_path, target.manifest_display).decode("utf-8")
     else:
-        text = scaffold(target.root, _pinner())
+        text, warnings = scaffold(target.root, _pinner())
     manifest, problems = parse(text.encode("utf-8"), target.manifest_display)
     if manifest is None:
         written: tuple[str, ...] = ()
@@ -68,9 +72,11 @@ def init(target: Target, scanner: Scanner | None = None) -> Outcome:
     new = list(weight_files(target.root, candidates, paths.GlobSet(manifest.ignore)))
     created = () if existing else ("created " + target.manifest_display,)
     if not new:
-        return _lock_text(
+        done = _lock_text(
             target, text, manifest, created, force_write=not existing, scanner=scanner
         )
+        scaffolded = [] if existing else [a.path for a in manifest.artifacts]
+        return _reviewed(done, manifest, scaffolded, warnings)
     doc, _, _ = yamlio.load(text)
     seq = doc.get("artifacts")
     if not isinstance(seq, CommentedSeq):
@@ -83,7 +89,26 @@ def init(target: Target, scanner: Scanner | None = None) -> Outcome:
     manifest, problems = parse(text2.encode("utf-8"), target.manifest_display)
     assert manifest is not None, problems  # we only appended schema-valid entries
     changes = (*created, *(f"{rel}: declared" for rel in new))
-    return _lock_text(target, text2, manifest, changes, force_write=True, scanner=scanner)
+    done = _lock_text(target, text2, manifest, changes, force_write=True, scanner=scanner)
+    scaffolded = [] if existing else [a.path for a in manifest.artifacts]
+    return _reviewed(done, manifest, [*scaffolded, *new], warnings)
+
+
+def _reviewed(
+    done: Outcome, manifest: Manifest, declared: list[str], warnings: list[str]
+) -> Outcome:
+    """init's outcome with a warning for each file it declared that the policy will refuse."""
+    allowed = manifest.policy.allowed_formats
+    for rel in dict.fromkeys(declared):
+        fmt = done.formats.get(rel)
+        if fmt is not None and fmt != "other" and fmt not in allowed:
+            warnings.append(
+                f"{rel}: declared, but `check` will refuse it: format {fmt} is not in"
+                f" policy.allowed_formats ({', '.join(allowed)})"
+                + ("; a pickle can run code when loaded: convert it to safetensors"
+                   if fmt == "pickle" else "")
+            )  # fmt: skip
+    return dataclasses.replace(done, warnings=tuple(warnings))
 
 
 def _lock_text(
@@ -188,7 +213,10 @@ def _lock_text(
         lockfile.write(lock_file, entries)
         if _read_text(lock_file) != previous:
             written.append(os.path.relpath(lock_file, target.root))
-    return Outcome(_report(target, findings, (), "error"), tuple(changes), tuple(written))
+    formats = {path: str(entry.get("format", "other")) for path, entry in entries.items()}
+    return Outcome(
+        _report(target, findings, (), "error"), tuple(changes), tuple(written), formats=formats
+    )
 
 
 def _old_entry(old: lockfile.LockedArtifact, fresh: dict[str, Any]) -> dict[str, Any]:
@@ -228,26 +256,47 @@ def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _pinner() -> Callable[[str], str | None] | None:
-    """Looks up a Hub model's current commit for the scaffold (None: huggingface_hub missing)."""
+Pin = Callable[[str], "tuple[str | None, str | None]"]
+
+
+def _pinner() -> Pin:
+    """Looks up a Hub model's current commit for the scaffold: (sha, None) or (None, why not)."""
     from gate import hub
 
     if not hub.available():
-        return None
+        return lambda repo: (None, "the `hub` extra (huggingface_hub) is not installed")
 
-    def pin(repo: str) -> str | None:
+    def pin(repo: str) -> tuple[str | None, str | None]:
         try:
-            return hub.HubClient().resolve(repo, None)
-        except hub.HubError:
-            return None
+            return hub.HubClient().resolve(repo, None), None
+        except hub.HubError as e:
+            return None, e.message
 
     return pin
 
 
-def scaffold(root: str, pin: Callable[[str], str | None] | None = None) -> str:
-    """A new manifest's text from the folder name and the README front matter; pin: the
-    current commit of a Hub model (None when it cannot be looked up)."""
+def model_folders(root: str, weights: list[str]) -> tuple[str, ...]:
+    """Sub-folders holding another model (their own config.json beside weight files) while the
+    repository has weights of its own outside them: a vendored base or a reference kept for the
+    lineage check, never this model's artifacts. Empty when every weight lies in such folders (a
+    repository of several variants): then they are all the repository's own."""
+    folders = sorted({os.path.dirname(w) for w in weights} - {""})
+    found: list[str] = []
+    for folder in folders:
+        parts = folder.split("/")
+        tops = ["/".join(parts[: k + 1]) for k in range(len(parts))]
+        top = next((t for t in tops if os.path.isfile(os.path.join(root, t, "config.json"))), None)
+        if top is not None and top not in found:
+            found.append(top)
+    own = [w for w in weights if not in_folders(w, tuple(found))]
+    return tuple(found) if own else ()
+
+
+def scaffold(root: str, pin: Pin | None = None) -> tuple[str, list[str]]:
+    """A new manifest's text from the folder name and the README front matter, and warnings for
+    what a person must decide; pin: the current commit of a Hub model (or why it is unknown)."""
     fm = card.front_matter(root, "README.md") or {}
+    warnings: list[str] = []
     name = str(fm.get("model_name") or os.path.basename(root) or "model")
     lines = [
         "# provenance.yaml: what this repository declares about its weights.",
@@ -261,6 +310,7 @@ def scaffold(root: str, pin: Callable[[str], str | None] | None = None) -> str:
         lines.append(f"  license: {_q(lic)}  # from README.md front matter")
     else:
         lines.append("  license: unknown  # README.md front matter has no license: set it")
+        warnings.append("model.license: unknown (README.md front matter has no `license`): set it")
     for key in ("license_name", "license_link"):
         if isinstance(fm.get(key), str) and fm[key]:
             lines.append(f"  {key}: {_q(fm[key])}")
@@ -273,23 +323,51 @@ def scaffold(root: str, pin: Callable[[str], str | None] | None = None) -> str:
         for b in bases:
             if b not in hub:
                 lines.append(f"  # - {json.dumps(b)}: in the card but not a Hub id; declare it")
+                warnings.append(f"base model {b!r} (README.md) is not a Hub id: declare it")
         for b in hub:
             lines.append(f"  - id: {_q(b)}")
-            sha = pin(b) if pin is not None else None
+            sha, why = pin(b) if pin is not None else (None, "not looked up")
             if sha:
                 lines.append(f"    revision: {sha}  # {b}@main when this file was written")
             else:
                 lines.append("    # revision: the base's full commit sha on the Hub (required)")
+                warnings.append(
+                    f"base model {b}: its current commit could not be looked up ({why}); set"
+                    " `revision:` to the full commit sha you derived from (`check` requires it)"
+                )
             if relation in _RELATIONS:
                 lines.append(f"    relation: {relation}  # from base_model_relation")
             else:
                 lines.append("    relation: finetune  # not in the card: confirm")
+                warnings.append(
+                    f"base model {b}: README.md has no base_model_relation; `relation: finetune`"
+                    " written: confirm it"
+                )
     else:
         lines.append("  origin: scratch  # no base_model in README.md; the gate tests this claim")
+        warnings.append(
+            "model.origin: scratch, because README.md front matter names no base_model; if this"
+            " model was derived from another, set `origin: derived` and declare `base_models`"
+        )
     weights = list(weight_files(root, list(paths.walk_files(root))))
-    if weights:
+    others = model_folders(root, weights)
+    own = [w for w in weights if not in_folders(w, others)]
+    if own:
         lines.append("artifacts:")
-        lines.extend(f"  - path: {_q(rel)}" for rel in weights)
+        lines.extend(f"  - path: {_q(rel)}" for rel in own)
     lines.append("policy:")
     lines.append("  allowed_formats: [safetensors, gguf]")
-    return "\n".join(lines) + "\n"
+    if others:
+        lines += [
+            "  lineage:",
+            "    # folders holding another model (their own config.json): compared with this",
+            "    # model, never declared as its artifacts. If this model derives from one, move",
+            "    # it to base_models as `path:` with its relation.",
+            "    references: [" + ", ".join(_q(f) for f in others) + "]",
+        ]
+        warnings.extend(
+            f"{f}/ holds another model (its own config.json): listed in"
+            " policy.lineage.references, its weights not declared as artifacts"
+            for f in others
+        )
+    return "\n".join(lines) + "\n", warnings

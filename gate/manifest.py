@@ -245,7 +245,66 @@ def _explain(error: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
         ]
     if error.validator == "required":
         return [(path, error.message.replace("'", "`"), error.instance)]
-    return [(path, error.message, error.instance)]
+    return [(path, _in_yaml_terms(error, path), error.instance)]
+
+
+_KINDS = {"object": "a mapping (key: value)", "array": "a list", "string": "a string",
+          "integer": "an integer", "number": "a number", "boolean": "true or false",
+          "null": "nothing (null)"}  # fmt: skip
+
+
+def _yaml(value: Any, limit: int = 40) -> str:
+    """A value as YAML spells it (null, true, [1, 2]), in backticks, shortened."""
+    if isinstance(value, str):
+        text = value
+    elif value is None or isinstance(value, bool):
+        text = json.dumps(value)
+    else:
+        text = json.dumps(value, default=str, ensure_ascii=False).replace('"', "")
+    return "`" + (text if len(text) <= limit else text[: limit - 1] + "…") + "`"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return f"the boolean {_yaml(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{'a string' if isinstance(value, str) else 'the number'} {_yaml(value)}"
+
+
+def _in_yaml_terms(error: Any, path: tuple[str | int, ...]) -> str:
+    """A jsonschema error in the manifest author's terms: YAML values and kinds, not Python
+    reprs (`None is not of type 'object'`)."""
+    v, arg, inst = error.validator, error.validator_value, error.instance
+    if v == "type":
+        wanted = " or ".join(
+            _KINDS.get(str(t), str(t)) for t in (arg if isinstance(arg, list) else [arg])
+        )
+        if not path and inst is None:
+            return "the manifest is empty: expected a mapping with `version` and `model`"
+        return f"expected {wanted}, found {_kind(inst)}"
+    if v == "enum":
+        return f"{_yaml(inst)} is not one of {', '.join(_yaml(a) for a in arg)}"
+    if v == "const":
+        return f"must be {_yaml(arg)}, found {_yaml(inst)}"
+    if v == "pattern":
+        return f"{_yaml(inst)} does not have the expected form (pattern {arg})"
+    bound = "at least" if v.startswith("min") else "at most"
+    if v in ("minItems", "maxItems"):
+        return f"{bound} {arg} entries, found {len(inst)}"
+    if v in ("minLength", "maxLength"):
+        return f"{bound} {arg} characters, found {len(inst)}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}
+        return f"must be {sign[v]} {arg}, found {_yaml(inst)}"
+    if v == "uniqueItems":
+        return "entries must be unique"
+    return str(error.message).replace("None", "null").replace("True", "true").replace(
+        "False", "false")  # fmt: skip
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

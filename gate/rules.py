@@ -42,6 +42,12 @@ _RULES = [
     Rule("PG211", "changed-while-hashing", "error", "A file changed while it was being read."),
     Rule("PG212", "unreadable-file", "error", "A file could not be read."),
     Rule("PG213", "not-a-file", "error", "A declared artifact is not a regular file."),
+    Rule(
+        "PG214",
+        "artifact-in-base-folder",
+        "note",
+        "A declared artifact lies in a base-model or reference folder: not this model's weights.",
+    ),
     # 22x: sharded checkpoints
     Rule("PG221", "shard-index-invalid", "error", "A sharded checkpoint index is malformed."),
     Rule("PG222", "shard-missing", "error", "A shard named by the index is absent or undeclared."),
@@ -115,6 +121,12 @@ _RULES = [
         "warning",
         "A base license's naming or attribution term is not met.",
     ),
+    Rule(
+        "PG411",
+        "license-file-unrecognised",
+        "warning",
+        "The LICENSE file's text is not a known license: it does not confirm the declaration.",
+    ),
     Rule("PG501", "lineage-not-checked", "note", "A lineage claim could not be fully verified."),
     Rule(
         "PG502",
@@ -146,6 +158,12 @@ _RULES = [
         "merge-weight-mismatch",
         "warning",
         "A declared merge coefficient differs from the one recovered from the weights.",
+    ),
+    Rule(
+        "PG511",
+        "scratch-not-tested",
+        "note",
+        "A `scratch` claim lists no reference models, so there is nothing to test it against.",
     ),
     Rule("PG601", "card-not-checked", "note", "The model card was not found or not readable."),
     Rule(
@@ -245,3 +263,16 @@ def make(
         hint=None if hint is None else storable(hint),
         details=tuple(storable(d) for d in details),
     )
+
+
+# Checks that could not run: lineage not verified, a Hub base unreachable or gated, a base
+# license unknown. Notes by default (offline work, pre-commit); errors under --strict (CI).
+NOT_RUN = frozenset({"PG501", "PG409", "PG802", "PG803"})
+_STRICT = "--strict: a lineage or license check that could not run fails the run"
+
+
+def strict(finding: Finding) -> Finding:
+    """The finding as --strict reports it: an error when it says a check could not run."""
+    if finding.rule not in NOT_RUN or finding.severity == "error":
+        return finding
+    return dataclasses.replace(finding, severity="error", details=(*finding.details, _STRICT))

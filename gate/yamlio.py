@@ -158,8 +158,23 @@ def _events_problem(text: str) -> YamlProblem | None:
     return None
 
 
+_OPENED = {"flow sequence": "`[`", "flow mapping": "`{`", "quoted scalar": "the quote"}
+
+
 def _marked(e: MarkedYAMLError) -> YamlProblem:
-    mark = e.problem_mark or e.context_mark
+    """Located where the problem began: an unclosed `[`, `{` or quote at the line that opened
+    it (the parser only notices lines later), the problem's own position otherwise."""
+    start, end = e.context_mark, e.problem_mark
+    opened = next((v for k, v in _OPENED.items() if e.context and k in e.context), None)
+    if opened and start is not None and end is not None and start.line != end.line:
+        return YamlProblem(
+            "syntax",
+            f"{opened} opened here is not closed: {e.problem} at line {end.line + 1}, column"
+            f" {end.column + 1}",
+            start.line + 1,
+            start.column + 1,
+        )
+    mark = end or start
     line = mark.line + 1 if mark is not None else 1
     col = mark.column + 1 if mark is not None else 1
     parts = [p for p in (e.context, e.problem) if p]

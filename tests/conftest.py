@@ -1,9 +1,35 @@
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 import pytest
+
+ZOO_SIZE = (4, 2)  # llama and gpt2 bases: the zoo bench/lineage_accuracy.py also uses
+
+
+@pytest.fixture(scope="session")
+def zoo(pytestconfig: pytest.Config) -> Path:
+    """The trained model zoo (tests/zoo/build.py), built on first use and cached across runs.
+    Building takes minutes: its progress goes to the terminal, past pytest's capture."""
+    from tests.zoo import build
+
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else _nothing():
+        return build.ensure(None, *ZOO_SIZE, progress=_progress)
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 @pytest.fixture(autouse=True)

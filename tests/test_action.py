@@ -37,13 +37,19 @@ def evaluate(text: str, inputs: dict[str, str], github: dict[str, str]) -> str:
     return _EXPR.sub(one, text)
 
 
-def run_action(workspace: Path, tmp: Path, **given: str) -> dict[str, Any]:
+def run_action(
+    workspace: Path,
+    tmp: Path,
+    steps: int | None = None,
+    env: dict[str, str] | None = None,
+    **given: str,
+) -> dict[str, Any]:
     """Run every `run:` step of action.yml in order, as a runner would, and collect what a
     workflow sees: outputs, annotations on stdout, the step summary, the exit code."""
     inputs = {k: str(v.get("default", "")) for k, v in ACTION["inputs"].items()}
     inputs.update({k.replace("_", "-"): v for k, v in given.items()})
     runner_temp = tmp / "runner"
-    runner_temp.mkdir()
+    runner_temp.mkdir(parents=True)
     files = {n: tmp / n for n in ("output", "env", "summary")}
     for f in files.values():
         f.write_text("")
@@ -58,11 +64,16 @@ def run_action(workspace: Path, tmp: Path, **given: str) -> dict[str, Any]:
         "GITHUB_STEP_SUMMARY": str(files["summary"]),
         "PROVENANCE_GATE_CACHE_DIR": str(tmp / "cache"),
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "HF_ENDPOINT": "http://127.0.0.1:9",  # a Hub that refuses: the unreachable case
+        "HF_HOME": str(tmp / "hf-home"),
+        **(env or {}),
     }
     stdout, code = "", 0
-    for step in ACTION["runs"]["steps"]:
-        if "run" not in step:
-            assert "always()" in step["if"]  # the SARIF upload, only when asked for
+    for step in ACTION["runs"]["steps"][:steps]:
+        if "run" not in step:  # actions/cache and the SARIF upload: nothing to do here
+            assert "uses" in step and "if" in step
+            continue
+        if "upload-sarif" in step.get("if", "") and inputs["upload-sarif"] != "true":
             continue
         assert "${{" not in step["run"], "inputs reach scripts through env only"
         env = dict(base_env)
@@ -91,6 +102,7 @@ def run_action(workspace: Path, tmp: Path, **given: str) -> dict[str, Any]:
         "stdout": stdout,
         "outputs": outputs,
         "summary": files["summary"].read_text(),
+        "env": files["env"].read_text(),
     }
 
 
@@ -176,6 +188,54 @@ def test_diff_mode_in_a_pull_request(tmp_path: Path) -> None:
     assert r["code"] == 0, r["stdout"]
     assert "::warning file=model/provenance.yaml,line=4" in r["stdout"]
     assert "PG704" in Path(r["outputs"]["report-markdown"]).read_text()
+
+
+def test_an_unreachable_hub_fails_the_action_unless_strict_is_off(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    repo = model_repo(ws / "model")
+    text = (repo / "provenance.yaml").read_text().replace("origin: scratch", "origin: derived")
+    text = text.replace(
+        "artifacts:",
+        "base_models:\n  - id: acme/base\n    revision: "
+        + "a" * 40
+        + "\n    relation: finetune\n    license: apache-2.0\nartifacts:",
+    )
+    (repo / "provenance.yaml").write_text(text)
+    (repo / "README.md").write_text("---\nlicense: apache-2.0\nbase_model: acme/base\n"
+                                    "base_model_relation: finetune\n---\n")  # fmt: skip
+    strict = run_action(ws, tmp_path / "a", working_directory="model", extras="",
+                        formats="json, markdown", lineage_depth="exact")  # fmt: skip
+    assert strict["code"] == 1, strict["stdout"]
+    assert "::error file=model/provenance.yaml" in strict["stdout"] and "PG802" in strict["stdout"]
+    assert Path(strict["outputs"]["report-markdown"]).is_file()  # "json, markdown": both
+    assert Path(strict["outputs"]["report-json"]).is_file()
+    lenient = run_action(ws, tmp_path / "b", working_directory="model", extras="", strict="false",
+                         lineage_depth="exact")  # fmt: skip
+    assert lenient["code"] == 0, lenient["stdout"]
+    assert "::notice file=model/provenance.yaml" in lenient["stdout"]
+
+
+def test_the_first_step_checks_the_runner_and_normalises_inputs(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    ok = run_action(ws, tmp_path / "a", steps=1, extras="lineage, hub")
+    assert ok["code"] == 0 and "PROVENANCE_GATE_EXTRAS=lineage,hub" in ok["env"]
+    win = run_action(ws, tmp_path / "b", env={"RUNNER_OS": "Windows"})
+    assert win["code"] == 2 and "Windows runners are not supported" in win["stdout"]
+    bad = run_action(ws, tmp_path / "c", strict="yes")
+    assert bad["code"] == 2 and "strict must be true or false" in bad["stdout"]
+
+
+def test_sarif_upload_is_pinned_and_skipped_on_forks() -> None:
+    steps = {s["name"]: s for s in ACTION["runs"]["steps"]}
+    upload = steps["Upload SARIF to code scanning"]
+    assert upload["uses"] == "github/codeql-action/upload-sarif@v4"
+    fork = "github.event.pull_request.head.repo.full_name == github.repository"
+    assert fork in upload["if"]
+    assert "!=" in steps["Say why SARIF was not uploaded"]["if"]
+    cache = steps["Cache pip downloads"]
+    assert cache["uses"].startswith("actions/cache@") and "inputs.cache" in cache["if"]
 
 
 def test_bad_inputs_stop_before_installing(tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_malformed_manifest_exit_2_located(tmp_path: Path) -> None:
     manifest(tmp_path, "version: 1\nmodel:\n  name: [x\n")
     r = run("check", str(tmp_path))
     assert r.returncode == 2
-    assert r.stdout.startswith("provenance.yaml:4:1: error PG101 manifest-syntax:")
+    assert r.stdout.startswith("provenance.yaml:3:9: error PG101 manifest-syntax: `[` opened here")
 
 
 def test_nothing_to_check_exit_3(tmp_path: Path) -> None:

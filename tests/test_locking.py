@@ -279,3 +279,25 @@ def test_lock_keeps_the_tensor_digest_of_a_corrupt_checkpoint(tmp_path: Path) ->
     assert [f.rule for f in locking.lock(target(tmp_path)).report.findings] == ["PG304"]
     assert "tensors_digest" in (tmp_path / "provenance.yaml").read_text()
     assert "PG304" in [f.rule for f in check(tmp_path).findings]
+
+
+def test_init_tells_other_models_from_variants(tmp_path: Path) -> None:
+    """A sub-folder with its own config.json is another model only beside weights of the
+    repository's own; a repository of variants in sub-folders declares them all."""
+    for folder in ("small", "large"):
+        write_st(tmp_path / "variants" / folder / "model.safetensors")
+        (tmp_path / "variants" / folder / "config.json").write_text("{}")
+    outcome = locking.init(target(tmp_path / "variants"))
+    assert not [w for w in outcome.warnings if "holds another model" in w]
+    text = (tmp_path / "variants" / "provenance.yaml").read_text()
+    assert "- path: large/model.safetensors" in text and "references" not in text
+
+    root = tmp_path / "vendored"
+    write_st(root / "model.safetensors")
+    write_st(root / "third_party" / "base" / "model.safetensors", seed=2)
+    (root / "third_party" / "base" / "config.json").write_text("{}")
+    write_st(root / "shards" / "extra.safetensors", seed=3)  # no config.json: this model's own
+    locking.init(target(root))
+    text = (root / "provenance.yaml").read_text()
+    assert "references: [third_party/base]" in text
+    assert "- path: shards/extra.safetensors" in text and "- path: third_party" not in text

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gate import pip_install
 from gate.errors import GateError, NothingToCheck
 from gate.findings import Location
 from gate.lineage.result import DEFAULT_ALPHA, LineageReport
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from gate.lineage.remote import HubRef
     from gate.lineage.result import Verdict
 
-EXTRA_HINT = "install the weight tiers: pip install 'provenance-gate[lineage]'"
+EXTRA_HINT = f"install the weight tiers: {pip_install('lineage')}"
 
 
 def audit(
@@ -54,6 +55,12 @@ def audit(
         if not cand.tensors:
             raise NothingToCheck(f"{candidate}: {'; '.join(cand.problems) or 'no tensors'}",
                                  hint="pass a folder with safetensors or GGUF weights")  # fmt: skip
+        for ref in opened[1:]:  # a verdict against nothing would read as "independent"
+            if not ref.tensors:
+                raise GateError(f"reference {ref.display} is not a readable model: "
+                                f"{'; '.join(ref.problems)}",
+                                hint="pass a model folder or a weight file (safetensors or GGUF),"
+                                " with its LFS content checked out")  # fmt: skip
         refs = [hub_refs[r][1] if r in hub_refs else next(local) for r in references]
         client = next((c for c, _ in hub_refs.values()), None)
         with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
@@ -124,7 +131,7 @@ def _hub_refs(references: Sequence[str], offline: bool) -> dict[str, tuple[HubCl
         return {}
     if not hub.available():
         raise GateError("Hub references need huggingface_hub",
-                        hint="pip install 'provenance-gate[hub]'")  # fmt: skip
+                        hint=pip_install("hub"))  # fmt: skip
     from gate.lineage.remote import HubRef, weight_files
 
     client = hub.HubClient(offline=offline)

@@ -112,22 +112,44 @@ def compare(
     )
 
 
-def collect(root: str, rel: str, scanner: Scanner) -> tuple[list[hashing.TensorDigest], list[str]]:
-    """Digests of every safetensors file in a folder (or one file) inside the repository."""
+def _files(root: str, rel: str, suffixes: tuple[str, ...]) -> tuple[str, list[str]] | str:
+    """(folder or file, its weight files) inside the repository, or why there are none."""
     real, problem = paths.resolve_inside(root, rel.rstrip("/"))
     if problem is not None:
-        return [], [problem]
+        return problem
     if os.path.isfile(real):
-        files = [real]
-    elif os.path.isdir(real):
-        files = [
+        return real, [real]
+    if os.path.isdir(real):
+        return real, [
             os.path.join(real, f)
             for f in paths.walk_files(real)
-            if f.endswith(".safetensors")
+            if f.endswith(suffixes)
             and paths.is_within(os.path.realpath(os.path.join(real, f)), root)
         ]
-    else:
-        return [], ["no such file or folder"]
+    return "no such file or folder"
+
+
+def file_digests(root: str, rel: str, scanner: Scanner) -> dict[str, str]:
+    """The sha256 of each safetensors/GGUF file of a folder (or one file) in the repository, an
+    LFS pointer's oid for a pointer: what settles a copy when tensors cannot be read."""
+    found = _files(root, rel, (".safetensors", ".gguf"))
+    if isinstance(found, str):
+        return {}
+    real, files = found
+    out: dict[str, str] = {}
+    for path, scan in scanner.scan_many(os.path.realpath(p) for p in files).items():
+        if not isinstance(scan, OSError) and scan.pointer_error is None:
+            name = os.path.relpath(path, real) if path != real else os.path.basename(path)
+            out[name] = scan.pointer.oid if scan.pointer is not None else scan.sha256
+    return out
+
+
+def collect(root: str, rel: str, scanner: Scanner) -> tuple[list[hashing.TensorDigest], list[str]]:
+    """Digests of every safetensors file in a folder (or one file) inside the repository."""
+    found = _files(root, rel, (".safetensors",))
+    if isinstance(found, str):
+        return [], [found]
+    real, files = found
     tensors: list[hashing.TensorDigest] = []
     problems: list[str] = []
     scanned = scanner.scan_many(os.path.realpath(p) for p in files)

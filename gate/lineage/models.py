@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from gate import paths
+from gate import lfs, paths
 from gate.errors import FormatError
 from gate.formats import gguf as gguf_format
 
@@ -231,6 +231,9 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
     quant: dict[str, int] = {}
     for file in sorted(files):
         rel = os.path.relpath(file, folder)
+        if lfs.looks_like_pointer(_magic(file)):
+            problems.append(f"{rel}: a Git LFS pointer (content not checked out: git lfs pull)")
+            continue
         try:
             if file.endswith(".gguf") or _is_gguf(file):
                 refs, meta = _gguf(file)
@@ -307,12 +310,16 @@ def same_bytes(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
     return True
 
 
-def _is_gguf(file: str) -> bool:
+def _magic(file: str) -> bytes:
     try:
         with paths.open_regular(file) as f:
-            return f.read(4) == b"GGUF"
+            return f.read(16)
     except OSError:
-        return False
+        return b""
+
+
+def _is_gguf(file: str) -> bool:
+    return _magic(file)[:4] == b"GGUF"
 
 
 def _int8_rowwise(tensors: dict[str, TensorRef], quant: dict[str, int]) -> None:

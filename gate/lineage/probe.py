@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gate import cache, paths
+from gate import cache, paths, pip_install
 from gate.errors import GateError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 PROBES = Path(__file__).resolve().parents[1] / "data" / "probes-v1.json"
 CALIBRATION = Path(__file__).with_name("probe_calibration.json")
 MAX_POSITIONS = 512  # tokens per prompt fed to a model
-EXTRA_HINT = "install the probe: pip install torch==<your build> 'provenance-gate[torch]'"
+EXTRA_HINT = f"install the probe: pip install torch==<your build>, then {pip_install('torch')}"
 
 
 class ProbeError(GateError):

@@ -117,6 +117,7 @@ class _Compare:
         self.certain = False
         self.constant: set[str] = set()
         self.folded: set[str] = set()
+        self.edited: dict[str, tuple[int, int]] = {}  # name -> (values changed in place, size)
         self._q: np.ndarray | bool | None = False  # False: not computed yet
         self.notes: list[str] = []
         self.details: dict[str, Any] = {}
@@ -237,6 +238,10 @@ class _Compare:
             c, r = self.cand.array(p.c), self.ref_array(p)
             out = stats.aligned(c, r, hidden_columns_only=p.c.role in _TOKEN_AXIS)
             rows = None
+        if out.raw_effect >= EQUIVALENT and rows is None and cols is None and c.shape == r.shape:
+            changed = int((c != r).sum())
+            if changed * 2 <= c.size:  # most values untouched: an edit, not a transform
+                self.edited[p.c.name] = (changed, int(c.size))
         best = out
         multiset = out.log10_p > SURE and p.c.dtype == p.r.dtype and p.c.size <= MULTISET_MAX
         if multiset and _multiset_equal(self.cand.array(p.c), self.ref_array(p)):
@@ -615,14 +620,18 @@ class _Compare:
                 pairs: list[_Pair]) -> dict[str, float]:  # fmt: skip
         n = len(informative) or 1
         exact = sum(e.test in ("exact", "recast", "multiset") for e in tested)
-        aligned = [e.effect for e in tested if e.test in ("aligned", "vocabulary")]
+        # exact and recast tensors agree in place (cosine 1); a cosine nobody measured is left
+        # out rather than shown as 0.0
+        in_place = ("aligned", "vocabulary", "exact", "recast")
+        aligned = [e.effect for e in tested if e.test in in_place]
         matched = [e.effect for e in tested if e.test == "matched"]
-        return {
-            "exact_fraction": round(exact / n, 4),
-            "compared_fraction": round(len(tested) / n, 4),
-            "mean_aligned_cosine": round(sum(aligned) / len(aligned), 4) if aligned else 0.0,
-            "mean_matched_cosine": round(sum(matched) / len(matched), 4) if matched else 0.0,
-        }
+        out = {"exact_fraction": round(exact / n, 4)}
+        out["compared_fraction"] = round(len(tested) / n, 4)
+        if aligned:
+            out["mean_aligned_cosine"] = round(sum(aligned) / len(aligned), 4)
+        if matched:
+            out["mean_matched_cosine"] = round(sum(matched) / len(matched), 4)
+        return out
 
     def layer_table(self, tested: list[TensorEvidence],
                     layer_map: list[int | None] | None) -> tuple[LayerEvidence, ...]:  # fmt: skip
@@ -677,6 +686,14 @@ class _Compare:
         if complete and tested and all(_equivalent(e) for e in tested):
             kinds = sorted({e.test for e in tested} - {"exact"})
             transformed = [e for e in tested if not _exact(e)]
+            edits = [self.edited[e.candidate] for e in transformed if e.candidate in self.edited]
+            if transformed and len(edits) == len(transformed):  # changed in place: not a copy
+                self.details["summary"] = (
+                    f"nearly identical: {len(edits)} of {len(tested)} tensors differ in"
+                    f" {sum(n for n, _ in edits)} of {sum(size for _, size in edits)} values, in"
+                    " place (an edit of the reference's weights, not a transform)"
+                )
+                return "finetune"
             self.details["summary"] = (
                 "the same function: weights permuted, scaled or rotated" if transformed
                 else "identical weights" + (f" ({', '.join(kinds)})" if kinds else "")

@@ -14,7 +14,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 
-from gate import hashing, rules
+from gate import hashing, pip_install, rules
 from gate.errors import FormatError
 from gate.findings import Finding, Location
 from gate.hub import Hub, HubError, HubFile
@@ -60,16 +60,29 @@ def candidate_digests(scans: dict[str, hashing.FileScan]) -> dict[str, str]:
     return out
 
 
-def lfs_summary(cand: dict[str, str], weights: tuple[HubFile, ...]) -> tuple[bool, str]:
-    """Whether the candidate's weight files are exactly the base's (by LFS sha256), and how
-    many are."""
-    base = {f.sha256 for f in weights if f.sha256}
-    same = sum(1 for d in cand.values() if d in base)
-    identical = bool(cand) and same == len(cand) and len(base) == len(set(cand.values()))
-    return identical, (
-        f"{same} of {len(cand)} weight files have the sha256 of a weight file of the base"
-        f" ({len(weights)} files, by the Hub's LFS digests)"
-    )
+@dataclasses.dataclass(frozen=True)
+class DigestMatch:
+    """How many of the candidate's weight files have the sha256 of one of a reference's."""
+
+    identical: bool  # every file matches, and the reference has no other weight file
+    same: int
+    summary: str
+
+
+def digest_match(cand: dict[str, str], ref: dict[str, str], what: str) -> DigestMatch:
+    """cand, ref: file -> sha256 (an LFS oid for a pointer); what: how ref's digests are known."""
+    digests = set(ref.values())
+    same = sum(1 for d in cand.values() if d in digests)
+    identical = bool(cand) and same == len(cand) and len(digests) == len(set(cand.values()))
+    return DigestMatch(identical, same, f"{same} of {len(cand)} weight files have the sha256 of"
+                       f" a weight file of {what} ({len(ref)} files)")  # fmt: skip
+
+
+def lfs_match(cand: dict[str, str], weights: tuple[HubFile, ...], name: str) -> DigestMatch:
+    """digest_match against a Hub model's files, by the Hub's LFS digests."""
+    ref = {f.path: f.sha256 for f in weights if f.sha256}
+    match = digest_match(cand, ref, name)
+    return dataclasses.replace(match, summary=match.summary + ", by the Hub's LFS digests")
 
 
 def open_all(
@@ -91,7 +104,7 @@ def open_all(
             continue
         try:
             if hub is None:
-                raise HubError("offline", "needs `pip install provenance-gate[hub]`")
+                raise HubError("offline", f"needs `{pip_install('hub')}`")
             folder = os.path.join(workdir, str(k))
             if cand.adapter is not None:  # an adapter is checked against shapes only
                 opened.append(sampled.header_model(hub, ref.repo, ref.sha, folder))

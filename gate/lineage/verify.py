@@ -10,11 +10,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from gate import hashing, hubbase, paths, rules
+from gate import hashing, hubbase, paths, pip_install, rules
 from gate.findings import Finding, Location, Severity
 from gate.hubbase import HubBases
 from gate.lineage import exact
-from gate.lineage.remote import HubRef, candidate_digests, lfs_summary, weight_files
+from gate.lineage.remote import (
+    HubRef,
+    candidate_digests,
+    digest_match,
+    lfs_match,
+    weight_files,
+)
 from gate.lineage.result import Verdict, format_p
 from gate.manifest import BaseModel, Manifest
 from gate.scanner import Scanner
@@ -25,7 +31,7 @@ if TYPE_CHECKING:
 LineageDepth = Literal["full", "exact"]
 _TIER0_ONLY = (
     "only exact copies were looked for: the weight-similarity tiers (fine-tunes, merges,"
-    " quantization, permutation) need `pip install provenance-gate[lineage]`"
+    f" quantization, permutation) need `{pip_install('lineage')}`"
 )
 _TIER0_ASKED = "only exact copies were looked for (--lineage-depth exact)"
 # declared relation -> relations found in the weights that are consistent with it. A merge with
@@ -69,22 +75,36 @@ def check(
     extra: tensors read from other formats (torch checkpoints); unread: weight files whose
     tensors could not be read, with the reason (the evidence is then partial, and says so).
     """
+    if manifest.origin == "scratch" and not manifest.policy.references:
+        return [
+            rules.make(
+                "PG511",
+                "the `scratch` claim was not tested: no reference models are listed in"
+                " policy.lineage.references",
+                manifest.locate("model", "origin"),
+                declared="origin: scratch",
+                found="no references",
+                hint="list the public models this one must be independent of (local folders or"
+                " hf://owner/name@<commit>) in policy.lineage.references",
+                severity="error" if manifest.policy.lineage_strict else None,
+            )
+        ]
     candidate = [t for s in scans.values() if s.tensors for t in s.tensors] + list(extra)
     missing = [p for p, s in scans.items() if s.tensors is None and s.format == "safetensors"]
-    gaps = [f"{p}: not readable as tensors" for p in sorted(missing)] + list(unread)
+    gaps = [
+        f"{p}: a Git LFS pointer, content not checked out"
+        if scans[p].pointer is not None
+        else f"{p}: not readable as tensors"
+        for p in sorted(missing)
+    ] + list(unread)
     unverified: Severity = "error" if manifest.policy.lineage_strict else "note"
     if not candidate:
         why = "no tensors to compare" + (f" ({'; '.join(gaps)})" if gaps else "")
-        # Hub models can still be compared by file digests (a checkout of LFS pointers has them)
+        if unverified == "note" and any(s.pointer is not None for s in scans.values()):
+            unverified = "warning"  # a checkout of LFS pointers: lineage saw no weight at all
         ctx = _Context(root, manifest, scans, scanner, [], unverified, "exact", hubs)
         ctx.why_tier0 = f"this model has {why}"
-        by_digest = ctx.hub_digests_only()
-        claims = manifest.policy.references if manifest.origin == "scratch" else [
-            b.id if b.id else "" for b in manifest.base_models]  # fmt: skip
-        all_hub = bool(claims) and all(
-            c and (manifest.origin != "scratch" or c.startswith("hf://")) for c in claims
-        )
-        return by_digest if all_hub else [_not_checked(manifest, why, unverified), *by_digest]
+        return ctx.digests_only(why)
     out: list[Finding] = []
     if gaps:
         out.append(_not_checked(manifest, "evidence is partial: " + "; ".join(gaps), unverified))
@@ -126,15 +146,6 @@ class _Context:
     # ------------------------------------------------------------------ scratch
     def scratch(self) -> list[Finding]:
         refs = self.manifest.policy.references
-        if not refs:
-            return [
-                _not_checked(
-                    self.manifest,
-                    "the `scratch` claim was not tested: no reference models are listed in"
-                    " policy.lineage.references",
-                    self.unverified,
-                )
-            ]
         out: list[Finding] = []
         usable: list[tuple[str, exact.ExactEvidence | None, str | HubRef]] = []
         for k, ref in enumerate(refs):
@@ -146,13 +157,10 @@ class _Context:
                 continue
             tensors, problems = exact.collect(self.root, ref, self.scanner)
             if not tensors:
-                out.append(
-                    _not_checked(
-                        self.manifest,
-                        f"reference {ref} unreadable: {'; '.join(problems)}",
-                        self.unverified,
-                    )
-                )
+                settled = self._by_file_digest(ref, None)
+                out += settled if settled is not None else [_not_checked(
+                    self.manifest, f"reference {ref} unreadable: {'; '.join(problems)}",
+                    self.unverified)]  # fmt: skip
                 continue
             usable.append((ref, exact.compare(self.candidate, tensors, ref), ref))
         at = self.manifest.locate("model", "origin")
@@ -228,8 +236,6 @@ class _Context:
         out: list[Finding] = []
         local: list[tuple[int, BaseModel, exact.ExactEvidence | None, str | HubRef]] = []
         for i, base in enumerate(self.manifest.base_models):
-            at = self.manifest.locate("base_models", i)
-            declared = f"{base.relation} of {base.name}"
             if base.path is None:
                 ref = self._hub_ref(hubbase.of_base(self.manifest, i, base), base, out)
                 if ref is not None:
@@ -237,17 +243,8 @@ class _Context:
                 continue
             tensors, problems = exact.collect(self.root, base.path, self.scanner)
             if not tensors:
-                out.append(
-                    rules.make(
-                        "PG501",
-                        f"{base.name}: base weights unusable ({'; '.join(problems)}); relation"
-                        " not checked",
-                        at,
-                        declared=declared,
-                        found="not checked",
-                        severity=self.unverified,
-                    )
-                )
+                settled = self._by_file_digest(base.path, (i, base))
+                out += settled if settled is not None else [self._base_unusable(i, base, problems)]
                 continue
             local.append((i, base, exact.compare(self.candidate, tensors, base.name), base.path))
         if not self.full:
@@ -313,20 +310,75 @@ class _Context:
                                       " never convicts (docs/probe.md)"))  # fmt: skip
         return out
 
-    # ------------------------------------------------------------------ Hub bases
-    def hub_digests_only(self) -> list[Finding]:
-        """Every Hub base or `hf://` reference compared by LFS digests alone."""
+    def _base_unusable(self, i: int, base: BaseModel, problems: list[str]) -> Finding:
+        return rules.make(
+            "PG501",
+            f"{base.name}: base weights unusable ({'; '.join(problems)}); relation not checked",
+            self.manifest.locate("base_models", i),
+            declared=f"{base.relation} of {base.name}",
+            found="not checked",
+            severity=self.unverified,
+        )
+
+    # ------------------------------------------------------------------ by file digests
+    def digests_only(self, why: str) -> list[Finding]:
+        """Without the candidate's tensors (a checkout of LFS pointers, unreadable files), whole
+        files are compared by sha256 (a pointer's oid): with each reference's files, or a Hub
+        model's LFS digests. A copy is settled so; anything else is reported not checked."""
         out: list[Finding] = []
-        if self.manifest.origin == "scratch":
-            for k, ref in enumerate(self.manifest.policy.references):
-                model = hubbase.of_reference(self.manifest, k, ref)
-                if model is not None:
-                    self._hub_ref(model, None, out)
-            return out
-        for i, base in enumerate(self.manifest.base_models):
-            if base.id is not None:
-                self._hub_ref(hubbase.of_base(self.manifest, i, base), base, out)
+        m = self.manifest
+        claims: list[tuple[str, tuple[int, BaseModel] | None]] = (
+            [(ref, None) for ref in m.policy.references] if m.origin == "scratch"
+            else [(b.path or "", (i, b)) for i, b in enumerate(m.base_models)]
+        )  # fmt: skip
+        if not claims:
+            return [_not_checked(m, why, self.unverified)]
+        for k, (ref, base) in enumerate(claims):
+            if base is None:
+                model = hubbase.of_reference(m, k, ref)
+            else:
+                model = hubbase.of_base(m, *base) if base[1].id is not None else None
+            if model is not None:
+                self._hub_ref(model, base[1] if base else None, out)
+                continue
+            settled = self._by_file_digest(ref, base)
+            if settled is not None:
+                out += settled
+            elif base is None:
+                out.append(_not_checked(m, f"against {ref}: {why}", self.unverified))
+            else:
+                out.append(self._base_unusable(*base, [why]))
         return out
+
+    def _by_file_digest(self, ref: str, base: tuple[int, BaseModel] | None) -> list[Finding] | None:
+        """Findings when file digests settle the claim against a local folder (any file of the
+        candidate identical to one of a `scratch` reference's; every file identical to a
+        base's), else None."""
+        match = digest_match(candidate_digests(self.scans),
+                             exact.file_digests(self.root, ref, self.scanner), ref)  # fmt: skip
+        if base is None:
+            if match.same == 0:
+                return None
+            return [rules.make(
+                "PG502", f"origin `scratch` is contradicted by the weights: {match.summary}",
+                self.manifest.locate("model", "origin"),
+                declared="origin: scratch (no base model)", found=match.summary,
+                hint=f"declare `origin: derived` with base_models: [{{path: {ref}, relation:"
+                f" {'copy' if match.identical else 'merge'}}}] and the base model's license",
+            )]  # fmt: skip
+        i, declared = base
+        if not match.identical:
+            return None
+        if declared.relation == "copy":
+            return []
+        return [rules.make(
+            "PG504", f"declared `{declared.relation}`, but every weight file is byte-identical to"
+            f" {declared.name}: this is a copy", self.manifest.locate("base_models", i),
+            declared=f"{declared.relation} of {declared.name}", found=match.summary,
+            hint="declare `relation: copy`, or ship the changed weights",
+        )]  # fmt: skip
+
+    # ------------------------------------------------------------------ Hub bases
 
     def _hub_ref(
         self, model: hubbase.HubModel, base: BaseModel | None, out: list[Finding]
@@ -339,17 +391,20 @@ class _Context:
         if files is None or sha is None:
             return None
         weights = weight_files(files)
-        identical, summary = lfs_summary(candidate_digests(self.scans), weights)
         name = f"{model.repo}@{sha[:12]}"
-        if identical and base is None:
+        match = lfs_match(candidate_digests(self.scans), weights, name)
+        identical, summary = match.identical, match.summary
+        if match.same and base is None:  # one file of a known model is already a copy of it
             out.append(rules.make(
-                "PG502", f"origin `scratch` is contradicted by the weights: every weight file is"
-                f" byte-identical to {name}", self.manifest.locate("model", "origin"),
+                "PG502", f"origin `scratch` is contradicted by the weights: {summary}",
+                self.manifest.locate("model", "origin"),
                 declared="origin: scratch (no base model)", found=summary,
                 hint=f"declare `origin: derived` with base_models: [{{id: {model.repo}, revision:"
-                f" {sha}, relation: copy}}] and the base model's license",
+                f" {sha}, relation: {'copy' if identical else 'merge'}}}] and the base model's"
+                " license",
             ))  # fmt: skip
-        elif identical and base is not None and base.relation != "copy":
+            return None
+        if identical and base is not None and base.relation != "copy":
             out.append(rules.make(
                 "PG504", f"declared `{base.relation}`, but every weight file is byte-identical to"
                 f" {name}: this is a copy", model.at, declared=f"{base.relation} of {base.name}",

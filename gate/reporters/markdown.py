@@ -30,6 +30,8 @@ class MarkdownReporter:
             ]
             for f in findings:
                 message = "<br>".join(_cell(t) for t in (f.message, *f.details))
+                if f.hint:
+                    message += f"<br>**Fix:** {_cell(f.hint)}"
                 out.append(
                     f"| {_ICON[f.severity]} {f.severity} | {f.rule} {rules.RULES[f.rule].name}"
                     f" | {_cell(str(f.location))} | {message} | {_cell(f.declared)}"

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from gate import rules
+from gate import REPOSITORY_URL, RULES_URL, rules
 from gate.findings import Report
 from gate.reporters.common import finding_text, repo_path
 from gate.reporters.interface import ReporterOptions
 from gate.text import json_document
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+_FIX = (
+    "How to fix: each result says what was declared, what was found and, on its last line, the"
+    " change that resolves it (`hint:`). Rule table: " + RULES_URL
+)
+_FIX_MD = (
+    "**How to fix:** each result says what was declared, what was found and, on its last line,"
+    f" the change that resolves it (`hint:`). See the [rule table]({RULES_URL})."
+)
 
 
 class SarifReporter:
@@ -25,12 +33,14 @@ class SarifReporter:
                 "name": r.name,
                 "shortDescription": {"text": r.summary},
                 "defaultConfiguration": {"level": r.severity},
+                "help": {"text": f"{r.summary} {_FIX}", "markdown": f"{r.summary}\n\n{_FIX_MD}"},
+                "helpUri": f"{RULES_URL}",
             }
             for r in rules.RULES.values()
         ]
         results: list[dict[str, Any]] = []
         for f in report.sorted_findings():
-            text = finding_text(f, hint=False)  # the hint goes to properties
+            text = finding_text(f)  # with its hint: code scanning shows the message
             result: dict[str, Any] = {
                 "ruleId": f.rule,
                 "ruleIndex": ids.index(f.rule),
@@ -62,7 +72,7 @@ class SarifReporter:
                         "driver": {
                             "name": "provenance-gate",
                             "version": report.tool_version,
-                            "informationUri": "https://pypi.org/project/provenance-gate/",
+                            "informationUri": REPOSITORY_URL,
                             "rules": driver_rules,
                         }
                     },

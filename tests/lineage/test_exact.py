@@ -116,14 +116,15 @@ def test_without_the_lineage_extra_the_note_says_how_to_get_it(
     monkeypatch.setitem(sys.modules, "scipy", None)  # as if the lineage extra were missing
     report = check(scratch_repo(tmp_path, tensors(seed=2), tensors(seed=1)))
     (note,) = [f for f in report.findings if f.rule == "PG501"]
-    assert "provenance-gate[lineage]" in note.message
+    assert "model-provenance-gate[lineage]" in note.message
 
 
-def test_scratch_without_references_is_not_checked(tmp_path: Path) -> None:
+def test_scratch_without_references_is_not_tested(tmp_path: Path) -> None:
     report = check(scratch_repo(tmp_path, tensors(), None))
-    assert "PG501" in rules_of(report, "note")
-    strict = check(scratch_repo(tmp_path, tensors(), None, strict=True))
-    assert errors(strict) == ["PG501"]
+    assert "PG511" in rules_of(report, "note")
+    assert not errors(check(scratch_repo(tmp_path, tensors(), None), strict=True))  # --strict
+    strict = check(scratch_repo(tmp_path, tensors(), None, strict=True))  # lineage.strict
+    assert errors(strict) == ["PG511"]
 
 
 def test_unreadable_reference_is_not_checked(tmp_path: Path) -> None:

@@ -13,18 +13,11 @@ import jsonschema
 import pytest
 
 from gate.lineage import probe
-from tests.lineage.test_zoo import ZOO_SIZE
-from tests.zoo import build
 
 pytestmark = pytest.mark.slow  # the logit probe (torch and transformers) on the trained zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 GATE = str(Path(sys.executable).parent / "provenance-gate")
-
-
-@pytest.fixture(scope="module")
-def zoo() -> Path:
-    return build.ensure(None, *ZOO_SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 from gate.lineage import sampled
 from gate.lineage.audit import audit
 from tests import hubserver
-from tests.lineage.test_zoo import EXPECTED, ZOO_SIZE, names
+from tests.lineage.test_zoo import EXPECTED, names
 from tests.zoo import build
 
 pytestmark = pytest.mark.slow  # the trained zoo behind a Hub stand-in
@@ -26,8 +26,7 @@ NEEDS_WHOLE_BASE = {"llama-s0.rotated", "llama-s0.all-attacks"}
 
 
 @pytest.fixture(scope="module")
-def zoo_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any, dict[str, str]]]:
-    zoo = build.ensure(None, *ZOO_SIZE)
+def zoo_hub(zoo: Path) -> Iterator[tuple[Path, Any, dict[str, str]]]:
     server = hubserver.RangeHub()
     shas = {b: server.add(f"zoo/{b}", str(zoo / b)) for b in ("llama-s0", "llama-s1", "gpt2-s0",
                                                               "gpt2-s1")}  # fmt: skip

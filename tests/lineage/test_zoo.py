@@ -21,12 +21,6 @@ pytestmark = pytest.mark.slow  # the trained model zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {"base": "copy"}
-ZOO_SIZE = (4, 2)  # llama and gpt2 bases: the zoo bench/lineage_accuracy.py also uses
-
-
-@pytest.fixture(scope="session")
-def zoo() -> Path:
-    return build.ensure(None, *ZOO_SIZE)
 
 
 @pytest.fixture(scope="session")
@@ -244,3 +238,24 @@ def test_check_names_the_wrong_relation_and_merge_weight(zoo: Path, tmp_path: Pa
         tmp_path / "d", zoo, "llama-s0.lora-adapter", [("llama-s0", "adapter", None)]
     )
     assert pg5(check(adapter)) == []
+
+
+def test_the_zoo_trains_deterministically_and_says_how_far_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    said: list[str] = []
+    threads = torch.get_num_threads()
+    try:
+        builder = build._Builder(tmp_path / "z", said.append)
+        assert torch.get_num_threads() == build.THREADS  # the same reductions on any machine
+        one = builder.train(builder.llama(7), 3, 3e-3, 0).state_dict()
+        two = builder.train(builder.llama(7), 3, 3e-3, 0).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    monkeypatch.setattr(build, "PROGRESS_EVERY", 0.0)
+    builder.saved("llama-s9", {})
+    assert said and said[-1].startswith("zoo:   1 models after") and "llama-s9" in said[-1]

@@ -23,7 +23,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import shutil
 import sys
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,19 @@ GPT2_LAYERS = 3
 VOCAB = 384
 
 
+# Training runs on one thread with deterministic kernels: the same source, corpus and library
+# versions give bit-identical models however many cores the machine has (more threads change the
+# order of float reductions, and on a many-core machine they mostly fight over tiny matrices).
+THREADS = 1
+PROGRESS_EVERY = 5.0  # seconds
+
+
 def key() -> str:
-    h = hashlib.sha256(Path(__file__).read_bytes() + CORPUS.read_bytes())
+    """The cache key: this file, the corpus and the versions of the libraries that train."""
+    from importlib.metadata import version
+
+    versions = " ".join(f"{d}={version(d)}" for d in ("torch", "transformers", "tokenizers"))
+    h = hashlib.sha256(Path(__file__).read_bytes() + CORPUS.read_bytes() + versions.encode())
     return h.hexdigest()[:16]
 
 
@@ -46,17 +59,26 @@ def default_root() -> Path:
     return Path(base) / key()
 
 
-def ensure(root: Path | None = None, llama_bases: int = 4, gpt2_bases: int = 2) -> Path:
-    """Build the zoo once (atomically: a half-built zoo is never used) and return its folder."""
+def ensure(
+    root: Path | None = None,
+    llama_bases: int = 4,
+    gpt2_bases: int = 2,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Build the zoo once (atomically: a half-built zoo is never used) and return its folder.
+    progress: told about each model as it is saved (default: a line on standard error)."""
     root = root or default_root()
     done = root / f"zoo-{llama_bases}-{gpt2_bases}.json"
     if done.is_file():
         return root
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    say(f"zoo: building {llama_bases} llama and {gpt2_bases} gpt2 bases with their derivatives"
+        f" in {root} (once per generator version; about a minute on 2 cores)")  # fmt: skip
     with warnings.catch_warnings():  # library chatter while training is not the gate's concern
         warnings.simplefilter("ignore")
-        truth = _Builder(tmp).build(llama_bases, gpt2_bases)
+        truth = _Builder(tmp, say).build(llama_bases, gpt2_bases)
     (tmp / done.name).write_text(json.dumps(truth, indent=1, sort_keys=True))
     root.parent.mkdir(parents=True, exist_ok=True)
     if root.exists():  # another size of the zoo, or a concurrent builder: merge ours in
@@ -75,12 +97,16 @@ def truth(root: Path) -> dict[str, Any]:
 
 
 class _Builder:
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, say: Callable[[str], None] = lambda line: None) -> None:
         import torch
         from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+        torch.set_num_threads(THREADS)
+        torch.use_deterministic_algorithms(True)
         self.torch = torch
         self.out = out
+        self.say, self.started = say, time.monotonic()
+        self.said = self.started
         out.mkdir(parents=True)
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -158,7 +184,15 @@ class _Builder:
         for extra in ("generation_config.json",):
             (path / extra).unlink(missing_ok=True)
         self.save_tokenizer(path)
+        self.saved(name, truth)
+
+    def saved(self, name: str, truth: dict[str, Any]) -> None:
         self.models[name] = truth
+        now = time.monotonic()
+        if now - self.said >= PROGRESS_EVERY:  # a line every few seconds, not one per model
+            self.said = now
+            self.say(f"zoo: {len(self.models):3d} models after {now - self.started:3.0f} s"
+                     f" (last: {name})")  # fmt: skip
 
     def save_tokenizer(self, path: Path, tok: Any = None) -> None:
         (tok or self.tokenizer).save(str(path / "tokenizer.json"))
@@ -172,7 +206,7 @@ class _Builder:
         for f in ("config.json", "tokenizer.json"):
             shutil.copy(self.out / like / f, path / f)
         save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
-        self.models[name] = truth
+        self.saved(name, truth)
 
     def state(self, name: str) -> dict[str, Any]:
         from safetensors.torch import load_file
@@ -276,7 +310,7 @@ class _Builder:
             weight_map.update(dict.fromkeys(part, fname))
         index = {"metadata": {}, "weight_map": weight_map}
         (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
-        self.models[name] = truth
+        self.saved(name, truth)
 
     def lora(self, base: str, t: dict[str, Any]) -> None:
         from peft import LoraConfig, get_peft_model
@@ -294,7 +328,7 @@ class _Builder:
         cfg_json = json.loads((path / "adapter_config.json").read_text())
         cfg_json["base_model_name_or_path"] = base
         (path / "adapter_config.json").write_text(json.dumps(cfg_json, indent=1))
-        self.models[f"{base}.lora-adapter"] = {"relation": "adapter", "rank": 4, **t}
+        self.saved(f"{base}.lora-adapter", {"relation": "adapter", "rank": 4, **t})
         self.save(
             f"{base}.lora-merged",
             peft_model.merge_and_unload(),
@@ -386,7 +420,7 @@ class _Builder:
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
             writer.close()
-            self.models[path.name] = {"relation": "quantized", "qtype": qname.upper(), **t}
+            self.saved(path.name, {"relation": "quantized", "qtype": qname.upper(), **t})
 
     def int8(self, base: str, t: dict[str, Any]) -> None:
         """LLM.int8() as bitsandbytes stores it: int8 rows and their absolute maxima (SCB) for
@@ -457,7 +491,7 @@ class _Builder:
         model.save_pretrained(path, safe_serialization=True)
         (path / "generation_config.json").unlink(missing_ok=True)
         self.save_tokenizer(path, tok)
-        self.models[path.name] = {"relation": "finetune", "detail": f"{added} tokens added", **t}
+        self.saved(path.name, {"relation": "finetune", "detail": f"{added} tokens added", **t})
 
     def attacks(self, base: str, t: dict[str, Any]) -> None:
         """Function-preserving transforms; each must leave the logits unchanged."""

@@ -1,0 +1,34 @@
+"""Which files can change a verdict: what the full pre-commit hook and the example workflows'
+`paths:` filters watch. One list, so the hook, the workflows and the gate cannot drift apart
+(tests/test_watch.py compares them; `python -m gate.watch` prints both forms)."""
+
+from __future__ import annotations
+
+import re
+
+from gate.consistency import LICENSE_FILES
+from gate.formats.sniff import WEIGHT_SUFFIXES
+from gate.lockfile import LOCK_NAME
+from gate.manifest import MANIFEST_NAME
+
+NAMES = (MANIFEST_NAME, LOCK_NAME, "README.md", ".gitattributes", *LICENSE_FILES)
+SUFFIXES = (".safetensors.index.json", *sorted(WEIGHT_SUFFIXES))
+
+
+def hook_files() -> str:
+    """The `files:` regex of a pre-commit hook: these names and suffixes at any depth."""
+    names = "|".join(re.escape(n) for n in NAMES)
+    suffixes = "|".join(re.escape(s) for s in SUFFIXES)
+    return f"(^|/)({names}|[^/]*({suffixes}))$"
+
+
+def workflow_paths() -> list[str]:
+    """A workflow's `on.<event>.paths:` globs: the same files at any depth."""
+    return [f"**/{n}" for n in NAMES] + [f"**/*{s}" for s in SUFFIXES]
+
+
+if __name__ == "__main__":
+    print(f"files: {hook_files()}")
+    print("paths:")
+    for glob in workflow_paths():
+        print(f'  - "{glob}"')
