@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from typing import Any, Literal, Protocol
 
 from gate import paths, rules
@@ -303,8 +304,8 @@ def _in_yaml_terms(error: Any, path: tuple[str | int, ...]) -> str:
         return f"must be {sign[v]} {arg}, found {_yaml(inst)}"
     if v == "uniqueItems":
         return "entries must be unique"
-    return str(error.message).replace("None", "null").replace("True", "true").replace(
-        "False", "false")  # fmt: skip
+    words = {"None": "null", "True": "true", "False": "false"}
+    return re.sub(r"\b(None|True|False)\b", lambda m: words[m.group(1)], str(error.message))
 
 
 def _dotted(path: tuple[str | int, ...]) -> str:

@@ -237,7 +237,7 @@ class _Compare:
             # the sample looks like a transformed copy: a claim that strong needs every row
             c, r = self.cand.array(p.c), self.ref_array(p)
             out = stats.aligned(c, r, hidden_columns_only=p.c.role in _TOKEN_AXIS)
-            rows = None
+            rows = cols = None
         if out.raw_effect >= EQUIVALENT and rows is None and cols is None and c.shape == r.shape:
             changed = int((c != r).sum())
             if changed * 2 <= c.size:  # most values untouched: an edit, not a transform

@@ -117,3 +117,17 @@ def test_names_reduce_to_their_container(tmp_path: Path) -> None:
     renamed = {"wrapper.inner." + k: v + 0.1 for k, v in base.items()}
     c, r = model(tmp_path / "c", renamed), model(tmp_path / "b", base)
     assert {t.role for t in c.tensors.values()} == {t.role for t in r.tensors.values()}
+
+
+def test_a_one_bit_edit_of_a_sampled_matrix_is_an_edit_not_a_transform(tmp_path: Path) -> None:
+    base = layered(rows=relate.MAX_ROWS + 900)
+    edited = {k: v.copy() for k, v in base.items()}
+    edited["model.layers.0.mlp.up_proj.weight"].view(np.uint32)[-1, -1] ^= 1
+    (v,) = relate.compare(model(tmp_path / "e", edited), [model(tmp_path / "b", base)]).verdicts
+    assert v.relation == "finetune"
+    assert v.details["summary"].startswith("nearly identical: 1 of")
+    permuted = {k: v.copy() for k, v in base.items()}  # a transform stays a copy
+    key = "model.layers.0.mlp.up_proj.weight"
+    permuted[key] = permuted[key][::-1].copy()
+    (v,) = relate.compare(model(tmp_path / "p", permuted), [model(tmp_path / "b2", base)]).verdicts
+    assert "nearly identical" not in str(v.details.get("summary"))
