@@ -34,7 +34,7 @@ class SarifReporter:
                 "shortDescription": {"text": r.summary},
                 "defaultConfiguration": {"level": r.severity},
                 "help": {"text": f"{r.summary} {_FIX}", "markdown": f"{r.summary}\n\n{_FIX_MD}"},
-                "helpUri": f"{RULES_URL}",
+                "helpUri": RULES_URL,
             }
             for r in rules.RULES.values()
         ]
