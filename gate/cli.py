@@ -71,8 +71,9 @@ def _report_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--strict/--no-strict",
         default=False,
         envvar="PROVENANCE_GATE_STRICT",
-        help="A lineage or license check that could not run (Hub unreachable, weights not"
-        " readable, references unusable) is an error, not a note: for CI (the Action's default).",
+        help="A check that could not run (weights only LFS pointers, a format not inspected, Hub"
+        " unreachable, references unusable) is an error, not a note: for CI (the Action's"
+        " default).",
     )(f)
     f = click.option(
         "--report",

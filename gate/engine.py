@@ -85,7 +85,7 @@ def check(
     """Run every implemented check; checks not implemented are reported as not checked.
 
     lineage_depth "exact" limits lineage to tier 0 (digests from the cached scan): the fast,
-    numpy-free mode for pre-commit. strict: a lineage or license check that could not run is an
+    numpy-free mode for pre-commit. strict: a check that could not run (rules.NOT_RUN) is an
     error (CI), instead of a note or warning (pre-commit, offline work).
     """
     scanner = scanner or Scanner()

@@ -95,7 +95,10 @@ def tar_file(members: list[tuple[str | bytes, bytes]]) -> bytes:
 
 
 def tar_name_polyglot(payload: bytes) -> bytes:
-    """A tar whose first member's name field (byte 0) is a pickle: pickle.load runs it."""
+    """A tar whose first member's name field (byte 0) is a pickle: pickle.load runs it. The
+    field holds 100 bytes: a longer payload would be cut by the mode field and run nothing."""
+    if len(payload) > 100:
+        raise ValueError(f"a {len(payload)}-byte payload does not fit a tar name field (100)")
     block = bytearray(512)
     block[: len(payload)] = payload
     block[100:108] = b"0000644\0"
@@ -167,7 +170,10 @@ def candidates(markers: Path) -> Iterator[Candidate]:
             yield mk(name, family, make)
     for name in ("model.safetensors", "pytorch_model.bin", "weights.dat"):
         yield mk(name, "polyglot safetensors+pickle", lambda m: safetensors_polyglot(_p0(m)))
-    yield mk("archive.tar", "polyglot tar+pickle", lambda m: tar_name_polyglot(_p0(m)))
+    # the marker relative to the loaders' working folder (markers' parent, see executed): an
+    # absolute temporary path can overflow the tar name field
+    yield mk("archive.tar", "polyglot tar+pickle",
+             lambda m: tar_name_polyglot(_p0(os.path.relpath(m, markers.parent))))  # fmt: skip
     yield mk("model.bin", "torch zip", lambda m: _torch_zip({"w": [1], "x": payloads(m)["exec"]}))
     yield mk("model.bin", "torch zip, prepended pickle",
              lambda m: _p0(m) + _torch_zip({"w": [1]}))  # fmt: skip
@@ -324,7 +330,8 @@ def executed(files: list[tuple[Path, str]], cwd: Path) -> tuple[dict[str, list[s
     time, each in a forked process with its own process group, killed whole when the load
     returns; the markers folder is emptied around every load, so any marker that appears is
     this load's (a mutated payload may create another file's marker), and one found before the
-    next load (created late) is the previous load's. Every marker lives in one folder."""
+    next load (created late) is the previous load's. Every marker lives in one folder, and cwd
+    is its parent: the loaders run there, so a payload may name its marker relative to it."""
     r = subprocess.run(
         [sys.executable, "-c", _HARNESS, *LOADERS],
         input=json.dumps([(str(p), m) for p, m in files]),

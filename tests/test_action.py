@@ -122,16 +122,19 @@ def model_repo(root: Path, weights_as_pointer: bool = False) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """The action on a clean repository, a tampered one, and an LFS-less checkout."""
+    """The action on a clean repository, a tampered one, and an LFS-less checkout (strict, the
+    default, and lenient)."""
     out = {}
-    for name in ("clean", "tampered", "pointers"):
+    for name in ("clean", "tampered", "pointers", "pointers-lenient"):
         tmp = tmp_path_factory.mktemp(name)
         ws = tmp / "ws"
         ws.mkdir()
-        repo = model_repo(ws / "model", weights_as_pointer=name == "pointers")
+        repo = model_repo(ws / "model", weights_as_pointer=name.startswith("pointers"))
         if name == "tampered":
             write_st(repo / "model.safetensors", tensors(seed=2))
-        out[name] = run_action(ws, tmp, working_directory="model", extras="", lineage_depth="exact")
+        strict = "false" if name.endswith("lenient") else "true"
+        out[name] = run_action(ws, tmp, working_directory="model", extras="", lineage_depth="exact",
+                               strict=strict)  # fmt: skip
     return out
 
 
@@ -158,11 +161,16 @@ def test_tampered_weights_fail_with_an_annotation_on_the_manifest(runs: dict[str
 
 
 def test_lfs_less_checkout_verifies_pointers(runs: dict[str, Any]) -> None:
-    r = runs["pointers"]
+    r = runs["pointers-lenient"]
     assert r["code"] == 0, r["stdout"]
     doc = json.loads(Path(r["outputs"]["report-json"]).read_text())
     assert doc["summary"]["pointer_verified"] == 1
     assert "PG209" in {f["rule"] for f in doc["findings"]}
+    # in CI (strict, the default) weights never read are no pass: check out with `lfs: true`
+    r = runs["pointers"]
+    assert r["code"] == 1 and "::error file=model/provenance.yaml" in r["stdout"]
+    doc = json.loads(Path(r["outputs"]["report-json"]).read_text())
+    assert {f["severity"] for f in doc["findings"] if f["rule"] == "PG209"} == {"error"}
 
 
 def test_diff_mode_in_a_pull_request(tmp_path: Path) -> None:

@@ -72,7 +72,8 @@ def test_safetensors_pickle_polyglot_is_refused_in_every_policy(
 
 
 def test_tar_pickle_polyglot_is_refused(tmp_path: Path) -> None:
-    payload, marker = marker_payload(tmp_path)
+    marker = tmp_path / "pwned"  # named relative: a tar name field holds 100 bytes
+    payload = f"cos\nsystem\n(S'touch {marker.name}'\ntR.".encode()
     r, doc = check_json(declared(tmp_path / "repo", "a.tar", oracle.tar_name_polyglot(payload)))
     assert r.returncode == 1 and "PG310" in errors_of(doc)
     assert not marker.exists()

@@ -98,6 +98,17 @@ def test_a_pointer_checkout_that_lineage_cannot_read_is_a_warning(tmp_path: Path
     assert "Git LFS pointer" in str(warning["message"])
     code, found = report(tmp_path, "--strict")  # CI
     assert code == 1 and found["PG501"][0]["severity"] == "error"
+    assert found["PG209"][0]["severity"] == "error"  # content never read: no pass in CI
+
+
+def test_a_format_the_gate_cannot_inspect_fails_under_strict(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(64))
+    manifest(tmp_path, HEAD + artifact_yaml(tmp_path, "model.onnx", tensors_digest=False)
+             + "policy:\n  allowed_formats: [onnx]\n")  # fmt: skip
+    code, found = report(tmp_path)
+    assert code == 0 and found["PG306"][0]["severity"] == "note"
+    code, found = report(tmp_path, "--strict")
+    assert code == 1 and found["PG306"][0]["severity"] == "error"
 
 
 def test_a_derived_copy_is_settled_from_pointers_and_a_local_base(tmp_path: Path) -> None:

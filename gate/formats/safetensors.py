@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 from gate.errors import FormatError
+from gate.formats import tiled_end
 
 # Same cap as the reference implementation, so every file it accepts is accepted here.
 MAX_HEADER_BYTES = 100_000_000
@@ -140,12 +141,7 @@ def parse_header(raw: bytes, file_size: int) -> Header:
         (_entry(name, entry, data_len) for name, entry in doc.items()),
         key=lambda t: (t.begin, t.end),
     )
-    expected = 0
-    for t in tensors:
-        if t.begin != expected:
-            kind = "overlaps the previous tensor" if t.begin < expected else "leaves a gap"
-            raise FormatError(f"tensor {t.name!r} at offset {t.begin} {kind} (expected {expected})")
-        expected = t.end
+    expected = tiled_end(((t.name, t.begin, t.end) for t in tensors), "tensor")
     if expected != data_len:
         raise FormatError(
             f"tensors cover {expected} bytes but the data section holds {data_len} bytes"

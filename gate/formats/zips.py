@@ -21,6 +21,7 @@ import struct
 from typing import BinaryIO
 
 from gate.errors import FormatError
+from gate.formats import tiled_end
 
 MAX_ENTRIES = 100_000
 MAX_DIRECTORY_BYTES = 64 << 20
@@ -127,12 +128,7 @@ def layout(stream: BinaryIO) -> tuple[Entry, ...]:
     if pos != len(directory):
         raise FormatError("the central directory holds more than its declared entries")
     entries.sort(key=lambda e: e.header)
-    expected = 0
-    for e in entries:
-        if e.header != expected:
-            what = "overlaps the previous entry" if e.header < expected else "leaves a gap"
-            raise FormatError(f"entry {e.name!r} at {e.header} {what} (expected {expected})")
-        expected = e.end
+    expected = tiled_end(((e.name, e.header, e.end) for e in entries), "entry")
     if expected != cd_offset:
         raise FormatError(f"bytes between the last entry ({expected}) and the directory")
     return tuple(entries)

@@ -231,11 +231,12 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
     quant: dict[str, int] = {}
     for file in sorted(files):
         rel = os.path.relpath(file, folder)
-        if lfs.looks_like_pointer(_magic(file)):
+        magic = _magic(file)
+        if lfs.looks_like_pointer(magic):
             problems.append(f"{rel}: a Git LFS pointer (content not checked out: git lfs pull)")
             continue
         try:
-            if file.endswith(".gguf") or _is_gguf(file):
+            if file.endswith(".gguf") or magic[:4] == b"GGUF":
                 refs, meta = _gguf(file)
                 arch = arch or str(meta.get("general.architecture") or "")
                 config = config or _gguf_config(meta)
@@ -311,15 +312,12 @@ def same_bytes(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
 
 
 def _magic(file: str) -> bytes:
+    """The first bytes of a file: enough to tell an LFS pointer and GGUF (b"" if unreadable)."""
     try:
         with paths.open_regular(file) as f:
             return f.read(16)
     except OSError:
         return b""
-
-
-def _is_gguf(file: str) -> bool:
-    return _magic(file)[:4] == b"GGUF"
 
 
 def _int8_rowwise(tensors: dict[str, TensorRef], quant: dict[str, int]) -> None:
