@@ -119,10 +119,9 @@ def changes(base: Side, head: Side) -> list[Finding]:
     m = head.manifest
     if base.manifest is None:
         return [
-            rules.make(
-                "PG706",
-                f"nothing to compare with: {base.problem}",
+            rules.PG706.finding(
                 m.locate(),
+                f"nothing to compare with: {base.problem}",
                 declared=base.ref,
                 found=base.problem,
             )
@@ -133,20 +132,18 @@ def changes(base: Side, head: Side) -> list[Finding]:
     after = {a.path: a for a in m.artifacts}
     for path in sorted(after.keys() - before.keys()):
         out.append(
-            rules.make(
-                "PG701",
-                f"{path}: new artifact ({_size(after[path].size)})",
+            rules.PG701.finding(
                 m.locate("artifacts", after[path].index, "path"),
+                f"{path}: new artifact ({_size(after[path].size)})",
                 declared="(absent)",
                 found=f"sha256 {after[path].sha256}",
             )
         )
     for path in sorted(before.keys() - after.keys()):
         out.append(
-            rules.make(
-                "PG702",
-                f"{path}: artifact removed",
+            rules.PG702.finding(
                 m.locate("artifacts"),
+                f"{path}: artifact removed",
                 declared=f"sha256 {before[path].sha256}",
                 found="(absent)",
             )
@@ -157,11 +154,10 @@ def changes(base: Side, head: Side) -> list[Finding]:
             continue
         details = _tensor_changes(path, base.lock, head.lock)
         out.append(
-            rules.make(
-                "PG703",
+            rules.PG703.finding(
+                m.locate("artifacts", new.index, "sha256"),
                 f"{path}: weights changed ({_size(old.size)} -> {_size(new.size)})"
                 + (f"; {details[0]}" if details else ""),
-                m.locate("artifacts", new.index, "sha256"),
                 declared=f"sha256 {old.sha256} at {base.ref}",
                 found=f"sha256 {new.sha256}",
                 details=details[1:],
@@ -171,13 +167,11 @@ def changes(base: Side, head: Side) -> list[Finding]:
         was, now = getattr(b, key), getattr(m, key)
         if was != now:
             out.append(
-                rules.make(
-                    "PG704",
-                    f"`{key}` changed from `{was}` to `{now}`",
+                rules.PG704.finding(
                     m.locate("model", key),
+                    f"`{key}` changed from `{was}` to `{now}`",
                     declared=f"{was} at {base.ref}",
                     found=str(now),
-                    hint="make sure the card, the LICENSE file and the base models agree (PG4xx)",
                 )
             )
     out += _lineage_changes(b, m, base.ref)
@@ -188,10 +182,9 @@ def _lineage_changes(b: Manifest, m: Manifest, ref: str) -> list[Finding]:
     out: list[Finding] = []
     if b.origin != m.origin:
         out.append(
-            rules.make(
-                "PG705",
-                f"origin changed from `{b.origin}` to `{m.origin}`",
+            rules.PG705.finding(
                 m.locate("model", "origin"),
+                f"origin changed from `{b.origin}` to `{m.origin}`",
                 declared=f"{b.origin} at {ref}",
                 found=m.origin,
             )
@@ -213,20 +206,18 @@ def _lineage_changes(b: Manifest, m: Manifest, ref: str) -> list[Finding]:
         else:
             continue
         out.append(
-            rules.make(
-                "PG705",
-                what,
+            rules.PG705.finding(
                 m.locate("base_models", i),
+                what,
                 declared=ref,
                 found=f"{base.relation} of {base.name}",
             )
         )
     for name in sorted(was.keys() - {x.name for x in m.base_models}):
         out.append(
-            rules.make(
-                "PG705",
-                f"base model {name} removed",
+            rules.PG705.finding(
                 m.locate("model", "origin"),
+                f"base model {name} removed",
                 declared=f"{was[name].relation} of {name}",
                 found="(absent)",
             )

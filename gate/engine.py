@@ -117,10 +117,9 @@ def check(
         norm = os.path.normpath(decl.path).replace(os.sep, "/")
         if norm in declared:
             findings.append(
-                rules.make(
-                    "PG208",
-                    f"{decl.path} is declared more than once",
+                rules.PG208.finding(
                     manifest.locate("artifacts", decl.index, "path"),
+                    f"{decl.path} is declared more than once",
                     declared=decl.path,
                     found="duplicate entry",
                 )
@@ -200,16 +199,13 @@ def _pickled_tensors(
             index = next(a.index for a in manifest.artifacts if a.path == rel)
             why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             refusals.append(
-                rules.make(
-                    "PG312",
+                rules.PG312.finding(
+                    manifest.locate("artifacts", index, "path"),
                     f"{rel}: the static scan passed this checkpoint but torch's restricted loader"
                     f" (weights_only=True) refused or misread it ({why}); the two readers"
                     " disagree, so it is refused",
-                    manifest.locate("artifacts", index, "path"),
                     declared="a checkpoint torch.load(weights_only=True) reads",
                     found=why,
-                    hint="regenerate it with torch.save from trusted code, or convert it to"
-                    " safetensors",
                 )
             )
     return tensors, unread, refusals
@@ -230,15 +226,12 @@ def _own_scans(
             own[rel] = scan
             continue
         notes.append(
-            rules.make(
-                "PG214",
+            rules.PG214.finding(
+                manifest.locate("artifacts", index[rel], "path"),
                 f"{rel} lies in {folder}, a base-model or reference folder: its checksums are"
                 " verified, but it is not counted as this model's weights in the lineage checks",
-                manifest.locate("artifacts", index[rel], "path"),
                 declared=rel,
                 found=f"in {folder}",
-                hint="remove it from `artifacts` if it is the base's file (base folders need no"
-                " declaration)",
             )
         )
     return own, notes
@@ -297,13 +290,11 @@ def _stale_lock(
         return []
     found = "no entry" if entry is None else f"sha256 {entry.sha256}"
     return [
-        rules.make(
-            "PG105",
-            f"{decl.path}: the lock file does not match the manifest's sha256",
+        rules.PG105.finding(
             manifest.locate("artifacts", decl.index, "sha256"),
+            f"{decl.path}: the lock file does not match the manifest's sha256",
             declared=decl.sha256,
             found=f"{_display(target, lock_file)}: {found}",
-            hint="run `provenance-gate lock` to regenerate the lock file",
         )
     ]
 
@@ -359,16 +350,13 @@ def _undeclared(
         hidden = "" if how == "name" else f" (its content is {how}, whatever its name says)"
         danger = _danger(target, rel, scanner)
         out.append(
-            rules.make(
-                "PG206",
+            rules.PG206.finding(
+                at,
                 f"{rel} is a weight file in the repository but is not declared in artifacts"
                 + hidden
                 + (f"; {danger}" if danger else ""),
-                at,
                 declared="(not declared)",
                 found=rel,
-                hint="declare it (`provenance-gate init` adds undeclared weight files), delete it,"
-                " or add a pattern to `ignore`",
             )
         )
     return out
@@ -409,15 +397,12 @@ def _executable(
         if danger is None:
             continue
         out.append(
-            rules.make(
-                "PG311",
+            rules.PG311.finding(
+                at,
                 f"{rel}: {danger}; it is not a declared artifact, and ignoring it does not make"
                 " it safe to ship",
-                at,
                 declared="(not an artifact)",
                 found=danger,
-                hint="delete the file, or convert it to a format that cannot run code"
-                " (safetensors)",
             )
         )
     return out

@@ -108,8 +108,11 @@ class HubClient:
         if revision is not None and SHA.match(revision):
             return revision  # a pinned commit: files() at it proves it exists
         self._online(f"resolving {repo}@{revision or 'main'}")
-        info = self._call(repo, revision, lambda: self.api.model_info(
-            repo, revision=revision, timeout=self.timeout))  # fmt: skip
+        info = self._call(
+            repo,
+            revision,
+            lambda: self.api.model_info(repo, revision=revision, timeout=self.timeout),
+        )
         sha = getattr(info, "sha", None)
         if not isinstance(sha, str) or not SHA.match(sha):
             raise HubError("invalid", f"{repo}@{revision}: the Hub returned no commit sha")
@@ -137,13 +140,14 @@ class HubClient:
 
         tree = None
         with contextlib.suppress(Exception):  # any failure here only means "not cached"
-            tree = huggingface_hub.get_cached_repo_tree(repo, revision=sha,
-                                                        cache_dir=self.hf_cache)  # fmt: skip
+            tree = huggingface_hub.get_cached_repo_tree(repo, revision=sha, cache_dir=self.hf_cache)
         if tree:
-            return tuple(HubFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None)
-                         for e in tree if hasattr(e, "size"))  # fmt: skip
-        snap = os.path.join(self.hf_cache, f"models--{repo.replace('/', '--')}",
-                            "snapshots", sha)  # fmt: skip
+            return tuple(
+                HubFile(e.path, int(e.size), e.lfs.sha256 if e.lfs else None)
+                for e in tree
+                if hasattr(e, "size")
+            )
+        snap = os.path.join(self.hf_cache, f"models--{repo.replace('/', '--')}", "snapshots", sha)
         if not os.path.isdir(snap):
             return None
         out = []
@@ -179,9 +183,18 @@ class HubClient:
         local = self.local_file(repo, sha, path)
         if local is None:
             self._online(f"reading {repo}/{path}")
-            local = self._call(repo, sha, lambda: huggingface_hub.hf_hub_download(
-                repo, path, revision=sha, endpoint=self.endpoint, cache_dir=self.hf_cache,
-                etag_timeout=self.timeout))  # fmt: skip
+            local = self._call(
+                repo,
+                sha,
+                lambda: huggingface_hub.hf_hub_download(
+                    repo,
+                    path,
+                    revision=sha,
+                    endpoint=self.endpoint,
+                    cache_dir=self.hf_cache,
+                    etag_timeout=self.timeout,
+                ),
+            )
         try:
             with paths.open_regular(str(local)) as f:
                 return paths.read_capped(f, MAX_SMALL_FILE)
@@ -227,10 +240,16 @@ class HubClient:
         params: dict[str, str] | None = {"recursive": "true", "expand": "false"}
         out: list[HubFile] = []
         while url is not None:
-            with utils.http_stream_backoff("GET", url, params=params,
-                                           headers=utils.build_hf_headers(), timeout=self.timeout,
-                                           max_retries=RETRIES, base_wait_time=0.5,
-                                           max_wait_time=2.0) as resp:  # fmt: skip
+            with utils.http_stream_backoff(
+                "GET",
+                url,
+                params=params,
+                headers=utils.build_hf_headers(),
+                timeout=self.timeout,
+                max_retries=RETRIES,
+                base_wait_time=0.5,
+                max_wait_time=2.0,
+            ) as resp:
                 utils.hf_raise_for_status(resp)
                 body = _take(resp.iter_bytes(), 0, MAX_PAGE + 1)
                 links = resp.links
@@ -241,8 +260,9 @@ class HubClient:
                     continue
                 lfs = entry.get("lfs") or {}
                 sha256 = lfs.get("oid") or lfs.get("sha256")
-                out.append(HubFile(str(entry["path"]), int(entry["size"]),
-                                   str(sha256) if sha256 else None))  # fmt: skip
+                out.append(
+                    HubFile(str(entry["path"]), int(entry["size"]), str(sha256) if sha256 else None)
+                )
                 if len(out) > MAX_FILES:
                     raise HubError("invalid", f"{repo} lists more than {MAX_FILES} files")
             url, params = links.get("next", {}).get("url"), None
@@ -256,15 +276,23 @@ class HubClient:
         headers = utils.build_hf_headers()
         headers["Range"] = f"bytes={start}-{start + length - 1}"
         headers["Accept-Encoding"] = "identity"  # offsets are into the stored bytes
-        with utils.http_stream_backoff("GET", url, headers=headers, max_retries=RETRIES,
-                                       base_wait_time=0.5, max_wait_time=2.0,
-                                       timeout=self.timeout) as resp:  # fmt: skip
+        with utils.http_stream_backoff(
+            "GET",
+            url,
+            headers=headers,
+            max_retries=RETRIES,
+            base_wait_time=0.5,
+            max_wait_time=2.0,
+            timeout=self.timeout,
+        ) as resp:
             utils.hf_raise_for_status(resp)
             if resp.status_code == 206:
                 got = resp.headers.get("Content-Range", "")
                 if not got.startswith(f"bytes {start}-"):
-                    raise HubError("invalid", f"{repo}/{path}: asked for bytes {start}-, got"
-                                   f" {got or 'no Content-Range'}")  # fmt: skip
+                    raise HubError(
+                        "invalid",
+                        f"{repo}/{path}: asked for bytes {start}-, got {got or 'no Content-Range'}",
+                    )
                 data = _take(resp.iter_bytes(), 0, length)
             elif start + length <= IGNORED_RANGE_CAP:
                 data = _take(resp.iter_bytes(), start, length)
@@ -335,8 +363,9 @@ class HubClient:
                 ) from e
             raise HubError("unreachable", f"{at}: the Hub answered HTTP {code}") from e
         except (errors.HTTPError, OSError) as e:  # transport: refused, reset, timed out, DNS
-            raise HubError("unreachable", f"{at}: {self.endpoint} unreachable"
-                           f" ({type(e).__name__}: {e})"[:300]) from e  # fmt: skip
+            raise HubError(
+                "unreachable", f"{at}: {self.endpoint} unreachable ({type(e).__name__}: {e})"[:300]
+            ) from e
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # a malformed answer
             raise HubError("invalid", f"{at}: unexpected answer from {self.endpoint} ({e})") from e
 

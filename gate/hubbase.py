@@ -19,8 +19,11 @@ from gate.manifest import BaseModel, Manifest, Memo
 
 HF_URI = re.compile(r"^hf://(?P<repo>[^@\s]+?)(?:@(?P<rev>[^@\s]+))?$")
 MAX_ANCESTORS = 8  # models read up a card's base_model chain
-_UNAVAILABLE = {"offline": "base unavailable offline", "unreachable": "the Hub is unreachable",
-                "invalid": "the Hub's answer was unusable"}  # fmt: skip
+_UNAVAILABLE = {
+    "offline": "base unavailable offline",
+    "unreachable": "the Hub is unreachable",
+    "invalid": "the Hub's answer was unusable",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +88,14 @@ class HubBases:
     def _pin(self, model: HubModel) -> str | None:
         if not REPO_ID.match(model.repo):
             self._failed.add(model.key)
-            self.findings.append(rules.make(
-                "PG804", f"{model.repo!r} is not a Hub model id (owner/name)", model.at,
-                declared=model.declared, found="not a Hub model id",
-                hint="write hf://owner/name@<commit sha>",
-            ))  # fmt: skip
+            self.findings.append(
+                rules.PG804.finding(
+                    model.at,
+                    f"{model.repo!r} is not a Hub model id (owner/name)",
+                    declared=model.declared,
+                    found="not a Hub model id",
+                )
+            )
             return None
         rev = model.revision
         if rev is not None and SHA.match(rev):
@@ -104,13 +110,17 @@ class HubBases:
             except HubError as e:
                 why = f"; the commit could not be looked up ({e.message})"
         what = f"revision `{rev}` is not a full commit sha" if rev else "no revision"
-        self.findings.append(rules.make(
-            "PG801", f"{model.repo}: {what} (a Hub model must be pinned to a commit){why}",
-            model.revision_at, declared=f"revision: {rev}" if rev else "(no revision)",
-            found=f"{rev or 'main'} is {resolved}" if resolved else "not pinned",
-            hint=f"pin it: {_pin_hint(model, resolved)}" if resolved else
-            "pin the full 40-character commit sha of the model on the Hub",
-        ))  # fmt: skip
+        self.findings.append(
+            rules.PG801.finding(
+                model.revision_at,
+                f"{model.repo}: {what} (a Hub model must be pinned to a commit){why}",
+                declared=f"revision: {rev}" if rev else "(no revision)",
+                found=f"{rev or 'main'} is {resolved}" if resolved else "not pinned",
+                hint=f"pin it: {_pin_hint(model, resolved)}"
+                if resolved
+                else "pin the full 40-character commit sha of the model on the Hub",
+            )
+        )
         return resolved
 
     def files(self, model: HubModel) -> tuple[HubFile, ...] | None:
@@ -166,8 +176,11 @@ class HubBases:
                     data = self.hub.read_small(repo, sha, "README.md")
                 except HubError:
                     continue
-                parent = card.from_bytes(data, f"{repo}@{sha[:12]}/README.md", self.memo) if (
-                    data is not None) else None  # fmt: skip
+                parent = (
+                    card.from_bytes(data, f"{repo}@{sha[:12]}/README.md", self.memo)
+                    if (data is not None)
+                    else None
+                )
                 value = parent.data.get("license") if parent is not None else None
                 if isinstance(value, str):
                     out.append((value, f"{repo}, base model of {child}, card at {sha[:12]}"))
@@ -183,19 +196,30 @@ class HubBases:
             return
         self._failed.add(model.key)
         rule = "PG803" if e.kind == "denied" else "PG804"
-        self.findings.append(rules.make(
-            rule, f"{model.repo}: {e.message}; not checked", model.at,
-            declared=model.declared, found=e.message, hint=e.hint,
-        ))  # fmt: skip
+        self.findings.append(
+            rules.RULES[rule].finding(
+                model.at,
+                f"{model.repo}: {e.message}; not checked",
+                declared=model.declared,
+                found=e.message,
+                hint=e.hint,
+            )
+        )
 
     def unavailable(self, model: HubModel, why: str, hint: str | None = None) -> None:
         if model.key in self._failed:
             return
         self._failed.add(model.key)
-        self.findings.append(rules.make(
-            "PG802", f"{model.repo}: not checked: {why}", model.at, declared=model.declared,
-            found=f"not checked: {why}", hint=hint, severity=self.unverified,
-        ))  # fmt: skip
+        self.findings.append(
+            rules.PG802.finding(
+                model.at,
+                f"{model.repo}: not checked: {why}",
+                declared=model.declared,
+                found=f"not checked: {why}",
+                hint=hint,
+                severity=self.unverified,
+            )
+        )
 
 
 def _pin_hint(model: HubModel, sha: str) -> str:

@@ -50,8 +50,8 @@ def check_artifact(
     real, problem = paths.resolve_inside(root, decl.path)
     if problem is not None:
         out.append(
-            rules.make(
-                "PG202", f"{decl.path}: {problem}", at("path"), declared=decl.path, found=problem
+            rules.PG202.finding(
+                at("path"), f"{decl.path}: {problem}", declared=decl.path, found=problem
             )
         )
         return unverified()
@@ -59,25 +59,19 @@ def check_artifact(
         scan = scan_of(real)
     except FileNotFoundError:
         out.append(
-            rules.make(
-                "PG201",
-                f"{decl.path}: declared but not found in the repository",
+            rules.PG201.finding(
                 at("path"),
+                f"{decl.path}: declared but not found in the repository",
                 declared=decl.path,
                 found="no such file",
-                hint="add the file, or remove its entry from artifacts",
             )
         )
         return unverified()
     except (IsADirectoryError, paths.NotRegularFile) as e:
         kind = e.strerror if isinstance(e, paths.NotRegularFile) else "a directory"
         out.append(
-            rules.make(
-                "PG213",
-                f"{decl.path}: is {kind}, not a file",
-                at("path"),
-                declared=decl.path,
-                found=kind,
+            rules.PG213.finding(
+                at("path"), f"{decl.path}: is {kind}, not a file", declared=decl.path, found=kind
             )
         )
         return unverified()
@@ -87,13 +81,11 @@ def check_artifact(
 
     if scan.changed:
         out.append(
-            rules.make(
-                "PG211",
-                f"{decl.path}: the file changed while it was being read; its digest is meaningless",
+            rules.PG211.finding(
                 at("path"),
+                f"{decl.path}: the file changed while it was being read; its digest is meaningless",
                 declared=decl.sha256,
                 found="file modified during the check",
-                hint="re-run the check when nothing is writing to the repository",
             )
         )
         return ArtifactCheck(out, ArtifactResult(decl.path, scan.format, "none", ok=False), scan)
@@ -123,10 +115,9 @@ def check_artifact(
 
 
 def _unreadable(decl: Artifact, at: Locator, e: OSError) -> Finding:
-    return rules.make(
-        "PG212",
-        f"{decl.path}: cannot be read: {e.strerror}",
+    return rules.PG212.finding(
         at("path"),
+        f"{decl.path}: cannot be read: {e.strerror}",
         declared=decl.path,
         found=e.strerror,
     )
@@ -157,26 +148,22 @@ def _format_from_name(path: str) -> str:
 def _pointer_findings(decl: Artifact, scan: hashing.FileScan, at: Locator) -> list[Finding]:
     if scan.pointer is None:
         return [
-            rules.make(
-                "PG210",
-                f"{decl.path}: looks like a Git LFS pointer but is malformed: {scan.pointer_error}",
+            rules.PG210.finding(
                 at("path"),
+                f"{decl.path}: looks like a Git LFS pointer but is malformed: {scan.pointer_error}",
                 declared=decl.sha256,
                 found=scan.pointer_error,
-                hint="run `git lfs pull`, or restore the pointer with `git lfs pointer --file`",
             )
         ]
     p = scan.pointer
     out = _compare(decl, p.size, p.oid, at, source="the LFS pointer")
     out.append(
-        rules.make(
-            "PG209",
+        rules.PG209.finding(
+            at("path"),
             f"{decl.path}: verified from its Git LFS pointer (size and oid); the content was not"
             " read, so headers, tensors and format were not checked",
-            at("path"),
             declared=decl.sha256,
             found=f"LFS pointer oid sha256:{p.oid}, size {p.size}",
-            hint="check out with LFS content (actions/checkout `lfs: true`) for a full check",
         )
     )
     return out
@@ -186,14 +173,12 @@ def _compare(decl: Artifact, size: int, sha: str, at: Locator, source: str) -> l
     out: list[Finding] = []
     if decl.size is None or decl.sha256 is None:
         out.append(
-            rules.make(
-                "PG207",
+            rules.PG207.finding(
+                at("path"),
                 f"{decl.path}: no declared {'size' if decl.size is None else 'sha256'}, so nothing"
                 " pins this file",
-                at("path"),
                 declared="(not declared)",
                 found=f"size {size}, sha256 {sha}",
-                hint="run `provenance-gate lock` to record sizes and digests",
             )
         )
     pairs: tuple[tuple[str, str, object, object], ...] = (
@@ -203,10 +188,9 @@ def _compare(decl: Artifact, size: int, sha: str, at: Locator, source: str) -> l
     for rule, field, declared, found in pairs:
         if declared is not None and declared != found:
             out.append(
-                rules.make(
-                    rule,
-                    f"{decl.path}: {field} differs ({source})",
+                rules.RULES[rule].finding(
                     at(field),
+                    f"{decl.path}: {field} differs ({source})",
                     declared=declared,
                     found=found,
                     hint="if the change is intended, run `provenance-gate lock`",
@@ -242,14 +226,12 @@ def _digest_findings(
     else:
         message += " (no matching per-tensor record in the lock file to name the changed tensors)"
     out.append(
-        rules.make(
-            "PG205",
-            message,
+        rules.PG205.finding(
             at("tensors_digest"),
+            message,
             declared=decl.tensors_digest,
             found=found,
             details=details,
-            hint="if the change is intended, run `provenance-gate lock`",
         )
     )
     return out
@@ -261,10 +243,9 @@ def _format_findings(
     out: list[Finding] = []
     if decl.format is not None and decl.format != fmt:
         out.append(
-            rules.make(
-                "PG305",
-                f"{decl.path}: declared as {decl.format} but the content is {fmt}",
+            rules.PG305.finding(
                 at("format"),
+                f"{decl.path}: declared as {decl.format} but the content is {fmt}",
                 declared=decl.format,
                 found=fmt,
             )
@@ -272,21 +253,19 @@ def _format_findings(
     if scan.header_error is not None:
         rule = "PG309" if scan.format == "gguf" else "PG304"
         out.append(
-            rules.make(
-                rule,
-                f"{decl.path}: invalid {scan.format} header: {scan.header_error}",
+            rules.RULES[rule].finding(
                 at("path"),
+                f"{decl.path}: invalid {scan.format} header: {scan.header_error}",
                 declared=f"a valid {scan.format} file",
                 found=scan.header_error,
             )
         )
     elif scan.format not in ("safetensors", "gguf", "pickle", "other"):  # pickles: PG302/PG303
         out.append(
-            rules.make(
-                "PG306",
+            rules.PG306.finding(
+                at("path"),
                 f"{decl.path}: {scan.format} structure is not inspected by this version; only its"
                 " size and sha256 were verified",
-                at("path"),
                 declared=decl.format or scan.format,
                 found="not checked: no structural reader for this format yet",
             )
@@ -294,11 +273,10 @@ def _format_findings(
     if decl.tensors_digest is not None and scan.tensors is None and scan.header_error is None:
         # Whatever the format (pickle, numpy, other): a declared digest nobody verified is no pass.
         out.append(
-            rules.make(
-                "PG306",
+            rules.PG306.finding(
+                at("tensors_digest"),
                 f"{decl.path}: tensors_digest not checked: no tensor table is read from"
                 f" {scan.format} content",
-                at("tensors_digest"),
                 declared=decl.tensors_digest,
                 found="not checked",
             )
@@ -325,11 +303,10 @@ def _policy_findings(
         refused = _globals(scan.refused, scan) if scan is not None and scan.refused else ""
         how = f" ({'; '.join(scan.loads)})" if scan is not None and scan.loads else ""
         out.append(
-            rules.make(
-                "PG302",
+            rules.PG302.finding(
+                at("path"),
                 f"{decl.path}: pickle-family file refused: loading it can execute arbitrary code"
                 f"{how} (it was never unpickled)" + (f"; it imports {refused}" if refused else ""),
-                at("path"),
                 declared=f"policy.allowed_formats: {', '.join(allowed)}",
                 found="pickle" + (f" importing {refused}" if refused else ""),
                 details=tuple(f"global: {g}" for g in (scan.refused if scan is not None else ()))
@@ -339,10 +316,9 @@ def _policy_findings(
         )
     if fmt not in allowed and fmt not in ("other", "pickle"):  # other: configs, tokenizers ...
         out.append(
-            rules.make(
-                "PG301",
-                f"{decl.path}: format {fmt} is not allowed by the policy",
+            rules.PG301.finding(
                 at("path"),
+                f"{decl.path}: format {fmt} is not allowed by the policy",
                 declared=f"policy.allowed_formats: {', '.join(allowed)}",
                 found=fmt,
                 hint=f"convert the file, or add `{fmt}` to policy.allowed_formats",
@@ -353,14 +329,12 @@ def _policy_findings(
     if not content:
         return [
             *out,
-            rules.make(
-                "PG303",
+            rules.PG303.finding(
+                at("path"),
                 f"{decl.path}: pickle allowed by the policy but not scanned: its content is not"
                 " present (Git LFS pointer)",
-                at("path"),
                 declared="policy.allowed_formats includes pickle",
                 found="not checked: content not read",
-                hint="check out with LFS content so the pickle can be scanned",
             ),
         ]
     return out + (_pickle_scan_findings(decl, scan, at) if scan is not None else [])
@@ -368,16 +342,14 @@ def _policy_findings(
 
 def _polyglot(decl: Artifact, scan: exposure.PickleScan, at: Locator) -> Finding:
     imports = _globals(scan.globals, scan)
-    return rules.make(
-        "PG310",
+    return rules.PG310.finding(
+        at("path"),
         f"{decl.path}: a polyglot: valid as {scan.structure} and also a pickle that imports"
         f" {imports} when pickle.load, joblib.load or torch.load read it (it was never"
         " unpickled); refused in every policy",
-        at("path"),
         declared=decl.format or f"a {scan.structure} file",
         found=f"{scan.structure} and a pickle importing {imports}",
         details=tuple(f"global: {g}" for g in scan.globals),
-        hint="rebuild the file from trusted code with a writer of one format (safetensors)",
     )
 
 
@@ -389,24 +361,21 @@ def _pickle_scan_findings(decl: Artifact, scan: exposure.PickleScan, at: Locator
     out: list[Finding] = []
     if scan.refused:
         out.append(
-            rules.make(
-                "PG307",
+            rules.PG307.finding(
+                at("path"),
                 f"{decl.path}: pickle imports globals outside the allowlist:"
                 f" {_globals(scan.refused, scan)} (it was never unpickled)",
-                at("path"),
                 declared="a checkpoint importing only tensor and container types",
                 found=_globals(scan.refused, scan),
                 details=tuple(f"global: {g}" for g in scan.refused),
-                hint="regenerate it from trusted code, or convert it to safetensors",
             )
         )
     if scan.error is not None:
         out.append(
-            rules.make(
-                "PG308",
+            rules.PG308.finding(
+                at("path"),
                 f"{decl.path}: pickle could not be scanned completely, so it is refused:"
                 f" {scan.error}",
-                at("path"),
                 declared="a pickle the static scanner can read",
                 found=scan.error,
                 hint=PICKLE_HINT,

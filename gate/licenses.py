@@ -87,8 +87,12 @@ def parse(text: str) -> License:
     if stripped.lower() in hub:
         return License(text, ("id", stripped.lower()))
     if len(stripped) > MAX_EXPRESSION_CHARS or _depth(stripped) > MAX_NESTING:
-        return License(text, None, f"expression over {MAX_EXPRESSION_CHARS} characters or"
-                       f" {MAX_NESTING} levels of parentheses")  # fmt: skip
+        return License(
+            text,
+            None,
+            f"expression over {MAX_EXPRESSION_CHARS} characters or"
+            f" {MAX_NESTING} levels of parentheses",
+        )
     licensing = get_spdx_licensing()
     try:
         expr = licensing.parse(stripped, validate=False)

@@ -34,13 +34,11 @@ def lock_path(manifest_path: str) -> str:
 
 
 def _problem(display: str, message: str, line: int, col: int) -> Finding:
-    return rules.make(
-        "PG104",
-        message,
+    return rules.PG104.finding(
         Location(display, line, col),
+        message,
         declared="a lock file written by `provenance-gate lock`",
         found=message,
-        hint="regenerate it with `provenance-gate lock`",
     )
 
 

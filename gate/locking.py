@@ -105,9 +105,12 @@ def _reviewed(
             warnings.append(
                 f"{rel}: declared, but `check` will refuse it: format {fmt} is not in"
                 f" policy.allowed_formats ({', '.join(allowed)})"
-                + ("; a pickle can run code when loaded: convert it to safetensors"
-                   if fmt == "pickle" else "")
-            )  # fmt: skip
+                + (
+                    "; a pickle can run code when loaded: convert it to safetensors"
+                    if fmt == "pickle"
+                    else ""
+                )
+            )
     return dataclasses.replace(done, warnings=tuple(warnings))
 
 
@@ -135,8 +138,8 @@ def _lock_text(
         real, problem = reals[decl.index]
         if problem is not None:
             findings.append(
-                rules.make(
-                    "PG202", f"{decl.path}: {problem}", at, declared=decl.path, found=problem
+                rules.PG202.finding(
+                    at, f"{decl.path}: {problem}", declared=decl.path, found=problem
                 )
             )
             continue
@@ -145,10 +148,9 @@ def _lock_text(
             e = scan
             rule = "PG201" if isinstance(e, FileNotFoundError) else "PG212"
             findings.append(
-                rules.make(
-                    rule,
-                    f"{decl.path}: cannot be locked: {e.strerror}",
+                rules.RULES[rule].finding(
                     at,
+                    f"{decl.path}: cannot be locked: {e.strerror}",
                     declared=decl.path,
                     found=e.strerror,
                 )
@@ -162,18 +164,17 @@ def _lock_text(
             )
             rule = "PG211" if scan.changed else "PG210"
             findings.append(
-                rules.make(
-                    rule, f"{decl.path}: not locked: {why}", at, declared=decl.path, found=why
+                rules.RULES[rule].finding(
+                    at, f"{decl.path}: not locked: {why}", declared=decl.path, found=why
                 )
             )
             continue
         if scan.header_error is not None:  # recorded all the same: `check` keeps failing on it
             findings.append(
-                rules.make(
-                    "PG309" if scan.format == "gguf" else "PG304",
+                rules.RULES["PG309" if scan.format == "gguf" else "PG304"].finding(
+                    at,
                     f"{decl.path}: locked, but its {scan.format} header is invalid:"
                     f" {scan.header_error}",
-                    at,
                     declared=f"a valid {scan.format} file",
                     found=scan.header_error,
                 )

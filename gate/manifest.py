@@ -152,7 +152,9 @@ def parse(
         loc = Location(display, problem.line, problem.column)
         expected = "well-formed YAML" if rule == "PG101" else "plain YAML (no aliases or tags)"
         return None, [
-            rules.make(rule, problem.message, loc, declared=expected, found=problem.message)
+            rules.RULES[rule].finding(
+                loc, problem.message, declared=expected, found=problem.message
+            )
         ]
     plain = yamlio.to_plain(doc)
     findings = validate(plain, positions, display)
@@ -179,10 +181,9 @@ def validate(plain: Any, positions: Positions, display: str) -> list[Finding]:
             seen.add((line, col, message))
             where = _dotted(path)
             out.append(
-                rules.make(
-                    "PG102",
-                    f"{where}: {message}" if where else message,
+                rules.PG102.finding(
                     Location(display, line, col),
+                    f"{where}: {message}" if where else message,
                     declared=_short(value),
                     found=f"schema: {message}",
                     hint="see schemas/manifest.v1.schema.json for every field",
@@ -202,17 +203,21 @@ def _invalid_text(
             return []
         line, col = positions.locate(path)
         return [
-            rules.make(
-                "PG102",
-                f"{_dotted(path) or 'value'}: not valid Unicode (a lone surrogate)",
+            rules.PG102.finding(
                 Location(display, line, col),
+                f"{_dotted(path) or 'value'}: not valid Unicode (a lone surrogate)",
                 declared=value,
                 found="schema: a string must be valid Unicode",
                 hint="write the character itself, or remove the \\u escape",
             )
         ]
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
-        value, list) else ()  # fmt: skip
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
     out: list[Finding] = []
     for key, item in items:
         out += _invalid_text(item, (*path, key), positions, display)
@@ -249,9 +254,15 @@ def _explain(error: Any) -> list[tuple[tuple[str | int, ...], str, Any]]:
     return [(path, _in_yaml_terms(error, path), error.instance)]
 
 
-_KINDS = {"object": "a mapping (key: value)", "array": "a list", "string": "a string",
-          "integer": "an integer", "number": "a number", "boolean": "true or false",
-          "null": "nothing (null)"}  # fmt: skip
+_KINDS = {
+    "object": "a mapping (key: value)",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "nothing (null)",
+}
 
 
 def _yaml(value: Any, limit: int = 40) -> str:

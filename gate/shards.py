@@ -30,7 +30,7 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
     real, problem = paths.resolve_inside(root, rel)
     if problem is not None:
         return [
-            rules.make("PG202", f"{rel}: {problem}", Location(rel), declared=rel, found=problem)
+            rules.PG202.finding(Location(rel), f"{rel}: {problem}", declared=rel, found=problem)
         ]
     try:
         with paths.open_regular(real) as f:
@@ -43,7 +43,7 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
     except (OSError, UnicodeDecodeError, FormatError) as e:
         msg = e.message if isinstance(e, FormatError) else str(e)
         return [
-            rules.make("PG221", f"{rel}: {msg}", Location(rel), declared="a valid index", found=msg)
+            rules.PG221.finding(Location(rel), f"{rel}: {msg}", declared="a valid index", found=msg)
         ]
 
     def line_of(needle: str) -> Location:
@@ -56,20 +56,18 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
     for shard in named:
         if "/" in shard or shard in ("", ".", ".."):
             out.append(
-                rules.make(
-                    "PG202",
-                    f"{rel}: shard name {shard!r} must be a file in the index's folder",
+                rules.PG202.finding(
                     line_of(shard),
+                    f"{rel}: shard name {shard!r} must be a file in the index's folder",
                     declared=shard,
                     found="path outside the folder",
                 )
             )
         elif folder + shard not in files:
             out.append(
-                rules.make(
-                    "PG222",
-                    f"{rel}: names shard {shard} which is not present",
+                rules.PG222.finding(
                     line_of(shard),
+                    f"{rel}: names shard {shard} which is not present",
                     declared=shard,
                     found="no such file",
                 )
@@ -83,10 +81,9 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
     for total in totals:
         if sum(1 for s in named if (m := _SHARD.match(s)) and int(m.group("n")) == total) != total:
             out.append(
-                rules.make(
-                    "PG222",
-                    f"{rel}: shards are numbered `-of-{total:05d}`; the index names {len(named)}",
+                rules.PG222.finding(
                     Location(rel),
+                    f"{rel}: shards are numbered `-of-{total:05d}`; the index names {len(named)}",
                     declared=f"{total} shards",
                     found=f"{len(named)} named",
                 )
@@ -98,10 +95,9 @@ def check_index(root: str, rel: str, files: set[str], headers: HeaderSource) -> 
         m = _SHARD.match(name)
         if m and m.group("stem") == stem and name not in weight_map.values():
             out.append(
-                rules.make(
-                    "PG223",
-                    f"{rel}: shard {name} is present but the index does not name it",
+                rules.PG223.finding(
                     Location(rel),
+                    f"{rel}: shard {name} is present but the index does not name it",
                     declared="not in weight_map",
                     found=name,
                 )
@@ -136,10 +132,9 @@ def _tensor_findings(
         header = headers(folder + shard)
         if isinstance(header, str):
             out.append(
-                rules.make(
-                    "PG225",
-                    f"{rel}: shard {shard} not inspected: {header}",
+                rules.PG225.finding(
                     line_of(shard),
+                    f"{rel}: shard {shard} not inspected: {header}",
                     declared=shard,
                     found=f"not checked: {header}",
                 )
@@ -149,10 +144,9 @@ def _tensor_findings(
         for name in sorted(present):
             if name in seen:
                 out.append(
-                    rules.make(
-                        "PG224",
-                        f"tensor {name} is stored in both {seen[name]} and {shard}",
+                    rules.PG224.finding(
                         line_of(name),
+                        f"tensor {name} is stored in both {seen[name]} and {shard}",
                         declared=f"weight_map: {weight_map.get(name)}",
                         found=f"{seen[name]} and {shard}",
                     )
@@ -162,10 +156,9 @@ def _tensor_findings(
                 where = weight_map.get(name)
                 says = f"maps it to {where}" if where else "does not list it"
                 out.append(
-                    rules.make(
-                        "PG224",
-                        f"tensor {name} is in {shard} but the index {says}",
+                    rules.PG224.finding(
                         line_of(name),
+                        f"tensor {name} is in {shard} but the index {says}",
                         declared=f"weight_map: {where}",
                         found=shard,
                     )
@@ -173,10 +166,9 @@ def _tensor_findings(
         for name, target in weight_map.items():
             if target == shard and name not in present:
                 out.append(
-                    rules.make(
-                        "PG224",
-                        f"the index maps {name} to {shard}, which does not contain it",
+                    rules.PG224.finding(
                         line_of(name),
+                        f"the index maps {name} to {shard}, which does not contain it",
                         declared=f"weight_map: {shard}",
                         found="not in the shard's header",
                     )

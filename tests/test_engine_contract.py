@@ -10,13 +10,31 @@ import gate
 
 def test_every_finding_names_declared_and_found() -> None:
     missing = []
+    calls = 0
     for path in Path(gate.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "make":
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "finding":
+                calls += 1
                 keywords = {k.arg for k in node.keywords}
                 if not {"declared", "found"} <= keywords:
                     missing.append(f"{path.name}:{node.lineno}")
     assert missing == []
+    assert calls > 90  # the walk found the call sites (Rule.finding)
+
+
+def test_rule_constants_are_named_by_their_ids() -> None:
+    from gate import rules
+
+    named = {k: v for k, v in vars(rules).items() if isinstance(v, rules.Rule)}
+    assert all(k == v.id for k, v in named.items())
+    assert list(rules.RULES) == list(named)
+
+
+def test_no_formatter_pragmas() -> None:
+    """Findings are one short call (Rule.finding): nothing needs hand layout."""
+    pragma = "# fmt: " + "skip"
+    found = [p.name for p in Path(gate.__file__).parent.rglob("*.py") if pragma in p.read_text()]
+    assert found == []
 
 
 def test_every_rule_is_documented_in_the_readme() -> None:

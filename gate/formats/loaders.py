@@ -284,8 +284,11 @@ def _compressed(f: BinaryIO, kind: str, where: str, found: _Found) -> str | None
     """joblib.load decompresses by magic number, then unpickles."""
     if kind == "lz4":
         found.loads.append(f"joblib.load: lz4{_at(where)}")
-        found.fail(where, "lz4-compressed: joblib.load would decompress and unpickle it; lz4"
-                          " cannot be read here, so it is refused")  # fmt: skip
+        found.fail(
+            where,
+            "lz4-compressed: joblib.load would decompress and unpickle it; lz4"
+            " cannot be read here, so it is refused",
+        )
         return kind
     f.seek(0)
     limited = [False]

@@ -23,8 +23,10 @@ MAX_FIELDS = 4096
 MAX_DEPTH = 8
 # dtype.str for every non-object scalar type: bool, ints, floats, complex, bytes, str, void,
 # datetimes and timedeltas (with their unit).
-_PLAIN = re.compile(r"[<>|=]?(?:b1|[iu][1248]|f(?:2|4|8|10|12|16)|c(?:8|16|20|24|32)|[SUV]\d+|"
-                    r"[mM]8(?:\[\d*(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?)")  # fmt: skip
+_PLAIN = re.compile(
+    r"[<>|=]?(?:b1|[iu][1248]|f(?:2|4|8|10|12|16)|c(?:8|16|20|24|32)|[SUV]\d+|"
+    r"[mM]8(?:\[\d*(?:Y|M|W|D|h|m|s|ms|us|ns|ps|fs|as)\])?)"
+)
 
 
 def header(stream: BinaryIO) -> tuple[int, Any]:

@@ -39,13 +39,40 @@ MAX_MEMO = 1_000_000  # memo entries tracked; past that, STACK_GLOBALs count as 
 _BUFFER = 1 << 16
 
 _TORCH_STORAGES = (
-    "Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
-    "ComplexFloat", "ComplexDouble", "QUInt8", "QInt8", "QInt32", "QUInt4x2", "QUInt2x4",
-)  # fmt: skip
+    "Float",
+    "Double",
+    "Half",
+    "BFloat16",
+    "Long",
+    "Int",
+    "Short",
+    "Char",
+    "Byte",
+    "Bool",
+    "ComplexFloat",
+    "ComplexDouble",
+    "QUInt8",
+    "QInt8",
+    "QInt32",
+    "QUInt4x2",
+    "QUInt2x4",
+)
 _TORCH_DTYPES = (
-    "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8",
-    "bool", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2",
-)  # fmt: skip
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint8",
+    "bool",
+    "complex64",
+    "complex128",
+    "float8_e4m3fn",
+    "float8_e5m2",
+)
 # What ordinary torch state dicts and numpy arrays need, and nothing that can call arbitrary code.
 ALLOWED: frozenset[str] = frozenset(
     {
@@ -102,8 +129,15 @@ class _Fail(Exception):
 _ANY = object()  # a stack value whose content is not tracked
 _OPS = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
 _MARKED = {op.name for op in pickletools.opcodes if pickletools.markobject in op.stack_before}
-_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-            "SHORT_BINSTRING"}  # fmt: skip
+_STRINGS = {
+    "SHORT_BINUNICODE",
+    "BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+}
 
 
 class _Reader:

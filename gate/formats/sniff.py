@@ -8,18 +8,40 @@ import struct
 # Extensions of files that hold weights; used to find undeclared weight files.
 WEIGHT_SUFFIXES = frozenset(
     {
-        ".safetensors", ".gguf", ".ggml", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle",
-        ".onnx", ".h5", ".hdf5", ".keras", ".msgpack", ".npz", ".npy", ".tflite", ".joblib",
-        ".mlmodel", ".pb", ".nemo", ".llamafile",
+        ".safetensors",
+        ".gguf",
+        ".ggml",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".pkl",
+        ".pickle",
+        ".onnx",
+        ".h5",
+        ".hdf5",
+        ".keras",
+        ".msgpack",
+        ".npz",
+        ".npy",
+        ".tflite",
+        ".joblib",
+        ".mlmodel",
+        ".pb",
+        ".nemo",
+        ".llamafile",
     }
-)  # fmt: skip
+)
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".nemo"})
 SNIFF_BYTES = 16
 # Structures found by formats.loaders that mark a file as weights whatever its name.
 WEIGHT_STRUCTURES = {
-    "safetensors": "safetensors", "gguf": "gguf", "hdf5": "hdf5", "tflite": "tflite",
+    "safetensors": "safetensors",
+    "gguf": "gguf",
+    "hdf5": "hdf5",
+    "tflite": "tflite",
     "npy": "numpy",
-}  # fmt: skip
+}
 _BY_SUFFIX = {
     ".safetensors": "safetensors",
     ".gguf": "gguf",

@@ -138,9 +138,23 @@ def _central(directory: bytes, pos: int, stream: BinaryIO, size: int) -> tuple[E
     if directory[pos : pos + 4] != _CENTRAL or pos + 46 > len(directory):
         raise FormatError(f"a broken central directory entry at {pos}")
     (
-        _made, _need, flags, method, _t, _d, crc, csize, usize, nlen, xlen, clen, disk,
-        _ia, _ea, offset,
-    ) = struct.unpack("<HHHHHHIIIHHHHHII", directory[pos + 4 : pos + 46])  # fmt: skip
+        _made,
+        _need,
+        flags,
+        method,
+        _t,
+        _d,
+        crc,
+        csize,
+        usize,
+        nlen,
+        xlen,
+        clen,
+        disk,
+        _ia,
+        _ea,
+        offset,
+    ) = struct.unpack("<HHHHHHIIIHHHHHII", directory[pos + 4 : pos + 46])
     end = pos + 46 + nlen + xlen + clen
     if end > len(directory):
         raise FormatError(f"a central directory entry at {pos} runs past the directory")

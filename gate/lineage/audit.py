@@ -38,8 +38,9 @@ def audit(
     from gate.lineage.verify import weight_tiers_available
 
     if not weight_tiers_available():
-        raise GateError("the lineage command needs numpy, scipy, ml_dtypes and gguf",
-                        hint=EXTRA_HINT)  # fmt: skip
+        raise GateError(
+            "the lineage command needs numpy, scipy, ml_dtypes and gguf", hint=EXTRA_HINT
+        )
     from gate.lineage import calibration, models, relate, remote
     from gate.scanner import Scanner
 
@@ -53,14 +54,17 @@ def audit(
                 raise GateError(str(e), hint="pass a model folder or a weight file") from None
         cand, local = opened[0], iter(opened[1:])
         if not cand.tensors:
-            raise NothingToCheck(f"{candidate}: {'; '.join(cand.problems) or 'no tensors'}",
-                                 hint="pass a folder with safetensors or GGUF weights")  # fmt: skip
+            raise NothingToCheck(
+                f"{candidate}: {'; '.join(cand.problems) or 'no tensors'}",
+                hint="pass a folder with safetensors or GGUF weights",
+            )
         for ref in opened[1:]:  # a verdict against nothing would read as "independent"
             if not ref.tensors:
-                raise GateError(f"reference {ref.display} is not a readable model: "
-                                f"{'; '.join(ref.problems)}",
-                                hint="pass a model folder or a weight file (safetensors or GGUF),"
-                                " with its LFS content checked out")  # fmt: skip
+                raise GateError(
+                    f"reference {ref.display} is not a readable model: {'; '.join(ref.problems)}",
+                    hint="pass a model folder or a weight file (safetensors or GGUF),"
+                    " with its LFS content checked out",
+                )
         refs = [hub_refs[r][1] if r in hub_refs else next(local) for r in references]
         client = next((c for c, _ in hub_refs.values()), None)
         with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
@@ -74,14 +78,15 @@ def audit(
             m.close()
     notes = {r.display: r.sample.summary() for _, r in hub_refs.values() if r.sample}
     verdicts = tuple(
-        dataclasses.replace(v, notes=(*v.notes, notes[v.reference])) if v.reference in notes
-        else v for v in explained
-    )  # fmt: skip
+        dataclasses.replace(v, notes=(*v.notes, notes[v.reference])) if v.reference in notes else v
+        for v in explained
+    )
     if probe:
         verdicts = with_probe(candidate, references, verdicts, device)
     bound = calibration.TABLE.get("false_positive_bound")
-    return LineageReport(report.candidate, alpha, verdicts, report.problems,
-                         str(bound) if bound else None)  # fmt: skip
+    return LineageReport(
+        report.candidate, alpha, verdicts, report.problems, str(bound) if bound else None
+    )
 
 
 def with_probe(
@@ -130,8 +135,7 @@ def _hub_refs(references: Sequence[str], offline: bool) -> dict[str, tuple[HubCl
     if not uris:
         return {}
     if not hub.available():
-        raise GateError("Hub references need huggingface_hub",
-                        hint=pip_install("hub"))  # fmt: skip
+        raise GateError("Hub references need huggingface_hub", hint=pip_install("hub"))
     from gate.lineage.remote import HubRef, weight_files
 
     client = hub.HubClient(offline=offline)
@@ -139,8 +143,9 @@ def _hub_refs(references: Sequence[str], offline: bool) -> dict[str, tuple[HubCl
     for uri in uris:
         match = hubbase.HF_URI.match(uri)
         if match is None or not hub.REPO_ID.match(match["repo"]):
-            raise GateError(f"not a Hub model reference: {uri!r}",
-                            hint="write hf://owner/name@revision")  # fmt: skip
+            raise GateError(
+                f"not a Hub model reference: {uri!r}", hint="write hf://owner/name@revision"
+            )
         at = Location("--reference")
         model = hubbase.HubModel(uri, match["repo"], match["rev"], at, at)
         try:

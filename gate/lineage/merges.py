@@ -33,8 +33,11 @@ def across_references(cand: Model, refs: Sequence[Model], verdicts: list[Verdict
         arrays = [p.array(r, rows) for p, r in zip(parents, refs_t, strict=True) if r is not None]
         c = cand.array(t, rows)
         coef, r2 = stats.regression(c, arrays)
-        row: dict[str, Any] = {"tensor": t.name, "coefficients": [round(x, 4) for x in coef],
-                               "r2": round(r2, 5)}  # fmt: skip
+        row: dict[str, Any] = {
+            "tensor": t.name,
+            "coefficients": [round(x, 4) for x in coef],
+            "r2": round(r2, 5),
+        }
         if len(arrays) == 2:
             st = stats.slerp_t(coef, arrays[0], arrays[1])
             if st is not None:

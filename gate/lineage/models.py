@@ -198,10 +198,18 @@ def _numpy_dtype(dtype: str) -> Any:
     import numpy as np
 
     return {
-        "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F32": np.float32, "F64": np.float64,
-        "F8_E5M2": ml_dtypes.float8_e5m2, "F8_E4M3": ml_dtypes.float8_e4m3fn, "I8": np.int8,
-        "U8": np.uint8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
-    }[dtype]  # fmt: skip
+        "F16": np.float16,
+        "BF16": ml_dtypes.bfloat16,
+        "F32": np.float32,
+        "F64": np.float64,
+        "F8_E5M2": ml_dtypes.float8_e5m2,
+        "F8_E4M3": ml_dtypes.float8_e4m3fn,
+        "I8": np.int8,
+        "U8": np.uint8,
+        "I16": np.int16,
+        "I32": np.int32,
+        "I64": np.int64,
+    }[dtype]
 
 
 def open_model(path: str, display: str | None = None) -> Model:
@@ -416,9 +424,13 @@ def _block(dtype: str) -> int:
 
 def _gguf_config(meta: dict[str, Any]) -> dict[str, Any]:
     arch = meta.get("general.architecture")
-    keys = {"embedding_length": "hidden_size", "block_count": "num_hidden_layers",
-            "feed_forward_length": "intermediate_size", "attention.head_count":
-            "num_attention_heads", "attention.head_count_kv": "num_key_value_heads"}  # fmt: skip
+    keys = {
+        "embedding_length": "hidden_size",
+        "block_count": "num_hidden_layers",
+        "feed_forward_length": "intermediate_size",
+        "attention.head_count": "num_attention_heads",
+        "attention.head_count_kv": "num_key_value_heads",
+    }
     out: dict[str, Any] = {"model_type": arch} if isinstance(arch, str) else {}
     for k, v in keys.items():
         if isinstance(meta.get(f"{arch}.{k}"), int):
@@ -433,8 +445,9 @@ class _Canonical:
 
     def __init__(self, arch: str, tensors: dict[str, TensorRef]) -> None:
         self.map: Any = None
-        layers = 1 + max((int(m.group(2)) for n in tensors
-                          if (m := _GENERIC_LAYER.match(n))), default=0)  # fmt: skip
+        layers = 1 + max(
+            (int(m.group(2)) for n in tensors if (m := _GENERIC_LAYER.match(n))), default=0
+        )
         try:
             import gguf
 

@@ -110,9 +110,14 @@ def empirical_p(
         return None, {"architecture": arch, "pairs": 0, "source": table.get("source")}
     values = null["cosine"]
     k = sum(1 for v in values if v >= cosine)
-    info = {"architecture": arch, "pairs": len(values), "max_cosine": max(values),
-            "mean_cosine": sum(values) / len(values), "source": table.get("source"),
-            "probe_version": table.get("probe_version")}  # fmt: skip
+    info = {
+        "architecture": arch,
+        "pairs": len(values),
+        "max_cosine": max(values),
+        "mean_cosine": sum(values) / len(values),
+        "source": table.get("source"),
+        "probe_version": table.get("probe_version"),
+    }
     return (k + 1) / (len(values) + 1), info
 
 
@@ -165,8 +170,9 @@ def compare(
 
     width_c = max((x.shape[1] for x in c.logits if x.size), default=0)
     width_r = max((x.shape[1] for x in r.logits if x.size), default=0)
-    shared = sorted(s for s in c.vocab.keys() & r.vocab.keys()
-                    if c.vocab[s] < width_c and r.vocab[s] < width_r)  # fmt: skip
+    shared = sorted(
+        s for s in c.vocab.keys() & r.vocab.keys() if c.vocab[s] < width_c and r.vocab[s] < width_r
+    )
     ic = np.array([c.vocab[s] for s in shared], dtype=np.int64)
     ir = np.array([r.vocab[s] for s in shared], dtype=np.int64)
     version, items = prompts()
@@ -188,16 +194,27 @@ def compare(
         logp = y - np.logaddexp.reduce(y, axis=1, keepdims=True)
         logq = x - np.logaddexp.reduce(x, axis=1, keepdims=True)
         kl = (np.exp(logp) * (logp - logq)).sum(axis=1)
-        figures.append(PromptFigures(item["id"], item["lang"], len(common), float(cos.mean()),
-                                     float(top1.mean()), float(kl.mean())))  # fmt: skip
+        figures.append(
+            PromptFigures(
+                item["id"],
+                item["lang"],
+                len(common),
+                float(cos.mean()),
+                float(top1.mean()),
+                float(kl.mean()),
+            )
+        )
     n = sum(f.positions for f in figures)
 
     def mean(attr: str) -> float:
         return sum(getattr(f, attr) * f.positions for f in figures) / n if n else 0.0
 
     cosine = mean("cosine")
-    p, null = empirical_p(r.arch, cosine, table) if c.arch == r.arch else (None, {
-        "architecture": f"{c.arch} vs {r.arch}", "pairs": 0})  # fmt: skip
+    p, null = (
+        empirical_p(r.arch, cosine, table)
+        if c.arch == r.arch
+        else (None, {"architecture": f"{c.arch} vs {r.arch}", "pairs": 0})
+    )
     return ProbeResult(
         reference=ref,
         probe_version=version,
@@ -224,8 +241,9 @@ def _cached_outputs(folder: str, device: str, cache_dir: str | None) -> Outputs:
         with np.load(path, allow_pickle=False) as z:  # never unpickle, even our own cache
             meta = json.loads(str(z["meta"]))
             k = len(meta["ends"])
-            return Outputs(meta["vocab"], meta["ends"], [z[f"l{i}"] for i in range(k)],
-                            meta["arch"])  # fmt: skip
+            return Outputs(
+                meta["vocab"], meta["ends"], [z[f"l{i}"] for i in range(k)], meta["arch"]
+            )
     except (OSError, KeyError, ValueError):
         pass
     out = outputs(folder, device)
@@ -270,9 +288,14 @@ def outputs(folder: str, device: str = "cpu") -> Outputs:
         tok = Tokenizer.from_file(tok_file)
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
         loaded: Any = AutoModelForCausalLM.from_pretrained(
-            folder, config=config, use_safetensors=True, trust_remote_code=False,
-            local_files_only=True, dtype=torch.float32, output_loading_info=True,
-        )  # fmt: skip
+            folder,
+            config=config,
+            use_safetensors=True,
+            trust_remote_code=False,
+            local_files_only=True,
+            dtype=torch.float32,
+            output_loading_info=True,
+        )
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         why = f"{folder}: transformers cannot load it ({type(e).__name__}: {e})"
         raise ProbeError(why[:400]) from None

@@ -38,8 +38,15 @@ MAX_ROWS = 512  # rows (and columns) sampled per matrix for the aligned tests
 MULTISET_MAX = 1 << 20  # elements up to which the sorted-values fingerprint is computed
 RECAST_BLOCK = 4096  # rows decoded at a time when comparing across dtypes
 RANK_SAMPLE = 16  # changed tensors whose delta rank is estimated
-CONFIG_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size",
-               "num_attention_heads", "num_key_value_heads", "vocab_size")  # fmt: skip
+CONFIG_KEYS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
 SURE = -12.0  # log10 p below which one tensor settles dependence and matching stops
 # Practical significance: a test counts as evidence only when its |cos| exceeds the chance level
 # by this much. On the zoo, the strongest such margin of 350 unrelated pairs was 0.071 and the
@@ -170,8 +177,11 @@ class _Compare:
         wanted = {(t.shape, t.dtype) for t in unpaired if t.size > 1}
         if not wanted:
             return set()
-        seen = {blake3.blake3(self.ref.raw(t)).digest() for t in iter_float(self.ref)
-                if (t.shape, t.dtype) in wanted}  # fmt: skip
+        seen = {
+            blake3.blake3(self.ref.raw(t)).digest()
+            for t in iter_float(self.ref)
+            if (t.shape, t.dtype) in wanted
+        }
         return {
             t.name
             for t in unpaired
@@ -185,8 +195,11 @@ class _Compare:
     # ------------------------------------------------------------------ tier 1: structure
     def structure(self) -> dict[str, Any]:
         cc, rc = self.cand.config, self.ref.config
-        diffs = {k: [cc.get(k), rc.get(k)] for k in CONFIG_KEYS
-                 if k in cc and k in rc and cc.get(k) != rc.get(k)}  # fmt: skip
+        diffs = {
+            k: [cc.get(k), rc.get(k)]
+            for k in CONFIG_KEYS
+            if k in cc and k in rc and cc.get(k) != rc.get(k)
+        }
         out: dict[str, Any] = {
             "config_differences": diffs,
             "layers": [self.cand.layers, self.ref.layers],
@@ -195,8 +208,12 @@ class _Compare:
         cv, rv = self.cand.vocab, self.ref.vocab
         if cv is not None and rv is not None:
             shared = len(cv.keys() & rv.keys())
-            out["vocabulary"] = {"candidate": len(cv), "reference": len(rv), "shared": shared,
-                                 "identical": cv == rv}  # fmt: skip
+            out["vocabulary"] = {
+                "candidate": len(cv),
+                "reference": len(rv),
+                "shared": shared,
+                "identical": cv == rv,
+            }
         shapes_c = {t.role for t in self.cand.tensors.values()}
         shapes_r = {t.role for t in self.ref.tensors.values()}
         out["shared_roles"] = len(shapes_c & shapes_r)
@@ -204,8 +221,9 @@ class _Compare:
 
     # ------------------------------------------------------------------ pairing
     def pairs(self) -> list[_Pair]:
-        by_role = {t.role if t.layer is None else f"{t.role}@{t.layer}": t
-                   for t in iter_float(self.ref)}  # fmt: skip
+        by_role = {
+            t.role if t.layer is None else f"{t.role}@{t.layer}": t for t in iter_float(self.ref)
+        }
         out = []
         for t in iter_float(self.cand):
             r = by_role.get(t.role if t.layer is None else f"{t.role}@{t.layer}")
@@ -283,8 +301,9 @@ class _Compare:
         c, r = self.cand.array(p.c, rows), self.ref_array(p, rows)
         o = stats.aligned(c, r @ q, rotated=True, hidden_columns_only=True)
         if o.effect > e.effect:
-            p.evidence = self.record(p, "aligned", o.orientation, True, o.effect, o.null_effect,
-                                     0.0, o.raw_effect)  # fmt: skip
+            p.evidence = self.record(
+                p, "aligned", o.orientation, True, o.effect, o.null_effect, 0.0, o.raw_effect
+            )
 
     def may_match(self, p: _Pair) -> bool:
         """Matching never runs on the token axis (independent models trained on one corpus
@@ -383,8 +402,11 @@ class _Compare:
                 self.tests += 1
                 c, r = self.cand.array(p.c, rows[0]), self.ref_array(p, rows[1])
                 o = stats.aligned(c, r, hidden_columns_only=True)
-                self.details["vocabulary"] = {"candidate": cs[0], "reference": rs[0],
-                                              "aligned_tokens": len(rows[0])}  # fmt: skip
+                self.details["vocabulary"] = {
+                    "candidate": cs[0],
+                    "reference": rs[0],
+                    "aligned_tokens": len(rows[0]),
+                }
                 return self.record(
                     p,
                     "vocabulary",
@@ -424,8 +446,9 @@ class _Compare:
         cv, rv = self.cand.vocab, self.ref.vocab
         if cv is None or rv is None:
             return None
-        shared = sorted((cv[s], rv[s]) for s in cv.keys() & rv.keys()
-                        if cv[s] < n_cand and rv[s] < n_ref)  # fmt: skip
+        shared = sorted(
+            (cv[s], rv[s]) for s in cv.keys() & rv.keys() if cv[s] < n_cand and rv[s] < n_ref
+        )
         arr = np.array(shared, dtype=np.int64).reshape(-1, 2)
         pick = sample_rows(len(arr), cap)
         if pick is not None:
@@ -534,8 +557,13 @@ class _Compare:
         every pair of layers on a sample of rows and aligning with dynamic programming."""
         import numpy as np
 
-        roles = sorted({t.role for t in self.cand.tensors.values() if t.layer is not None
-                        and t.floating and len(t.shape) == 2})  # fmt: skip
+        roles = sorted(
+            {
+                t.role
+                for t in self.cand.tensors.values()
+                if t.layer is not None and t.floating and len(t.shape) == 2
+            }
+        )
         ct = {(t.role, t.layer): t for t in self.cand.tensors.values()}
         rt = {(t.role, t.layer): t for t in self.ref.tensors.values()}
         nc, nr = self.cand.layers, self.ref.layers
@@ -574,8 +602,11 @@ class _Compare:
         n_tests = max(self.tests, 1) * self.n_refs
         exact = [e for e in tested if e.test in ("exact", "recast", "multiset")]
         # only tests whose effect clears the floor count (a subset: the Bonferroni bound holds)
-        finite = [e.log10_p for e in tested if e.log10_p > EXACT_LOG10_P
-                  and e.effect - e.null_effect >= MIN_MARGIN]  # fmt: skip
+        finite = [
+            e.log10_p
+            for e in tested
+            if e.log10_p > EXACT_LOG10_P and e.effect - e.null_effect >= MIN_MARGIN
+        ]
         if exact:
             log10_p: float | None = EXACT_LOG10_P
         elif finite:
@@ -595,10 +626,11 @@ class _Compare:
             self.details["layer_map"] = layer_map
         relation = self.relation(dependent, log10_p, tested, effects, pairs, layer_map, unpaired)
         method = (
-            "exact equality of tensor content (no chance match)" if exact else
-            f"min over {self.tests} tensor tests x {self.n_refs} reference(s),"
+            "exact equality of tensor content (no chance match)"
+            if exact
+            else f"min over {self.tests} tensor tests x {self.n_refs} reference(s),"
             f" Bonferroni-corrected; only tests whose |cos| exceeds chance by {MIN_MARGIN} count"
-        )  # fmt: skip
+        )
         p_value = None if log10_p is None else (0.0 if log10_p < -300 else 10.0**log10_p)
         return Verdict(
             reference=self.ref.display,
@@ -616,8 +648,9 @@ class _Compare:
             notes=tuple(self.notes),
         )
 
-    def effects(self, tested: list[TensorEvidence], informative: list[TensorRef],
-                pairs: list[_Pair]) -> dict[str, float]:  # fmt: skip
+    def effects(
+        self, tested: list[TensorEvidence], informative: list[TensorRef], pairs: list[_Pair]
+    ) -> dict[str, float]:
         n = len(informative) or 1
         exact = sum(e.test in ("exact", "recast", "multiset") for e in tested)
         # exact and recast tensors agree in place (cosine 1); a cosine nobody measured is left
@@ -633,23 +666,27 @@ class _Compare:
             out["mean_matched_cosine"] = round(sum(matched) / len(matched), 4)
         return out
 
-    def layer_table(self, tested: list[TensorEvidence],
-                    layer_map: list[int | None] | None) -> tuple[LayerEvidence, ...]:  # fmt: skip
+    def layer_table(
+        self, tested: list[TensorEvidence], layer_map: list[int | None] | None
+    ) -> tuple[LayerEvidence, ...]:
         groups: dict[int | None, list[TensorEvidence]] = {}
         for e in tested:
             groups.setdefault(e.layer, []).append(e)
         rows = []
         for layer in sorted(groups, key=lambda x: (x is None, x or 0)):
             es = groups[layer]
-            rows.append(LayerEvidence(
-                "other" if layer is None else str(layer),
-                len(es),
-                sum(e.test in ("exact", "recast", "multiset") for e in es),
-                round(sum(e.effect for e in es) / len(es), 4),
-                max(min(e.log10_p for e in es), EXACT_LOG10_P),
-                layer_map[layer] if layer_map is not None and layer is not None
-                and layer < len(layer_map) else None,
-            ))  # fmt: skip
+            rows.append(
+                LayerEvidence(
+                    "other" if layer is None else str(layer),
+                    len(es),
+                    sum(e.test in ("exact", "recast", "multiset") for e in es),
+                    round(sum(e.effect for e in es) / len(es), 4),
+                    max(min(e.log10_p for e in es), EXACT_LOG10_P),
+                    layer_map[layer]
+                    if layer_map is not None and layer is not None and layer < len(layer_map)
+                    else None,
+                )
+            )
         return tuple(rows)
 
     def relation(
@@ -695,15 +732,17 @@ class _Compare:
                 )
                 return "finetune"
             self.details["summary"] = (
-                "the same function: weights permuted, scaled or rotated" if transformed
+                "the same function: weights permuted, scaled or rotated"
+                if transformed
                 else "identical weights" + (f" ({', '.join(kinds)})" if kinds else "")
-            )  # fmt: skip
+            )
             return "copy"
         whole = self.layers_taken(tested)
         if whole:
             self.details["layers_taken_unchanged"] = whole
-            self.details["summary"] = (f"layers {whole} taken unchanged while others differ:"
-                                       " a passthrough/frankenmerge")  # fmt: skip
+            self.details["summary"] = (
+                f"layers {whole} taken unchanged while others differ: a passthrough/frankenmerge"
+            )
             return "merge"
         delta = self.delta_signature(pairs)
         if delta.get("sparse_fraction", 0.0) >= 0.3:

@@ -74,8 +74,12 @@ def digest_match(cand: dict[str, str], ref: dict[str, str], what: str) -> Digest
     digests = set(ref.values())
     same = sum(1 for d in cand.values() if d in digests)
     identical = bool(cand) and same == len(cand) and len(digests) == len(set(cand.values()))
-    return DigestMatch(identical, same, f"{same} of {len(cand)} weight files have the sha256 of"
-                       f" a weight file of {what} ({len(ref)} files)")  # fmt: skip
+    return DigestMatch(
+        identical,
+        same,
+        f"{same} of {len(cand)} weight files have the sha256 of"
+        f" a weight file of {what} ({len(ref)} files)",
+    )
 
 
 def lfs_match(cand: dict[str, str], weights: tuple[HubFile, ...], name: str) -> DigestMatch:
@@ -122,10 +126,11 @@ def open_all(
     if sample is None:
         return cand, opened
     cut = [
-        m if m is None or (isinstance(r, HubRef) and r.sample is not None)
+        m
+        if m is None or (isinstance(r, HubRef) and r.sample is not None)
         else sampled.Subset(m, sample)
         for m, r in zip(opened, refs, strict=True)
-    ]  # fmt: skip
+    ]
     return sampled.Subset(cand, sample), cut
 
 
@@ -180,12 +185,15 @@ def _cached(
         scan = scans[real]
         got = scan.sha256 if isinstance(scan, hashing.FileScan) else f"unreadable ({scan})"
         if got != f.sha256:
-            findings.append(rules.make(
-                "PG805", f"{ref.repo}/{f.path}: the Hugging Face cache holds other bytes than"
-                f" the Hub's at {ref.sha[:12]}; the cached copy was not used", at,
-                declared=f"LFS sha256 {f.sha256}", found=f"cached: {got}",
-                hint="delete it from the cache (`hf cache delete`) so it is downloaded again",
-            ))  # fmt: skip
+            findings.append(
+                rules.PG805.finding(
+                    at,
+                    f"{ref.repo}/{f.path}: the Hugging Face cache holds other bytes than"
+                    f" the Hub's at {ref.sha[:12]}; the cached copy was not used",
+                    declared=f"LFS sha256 {f.sha256}",
+                    found=f"cached: {got}",
+                )
+            )
             return None
     for name in ("config.json", "tokenizer.json", "vocab.json"):
         # into the same snapshot folder; offline, the structure tier has less to compare

@@ -73,8 +73,10 @@ def _text(report: LineageReport) -> str:
         lines += [f"  note: {n}" for n in v.notes]
     lines += [f"problem: {p}" for p in report.problems]
     lines.append("")
-    lines.append(f"significance level {report.alpha:g}; p-values Bonferroni-corrected over tests"
-                 " and references")  # fmt: skip
+    lines.append(
+        f"significance level {report.alpha:g}; p-values Bonferroni-corrected over tests"
+        " and references"
+    )
     if report.false_positive_bound:
         lines.append(f"false positives: {report.false_positive_bound}")
     return "\n".join(lines) + "\n"
@@ -97,17 +99,29 @@ def _markdown(report: LineageReport) -> str:
         if not v.layers:
             continue
         out += ["", f"### Per layer: {markdown(v.reference)}", ""]
-        out += ["| layer | from reference layer | tensors | exact | mean \\|cos\\| | min p |",
-                "|---|---|---|---|---|---|"]  # fmt: skip
+        out += [
+            "| layer | from reference layer | tensors | exact | mean \\|cos\\| | min p |",
+            "|---|---|---|---|---|---|",
+        ]
         for row in v.layers:
             ref_layer = "" if row.reference_layer is None else str(row.reference_layer)
-            out.append(f"| {row.layer} | {ref_layer} | {row.tensors} | {row.exact} |"
-                       f" {row.mean_effect:.4f} | {format_p(row.min_log10_p)} |")  # fmt: skip
-    notes = [(v.reference, n) for v in report.verdicts for n in
-             ([probe_line(v.probe)] if v.probe else []) + list(v.notes)]  # fmt: skip
+            out.append(
+                f"| {row.layer} | {ref_layer} | {row.tensors} | {row.exact} |"
+                f" {row.mean_effect:.4f} | {format_p(row.min_log10_p)} |"
+            )
+    notes = [
+        (v.reference, n)
+        for v in report.verdicts
+        for n in ([probe_line(v.probe)] if v.probe else []) + list(v.notes)
+    ]
     out += [""] + [f"- {markdown(ref)}: {markdown(n)}" for ref, n in notes]
     out += [f"- problem: {markdown(p)}" for p in report.problems]
-    out.append(f"Significance level {report.alpha:g}, Bonferroni-corrected."
-               + (f" False positives: {report.false_positive_bound}."
-                  if report.false_positive_bound else ""))  # fmt: skip
+    out.append(
+        f"Significance level {report.alpha:g}, Bonferroni-corrected."
+        + (
+            f" False positives: {report.false_positive_bound}."
+            if report.false_positive_bound
+            else ""
+        )
+    )
     return "\n".join(out) + "\n"

@@ -10,8 +10,15 @@ Relation = Literal[
     "copy", "finetune", "merge", "quantized", "pruned", "adapter", "independent", "inconclusive"
 ]
 RELATIONS: tuple[Relation, ...] = (
-    "copy", "finetune", "merge", "quantized", "pruned", "adapter", "independent", "inconclusive",
-)  # fmt: skip
+    "copy",
+    "finetune",
+    "merge",
+    "quantized",
+    "pruned",
+    "adapter",
+    "independent",
+    "inconclusive",
+)
 DEPENDENT: frozenset[str] = frozenset(RELATIONS[:6])
 DEFAULT_ALPHA = 1e-3
 EXACT_LOG10_P = -1e9  # stands for p = 0: bit-identical non-constant tensors do not arise by chance

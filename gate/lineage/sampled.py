@@ -112,8 +112,7 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
     weights = [f for f in listed if f.path.endswith(".safetensors") and "/" not in f.path]
     if not weights:
         raise HubError("invalid", f"{repo}@{sha[:12]} has no top-level safetensors files")
-    tensors = [t for t in headers(hub, repo, sha, weights)
-               if t.info.dtype in FLOAT_DTYPES]  # fmt: skip
+    tensors = [t for t in headers(hub, repo, sha, weights) if t.info.dtype in FLOAT_DTYPES]
     chosen, layers = _choose(tensors, seed, sum(f.size for f in weights))
     rows = {t.info.name: (None if _whole(t) else rows_for(t.n, seed)) for t in chosen}
     from concurrent.futures import ThreadPoolExecutor  # only when a sample is fetched
@@ -129,8 +128,9 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
     _small_files(hub, repo, sha, folder)
     model = open_model(folder, f"{repo}@{sha[:12]}")
     full = {t.info.name: t.info.shape for t in chosen}
-    model.tensors = {n: dataclasses.replace(t, full_shape=full.get(n))
-                     for n, t in model.tensors.items()}  # fmt: skip
+    model.tensors = {
+        n: dataclasses.replace(t, full_shape=full.get(n)) for n, t in model.tensors.items()
+    }
     all_layers = {m.group(1) for t in tensors if (m := _LAYER.match(t.info.name))}
     return Sample(
         model=model,
@@ -155,9 +155,19 @@ def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
     os.makedirs(folder, exist_ok=True)
     _small_files(hub, repo, sha, folder)
     model = open_model(folder, f"{repo}@{sha[:12]}")
-    refs = {t.info.name: TensorRef(t.info.name, t.info.name, None, t.info.shape, t.info.dtype,
-                                   f"hf://{repo}/{t.file.path}", t.offset, t.nbytes)
-            for t in tensors}  # fmt: skip
+    refs = {
+        t.info.name: TensorRef(
+            t.info.name,
+            t.info.name,
+            None,
+            t.info.shape,
+            t.info.dtype,
+            f"hf://{repo}/{t.file.path}",
+            t.offset,
+            t.nbytes,
+        )
+        for t in tensors
+    }
     canon = _Canonical(str(model.config.get("model_type") or ""), refs)
     model.tensors = {n: canon.apply(t) for n, t in refs.items()}
     model.problems = [p for p in model.problems if "no readable" not in p]
@@ -238,8 +248,11 @@ def _write(
         idx = rows[t.info.name]
         shape = list(t.info.shape) if idx is None else [len(idx), *t.info.shape[1:]]
         size = len(data[t.info.name])
-        header[t.info.name] = {"dtype": t.info.dtype, "shape": shape,
-                               "data_offsets": [offset, offset + size]}  # fmt: skip
+        header[t.info.name] = {
+            "dtype": t.info.dtype,
+            "shape": shape,
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
@@ -299,8 +312,9 @@ class Subset(Model):
             return self.inner.raw(inner_t)
         row_bytes = inner_t.nbytes // inner_t.shape[0]
         with self.inner.raw(inner_t) as whole:
-            return memoryview(b"".join(bytes(whole[i * row_bytes : (i + 1) * row_bytes])
-                                       for i in idx))  # fmt: skip
+            return memoryview(
+                b"".join(bytes(whole[i * row_bytes : (i + 1) * row_bytes]) for i in idx)
+            )
 
     def release(self, t: TensorRef, start: int = 0, length: int | None = None) -> None:
         return None  # the rows are scattered; the inner model's mapping is dropped on close

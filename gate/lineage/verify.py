@@ -77,15 +77,12 @@ def check(
     """
     if manifest.origin == "scratch" and not manifest.policy.references:
         return [
-            rules.make(
-                "PG511",
+            rules.PG511.finding(
+                manifest.locate("model", "origin"),
                 "the `scratch` claim was not tested: no reference models are listed in"
                 " policy.lineage.references",
-                manifest.locate("model", "origin"),
                 declared="origin: scratch",
                 found="no references",
-                hint="list the public models this one must be independent of (local folders or"
-                " hf://owner/name@<commit>) in policy.lineage.references",
                 severity="error" if manifest.policy.lineage_strict else None,
             )
         ]
@@ -115,10 +112,9 @@ def check(
 
 
 def _not_checked(manifest: Manifest, why: str, severity: Severity) -> Finding:
-    return rules.make(
-        "PG501",
-        f"lineage not checked: {why}",
+    return rules.PG501.finding(
         manifest.locate("model", "origin"),
+        f"lineage not checked: {why}",
         declared=f"origin: {manifest.origin}",
         found=f"not checked: {why}",
         severity=severity,
@@ -158,9 +154,17 @@ class _Context:
             tensors, problems = exact.collect(self.root, ref, self.scanner)
             if not tensors:
                 settled = self._by_file_digest(ref, None)
-                out += settled if settled is not None else [_not_checked(
-                    self.manifest, f"reference {ref} unreadable: {'; '.join(problems)}",
-                    self.unverified)]  # fmt: skip
+                out += (
+                    settled
+                    if settled is not None
+                    else [
+                        _not_checked(
+                            self.manifest,
+                            f"reference {ref} unreadable: {'; '.join(problems)}",
+                            self.unverified,
+                        )
+                    ]
+                )
                 continue
             usable.append((ref, exact.compare(self.candidate, tensors, ref), ref))
         at = self.manifest.locate("model", "origin")
@@ -169,8 +173,10 @@ class _Context:
         tier0 = {ref: ev for ref, ev, _ in usable if ev}
         verdicts = self._compare([src for _, _, src in usable], tier0)
         refs = self.manifest.policy.references
-        where = [self.manifest.locate("policy", "lineage", "references", refs.index(r))
-                 for r, _, _ in usable]  # fmt: skip
+        where = [
+            self.manifest.locate("policy", "lineage", "references", refs.index(r))
+            for r, _, _ in usable
+        ]
         out += self._probe(list(zip([s for _, _, s in usable], verdicts, where, strict=True)))
         for (ref, ev, src), verdict in zip(usable, verdicts, strict=True):
             if (
@@ -195,11 +201,10 @@ class _Context:
                 sample = _sample_lines(src)
                 exact_lines = ev.detail_lines() if ev else ()
                 out.append(
-                    rules.make(
-                        "PG502",
+                    rules.PG502.finding(
+                        at,
                         f"origin `scratch` is contradicted by the weights: {verdict.summary()}"
                         + also,
-                        at,
                         declared="origin: scratch (no base model)",
                         found=verdict.summary(),
                         details=(*_evidence_lines(verdict), *sample, *exact_lines),
@@ -211,21 +216,19 @@ class _Context:
 
     def _scratch_tier0(self, at: Location, ref: str, ev: exact.ExactEvidence) -> Finding:
         if ev.matched:
-            return rules.make(
-                "PG502",
-                f"origin `scratch` is contradicted by the weights: {ev.summary()}",
+            return rules.PG502.finding(
                 at,
+                f"origin `scratch` is contradicted by the weights: {ev.summary()}",
                 declared="origin: scratch (no base model)",
                 found=ev.summary(),
                 details=ev.detail_lines(),
                 hint=f"declare `origin: derived` with base_models: [{{path: {ref}, relation:"
                 f" {'copy' if ev.all_matched else 'merge'}}}] and the base model's license",
             )
-        return rules.make(
-            "PG501",
+        return rules.PG501.finding(
+            at,
             f"no tensor is bit-identical to {ref}; {self.why_tier0}, so independence from it"
             " is not established",
-            at,
             declared="origin: scratch",
             found=f"0 of {ev.candidate_tensors} weight tensors identical to {ref}",
             severity=self.unverified,
@@ -258,8 +261,11 @@ class _Context:
                 why = verdict.notes[0] if verdict is not None and verdict.notes else src.problem
                 out.append(self._hub_not_verified(src.model, base, why or "no usable weights"))
             elif verdict is None or verdict.relation == "inconclusive":
-                why = (verdict.notes[0] if verdict is not None and verdict.notes
-                       else "the weight tiers could not open the base model")  # fmt: skip
+                why = (
+                    verdict.notes[0]
+                    if verdict is not None and verdict.notes
+                    else "the weight tiers could not open the base model"
+                )
                 assert ev is not None
                 out.extend(self._base_tier0(i, base, ev, why))
             else:
@@ -281,40 +287,69 @@ class _Context:
 
         local = [(src, v, at) for src, v, at in compared if isinstance(src, str)]
         if not probe.available():
-            return [rules.make("PG509", "logit probe not run: it needs torch and transformers",
-                               at, declared=_ASKED, found="not run", hint=probe.EXTRA_HINT)
-                    for _, _, at in local]  # fmt: skip
+            return [
+                rules.PG509.finding(
+                    at,
+                    "logit probe not run: it needs torch and transformers",
+                    declared=_ASKED,
+                    found="not run",
+                    hint=probe.EXTRA_HINT,
+                )
+                for _, _, at in local
+            ]
         out: list[Finding] = []
         try:
-            results = probe.run(self.root, [paths.resolve_inside(self.root, s)[0]
-                                            for s, _, _ in local])  # fmt: skip
+            results = probe.run(
+                self.root, [paths.resolve_inside(self.root, s)[0] for s, _, _ in local]
+            )
         except probe.ProbeError as e:
-            return [rules.make("PG509", f"logit probe not run: {e.message}", at, declared=_ASKED,
-                               found="not run")
-                    for _, _, at in local]  # fmt: skip
+            return [
+                rules.PG509.finding(
+                    at, f"logit probe not run: {e.message}", declared=_ASKED, found="not run"
+                )
+                for _, _, at in local
+            ]
         for (src, v, at), got in zip(local, results, strict=True):
             if isinstance(got, str):
-                out.append(rules.make("PG509", f"logit probe against {src} not run: {got}", at,
-                                      declared=_ASKED, found="not run"))  # fmt: skip
+                out.append(
+                    rules.PG509.finding(
+                        at,
+                        f"logit probe against {src} not run: {got}",
+                        declared=_ASKED,
+                        found="not run",
+                    )
+                )
                 continue
-            out.append(rules.make("PG509", f"against {src}: {got.summary()}", at,
-                                  declared=_ASKED, found=got.summary(),
-                                  details=tuple(f"{f.id} ({f.lang}): cosine {f.cosine:.4f}, top-1"
-                                                f" {f.top1:.3f}, KL {f.kl:.4f}, {f.positions}"
-                                                " positions" for f in got.prompts)))  # fmt: skip
+            out.append(
+                rules.PG509.finding(
+                    at,
+                    f"against {src}: {got.summary()}",
+                    declared=_ASKED,
+                    found=got.summary(),
+                    details=tuple(
+                        f"{f.id} ({f.lang}): cosine {f.cosine:.4f}, top-1"
+                        f" {f.top1:.3f}, KL {f.kl:.4f}, {f.positions}"
+                        " positions"
+                        for f in got.prompts
+                    ),
+                )
+            )
             said = disagreement(v, got) if v is not None else None
             if said:
-                out.append(rules.make("PG510", f"against {src}: {said}", at,
-                                      declared=v.summary() if v else None, found=got.summary(),
-                                      hint="the weight evidence is the verdict; a probe alone"
-                                      " never convicts (docs/probe.md)"))  # fmt: skip
+                out.append(
+                    rules.PG510.finding(
+                        at,
+                        f"against {src}: {said}",
+                        declared=v.summary() if v else None,
+                        found=got.summary(),
+                    )
+                )
         return out
 
     def _base_unusable(self, i: int, base: BaseModel, problems: list[str]) -> Finding:
-        return rules.make(
-            "PG501",
-            f"{base.name}: base weights unusable ({'; '.join(problems)}); relation not checked",
+        return rules.PG501.finding(
             self.manifest.locate("base_models", i),
+            f"{base.name}: base weights unusable ({'; '.join(problems)}); relation not checked",
             declared=f"{base.relation} of {base.name}",
             found="not checked",
             severity=self.unverified,
@@ -328,9 +363,10 @@ class _Context:
         out: list[Finding] = []
         m = self.manifest
         claims: list[tuple[str, tuple[int, BaseModel] | None]] = (
-            [(ref, None) for ref in m.policy.references] if m.origin == "scratch"
+            [(ref, None) for ref in m.policy.references]
+            if m.origin == "scratch"
             else [(b.path or "", (i, b)) for i, b in enumerate(m.base_models)]
-        )  # fmt: skip
+        )
         if not claims:
             return [_not_checked(m, why, self.unverified)]
         for k, (ref, base) in enumerate(claims):
@@ -354,29 +390,36 @@ class _Context:
         """Findings when file digests settle the claim against a local folder (any file of the
         candidate identical to one of a `scratch` reference's; every file identical to a
         base's), else None."""
-        match = digest_match(candidate_digests(self.scans),
-                             exact.file_digests(self.root, ref, self.scanner), ref)  # fmt: skip
+        match = digest_match(
+            candidate_digests(self.scans), exact.file_digests(self.root, ref, self.scanner), ref
+        )
         if base is None:
             if match.same == 0:
                 return None
-            return [rules.make(
-                "PG502", f"origin `scratch` is contradicted by the weights: {match.summary}",
-                self.manifest.locate("model", "origin"),
-                declared="origin: scratch (no base model)", found=match.summary,
-                hint=f"declare `origin: derived` with base_models: [{{path: {ref}, relation:"
-                f" {'copy' if match.identical else 'merge'}}}] and the base model's license",
-            )]  # fmt: skip
+            return [
+                rules.PG502.finding(
+                    self.manifest.locate("model", "origin"),
+                    f"origin `scratch` is contradicted by the weights: {match.summary}",
+                    declared="origin: scratch (no base model)",
+                    found=match.summary,
+                    hint=f"declare `origin: derived` with base_models: [{{path: {ref}, relation:"
+                    f" {'copy' if match.identical else 'merge'}}}] and the base model's license",
+                )
+            ]
         i, declared = base
         if not match.identical:
             return None
         if declared.relation == "copy":
             return []
-        return [rules.make(
-            "PG504", f"declared `{declared.relation}`, but every weight file is byte-identical to"
-            f" {declared.name}: this is a copy", self.manifest.locate("base_models", i),
-            declared=f"{declared.relation} of {declared.name}", found=match.summary,
-            hint="declare `relation: copy`, or ship the changed weights",
-        )]  # fmt: skip
+        return [
+            rules.PG504.finding(
+                self.manifest.locate("base_models", i),
+                f"declared `{declared.relation}`, but every weight file is byte-identical to"
+                f" {declared.name}: this is a copy",
+                declared=f"{declared.relation} of {declared.name}",
+                found=match.summary,
+            )
+        ]
 
     # ------------------------------------------------------------------ Hub bases
 
@@ -395,21 +438,29 @@ class _Context:
         match = lfs_match(candidate_digests(self.scans), weights, name)
         identical, summary = match.identical, match.summary
         if match.same and base is None:  # one file of a known model is already a copy of it
-            out.append(rules.make(
-                "PG502", f"origin `scratch` is contradicted by the weights: {summary}",
-                self.manifest.locate("model", "origin"),
-                declared="origin: scratch (no base model)", found=summary,
-                hint=f"declare `origin: derived` with base_models: [{{id: {model.repo}, revision:"
-                f" {sha}, relation: {'copy' if identical else 'merge'}}}] and the base model's"
-                " license",
-            ))  # fmt: skip
+            out.append(
+                rules.PG502.finding(
+                    self.manifest.locate("model", "origin"),
+                    f"origin `scratch` is contradicted by the weights: {summary}",
+                    declared="origin: scratch (no base model)",
+                    found=summary,
+                    hint="declare `origin: derived` with base_models:"
+                    f" [{{id: {model.repo}, revision:"
+                    f" {sha}, relation: {'copy' if identical else 'merge'}}}] and the base model's"
+                    " license",
+                )
+            )
             return None
         if identical and base is not None and base.relation != "copy":
-            out.append(rules.make(
-                "PG504", f"declared `{base.relation}`, but every weight file is byte-identical to"
-                f" {name}: this is a copy", model.at, declared=f"{base.relation} of {base.name}",
-                found=summary, hint="declare `relation: copy`, or ship the changed weights",
-            ))  # fmt: skip
+            out.append(
+                rules.PG504.finding(
+                    model.at,
+                    f"declared `{base.relation}`, but every weight file is byte-identical to"
+                    f" {name}: this is a copy",
+                    declared=f"{base.relation} of {base.name}",
+                    found=summary,
+                )
+            )
         if identical:
             return None
         if not weights:
@@ -424,11 +475,13 @@ class _Context:
         self, model: hubbase.HubModel, base: BaseModel | None, why: str
     ) -> Finding:
         what = f"relation `{base.relation}`" if base else "independence (origin: scratch)"
-        return rules.make(
-            "PG501", f"{model.repo}: {what} not verified: {why}", model.at,
+        return rules.PG501.finding(
+            model.at,
+            f"{model.repo}: {what} not verified: {why}",
             declared=f"{base.relation} of {base.name}" if base else "origin: scratch",
-            found=f"not checked: {why}", severity=self.unverified,
-        )  # fmt: skip
+            found=f"not checked: {why}",
+            severity=self.unverified,
+        )
 
     def _sampled_note(
         self, i: int, base: BaseModel | None, ref: HubRef, verdict: Verdict
@@ -437,12 +490,14 @@ class _Context:
         assert ref.sample is not None
         name = base.name if base else ref.display
         at = self.manifest.locate("base_models", i) if base else ref.model.at
-        return rules.make(
-            "PG508", f"{name}: {verdict.relation} found from a sample of the model's rows:"
-            f" {ref.sample.summary()}", at,
+        return rules.PG508.finding(
+            at,
+            f"{name}: {verdict.relation} found from a sample of the model's rows:"
+            f" {ref.sample.summary()}",
             declared=f"{base.relation} of {base.name}" if base else "origin: scratch",
-            found=f"{verdict.relation}; {ref.sample.summary()}", details=_sample_lines(ref),
-        )  # fmt: skip
+            found=f"{verdict.relation}; {ref.sample.summary()}",
+            details=_sample_lines(ref),
+        )
 
     def _base(
         self, i: int, base: BaseModel, ev: exact.ExactEvidence | None, verdict: Verdict
@@ -454,35 +509,50 @@ class _Context:
         if verdict.relation == "independent" or (
             verdict.relation != "adapter" and not verdict.dependent
         ):
-            return [rules.make(
-                "PG506",
-                f"declared `{base.relation}` of {base.name}, but the weights are {found}",
-                at, declared=declared, found=found, details=details,
-                hint="declare the model this one was really derived from, or `origin: scratch`"
-                " if it was trained from scratch",
-            )]  # fmt: skip
+            return [
+                rules.PG506.finding(
+                    at,
+                    f"declared `{base.relation}` of {base.name}, but the weights are {found}",
+                    declared=declared,
+                    found=found,
+                    details=details,
+                )
+            ]
         if base.relation == "copy" and verdict.relation != "copy":
-            return [rules.make("PG503", f"declared a copy of {base.name}, but the weights show"
-                               f" {found}", at, declared=declared, found=found,
-                               details=((ev.summary(),) if ev else ()) + details,
-                               hint=f"declare `relation: {verdict.relation}`")]  # fmt: skip
+            return [
+                rules.PG503.finding(
+                    at,
+                    f"declared a copy of {base.name}, but the weights show {found}",
+                    declared=declared,
+                    found=found,
+                    details=((ev.summary(),) if ev else ()) + details,
+                    hint=f"declare `relation: {verdict.relation}`",
+                )
+            ]
         if verdict.relation == "copy" and base.relation != "copy":
-            return [rules.make(
-                "PG504",
-                f"declared `{base.relation}`, but the weights are {found}: this is a copy",
-                at, declared=declared, found=found, details=details,
-                hint="declare `relation: copy`, or ship the changed weights",
-            )]  # fmt: skip
+            return [
+                rules.PG504.finding(
+                    at,
+                    f"declared `{base.relation}`, but the weights are {found}: this is a copy",
+                    declared=declared,
+                    found=found,
+                    details=details,
+                )
+            ]
         ok = verdict.relation in ACCEPTS[base.relation] or (
             base.relation == "adapter" and "adapter_rank" in verdict.details
         )
         if not ok:
-            return [rules.make(
-                "PG505",
-                f"declared `{base.relation}` of {base.name}, but the weights show {found}",
-                at, declared=declared, found=found, details=details,
-                hint=f"declare `relation: {verdict.relation}`",
-            )]  # fmt: skip
+            return [
+                rules.PG505.finding(
+                    at,
+                    f"declared `{base.relation}` of {base.name}, but the weights show {found}",
+                    declared=declared,
+                    found=found,
+                    details=details,
+                    hint=f"declare `relation: {verdict.relation}`",
+                )
+            ]
         return self._merge_weight(i, base, verdict)
 
     def _merge_weight(self, i: int, base: BaseModel, verdict: Verdict) -> list[Finding]:
@@ -493,14 +563,16 @@ class _Context:
         got = merge["mean_coefficients"][k]
         if abs(got - base.weight) <= MERGE_WEIGHT_TOLERANCE:
             return []
-        return [rules.make(
-            "PG507",
-            f"{base.name}: declared merge weight {base.weight}, recovered {got:.3f}"
-            f" ({merge['method']} merge)",
-            self.manifest.locate("base_models", i, "weight"),
-            declared=base.weight, found=round(got, 4),
-            hint=f"declare `weight: {got:.2f}`",
-        )]  # fmt: skip
+        return [
+            rules.PG507.finding(
+                self.manifest.locate("base_models", i, "weight"),
+                f"{base.name}: declared merge weight {base.weight}, recovered {got:.3f}"
+                f" ({merge['method']} merge)",
+                declared=base.weight,
+                found=round(got, 4),
+                hint=f"declare `weight: {got:.2f}`",
+            )
+        ]
 
     def _base_tier0(
         self, i: int, base: BaseModel, ev: exact.ExactEvidence, why: str | None = None
@@ -510,26 +582,36 @@ class _Context:
         if base.relation == "copy":
             if ev.all_matched:
                 return []
-            return [rules.make("PG503", f"declared a copy of {base.name}, but only {ev.summary()}",
-                               at, declared=declared, found=ev.summary(),
-                               details=ev.detail_lines(),
-                               hint="declare the relation that describes how the weights were"
-                               " changed")]  # fmt: skip
+            return [
+                rules.PG503.finding(
+                    at,
+                    f"declared a copy of {base.name}, but only {ev.summary()}",
+                    declared=declared,
+                    found=ev.summary(),
+                    details=ev.detail_lines(),
+                    hint="declare the relation that describes how the weights were changed",
+                )
+            ]
         if ev.all_matched:
-            return [rules.make(
-                "PG504",
-                f"declared `{base.relation}`, but every weight tensor is bit-identical to"
-                f" {base.name}: this is a copy",
-                at, declared=declared, found=ev.summary(),
-                hint="declare `relation: copy`, or ship the changed weights",
-            )]  # fmt: skip
-        return [rules.make(
-            "PG501",
-            f"{base.name}: relation `{base.relation}` not verified: {ev.summary()};"
-            f" {why or self.why_tier0}",
-            at, declared=declared, found=f"not checked beyond tier 0: {ev.summary()}",
-            severity=self.unverified,
-        )]  # fmt: skip
+            return [
+                rules.PG504.finding(
+                    at,
+                    f"declared `{base.relation}`, but every weight tensor is bit-identical to"
+                    f" {base.name}: this is a copy",
+                    declared=declared,
+                    found=ev.summary(),
+                )
+            ]
+        return [
+            rules.PG501.finding(
+                at,
+                f"{base.name}: relation `{base.relation}` not verified: {ev.summary()};"
+                f" {why or self.why_tier0}",
+                declared=declared,
+                found=f"not checked beyond tier 0: {ev.summary()}",
+                severity=self.unverified,
+            )
+        ]
 
     # ------------------------------------------------------------------ the weight tiers
     def _compare(
@@ -551,10 +633,14 @@ class _Context:
         with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
             hub = self.hubs.hub if any(isinstance(r, HubRef) for r in refs) else None
             cand, opened = remote.open_all(
-                hub, models.open_files(files, self.root, "this model"), local,
-                self.scanner, workdir, self.hubs.findings,
+                hub,
+                models.open_files(files, self.root, "this model"),
+                local,
+                self.scanner,
+                workdir,
+                self.hubs.findings,
                 lambda ref, e: self.hubs.failed(ref.model, e) if e is not None else None,
-            )  # fmt: skip
+            )
             present = [m for m in opened if m is not None]
             names = {ref: set(tier0[ref].names) for ref in refs if isinstance(ref, str)}
             try:

@@ -21,7 +21,7 @@ def finding(
         "details": (),
     }
     base.update(kw)
-    return rules.make(rule, msg, Location("provenance.yaml", 9, 13), **base)  # type: ignore[arg-type]
+    return rules.RULES[rule].finding(Location("provenance.yaml", 9, 13), msg, **base)  # type: ignore[arg-type]
 
 
 def report(*findings: Finding, root: str = "/repo") -> Report:
