@@ -26,7 +26,7 @@ import blake3
 
 from gate import lfs, paths
 from gate.errors import FormatError
-from gate.formats import gguf, safetensors, sniff
+from gate.formats import HeaderReader, Plan, Region, registry, safetensors, sniff
 
 # 1 MiB reads: syscall overhead is negligible and a chunk stays in L2 while both digests read
 # it (8 MiB chunks measured about 15% slower here).
@@ -71,105 +71,6 @@ def tensors_digest(tensors: Iterable[TensorDigest]) -> str:
     return "blake3:" + h.hexdigest()
 
 
-@dataclasses.dataclass(frozen=True)
-class _Region:
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int  # relative to the data section
-    end: int
-    width: int  # bytes of one element (or one quantisation block): the unit of constancy
-
-
-@dataclasses.dataclass(frozen=True)
-class _Plan:
-    regions: tuple[_Region, ...]  # sorted by begin
-    base: int  # absolute offset of the data section
-
-
-def _plan(tensors: Iterable[Any], base: int, width: Callable[[Any], int]) -> _Plan:
-    regions = (_Region(t.name, t.dtype, t.shape, t.begin, t.end, width(t)) for t in tensors)
-    return _Plan(tuple(regions), base)
-
-
-def _safetensors_width(t: safetensors.TensorInfo) -> int:
-    return safetensors.DTYPE_BITS[t.dtype] // 8
-
-
-class _Header:
-    """Collects the safetensors header from the first chunks, then plans the tensor stream."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.raw = bytearray()
-        self.length: int | None = None
-        self.header: safetensors.Header | None = None
-        self.error: str | None = None
-
-    def feed(self, chunk: memoryview, offset: int) -> bool:
-        """Take header bytes from a chunk; True once the header is parsed (or has failed)."""
-        if self.header is not None or self.error is not None:
-            return True
-        try:
-            if self.length is None:
-                need = 8 - len(self.raw)
-                self.raw += chunk[:need]
-                if len(self.raw) < 8:
-                    return offset + len(chunk) >= self.size and self._fail("file too short")
-                self.length = safetensors.header_length(bytes(self.raw), self.size)
-                self.raw.clear()
-                chunk, offset = chunk[need:], offset + need
-            take = self.length - len(self.raw)
-            self.raw += chunk[:take]
-            if len(self.raw) < self.length:
-                return False
-            self.header = safetensors.parse_header(bytes(self.raw), self.size)
-            self.raw = bytearray()
-        except FormatError as e:
-            return self._fail(e.message)
-        return True
-
-    def _fail(self, message: str) -> bool:
-        self.error = message
-        return True
-
-    @property
-    def plan(self) -> _Plan | None:
-        h = self.header
-        return None if h is None else _plan(h.tensors, h.data_start, _safetensors_width)
-
-
-class _GgufHeader:
-    """Parses a GGUF header once, at the first chunk, reading the rest of it from the file as
-    the parse needs it (bounded by gguf.MAX_HEADER_BYTES). Parsing at doubling buffer sizes cost
-    a re-parse per doubling: a 52 MB header of nested arrays took 37 s and 412 MB."""
-
-    def __init__(self, size: int, fd: int) -> None:
-        self.size = size
-        self.fd = fd
-        self.header: gguf.GgufHeader | None = None
-        self.error: str | None = None
-
-    def feed(self, chunk: memoryview, offset: int) -> bool:
-        """Parse the header (first call); True once parsed or failed."""
-        if self.header is not None or self.error is not None:
-            return True
-
-        def read_at(at: int, n: int) -> bytes:
-            return os.pread(self.fd, n, at)
-
-        try:
-            self.header = gguf.parse_header(bytes(chunk), self.size, read_at)
-        except FormatError as e:
-            self.error = e.message
-        return True
-
-    @property
-    def plan(self) -> _Plan | None:
-        h = self.header
-        return None if h is None else _plan(h.tensors, h.data_start, lambda t: t.block_bytes)
-
-
 class _TensorStream:
     """Per-tensor BLAKE3 digests and constancy over the data section, fed chunk by chunk.
 
@@ -177,7 +78,7 @@ class _TensorStream:
     thousands of (empty) tensors costs a small record each, not a hasher each.
     """
 
-    def __init__(self, plan: _Plan) -> None:
+    def __init__(self, plan: Plan) -> None:
         self.tensors = plan.regions
         self.base = plan.base
         self.i = 0
@@ -202,7 +103,7 @@ class _TensorStream:
                 return
             self._finish(t)
 
-    def _finish(self, t: _Region) -> None:
+    def _finish(self, t: Region) -> None:
         if self.hasher is None:  # no bytes: an empty tensor
             digest, constant = _EMPTY_DIGEST, True
         else:
@@ -287,7 +188,7 @@ def scan(
         offset, short, fmt = 0, False, ""
         pointer: lfs.Pointer | None = None
         pointer_error: str | None = None
-        header: _Header | _GgufHeader | None = None
+        header: HeaderReader | None = None
         helper: _Helper | None = None
         try:
             while offset < size:
@@ -302,10 +203,8 @@ def scan(
                     fmt = sniff.sniff(bytes(chunk[: sniff.SNIFF_BYTES]), path, size)
                     if size < lfs.MAX_POINTER_BYTES and lfs.looks_like_pointer(bytes(chunk[:16])):
                         pointer, pointer_error = _pointer(chunk, size)
-                    elif fmt == "safetensors":
-                        header = _Header(size)
-                    elif fmt == "gguf":
-                        header = _GgufHeader(size, f.fileno())
+                    elif (spec := registry.BY_NAME[fmt]).header is not None:
+                        header = spec.header(size, f.fileno())
                 if (
                     header is not None
                     and helper is None
@@ -339,7 +238,7 @@ def scan(
     header_error = None
     if not fmt:  # empty file: nothing was sniffed
         fmt = sniff.sniff(b"", path, size)
-        header_error = "empty file" if fmt in ("safetensors", "gguf") else None
+        header_error = "empty file" if registry.BY_NAME[fmt].tensors else None
     if header is not None:
         header_error = header.error
         if header.header is None and header_error is None:

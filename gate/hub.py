@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from gate import cache, paths
+from gate.formats import registry
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -159,7 +160,7 @@ class HubClient:
         # a snapshot folder holds what was downloaded, not necessarily every file: it stands in
         # for the listing only when it has weights and every shard its index names
         names = {f.path for f in out}
-        if not any(n.endswith((".safetensors", ".gguf")) for n in names):
+        if not any(n.endswith(registry.TENSOR_SUFFIXES) for n in names):
             return None
         for index in (n for n in names if n.endswith(".safetensors.index.json")):
             with contextlib.suppress(OSError, ValueError, AttributeError):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from gate import hashing, lockfile, paths, rules
 from gate.findings import ArtifactResult, Finding, Location
+from gate.formats import registry
 from gate.manifest import Artifact, Manifest
 
 if TYPE_CHECKING:  # the scanner itself loads only when a pickle-family file is present
@@ -251,7 +252,7 @@ def _format_findings(
             )
         )
     if scan.header_error is not None:
-        rule = "PG309" if scan.format == "gguf" else "PG304"
+        rule = registry.BY_NAME[scan.format].header_rule or "PG304"
         out.append(
             rules.RULES[rule].finding(
                 at("path"),
@@ -260,7 +261,7 @@ def _format_findings(
                 found=scan.header_error,
             )
         )
-    elif scan.format not in ("safetensors", "gguf", "pickle", "other"):  # pickles: PG302/PG303
+    elif not registry.BY_NAME[scan.format].inspected:  # pickles: PG302/PG303
         out.append(
             rules.PG306.finding(
                 at("path"),

@@ -15,6 +15,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from gate import card, lockfile, paths, rules, yamlio
 from gate.engine import Target, _report, in_folders, other_models, weight_files
 from gate.findings import Finding, Report
+from gate.formats import registry
 from gate.hub import REPO_ID
 from gate.integrity import effective_format
 from gate.manifest import Manifest, parse, read_bytes
@@ -171,7 +172,7 @@ def _lock_text(
             continue
         if scan.header_error is not None:  # recorded all the same: `check` keeps failing on it
             findings.append(
-                rules.RULES["PG309" if scan.format == "gguf" else "PG304"].finding(
+                rules.RULES[registry.BY_NAME[scan.format].header_rule or "PG304"].finding(
                     at,
                     f"{decl.path}: locked, but its {scan.format} header is invalid:"
                     f" {scan.header_error}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from gate.consistency import LICENSE_FILES
-from gate.formats.sniff import WEIGHT_SUFFIXES
+from gate.formats.registry import WEIGHT_SUFFIXES
 from gate.lockfile import LOCK_NAME
 from gate.manifest import MANIFEST_NAME
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from gate.errors import FormatError
 
@@ -18,3 +20,40 @@ def tiled_end(spans: Iterable[tuple[str, int, int]], noun: str) -> int:
             raise FormatError(f"{noun} {name!r} at offset {begin} {kind} (expected {expected})")
         expected = end
     return expected
+
+
+@dataclasses.dataclass(frozen=True)
+class Region:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # relative to the data section
+    end: int
+    width: int  # bytes of one element (or one quantisation block): the unit of constancy
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    regions: tuple[Region, ...]  # sorted by begin
+    base: int  # absolute offset of the data section
+
+
+def plan_of(tensors: Iterable[Any], base: int, width: Callable[[Any], int]) -> Plan:
+    regions = (Region(t.name, t.dtype, t.shape, t.begin, t.end, width(t)) for t in tensors)
+    return Plan(tuple(regions), base)
+
+
+class HeaderReader(Protocol):
+    """Reads a format's header from the chunks hashing streams past (one read per byte), then
+    plans the per-tensor digests: FormatSpec.header makes one per file."""
+
+    @property
+    def header(self) -> object | None: ...  # the parsed header, once complete
+
+    @property
+    def error(self) -> str | None: ...  # why it is malformed
+
+    def feed(self, chunk: memoryview, offset: int) -> bool: ...
+
+    @property
+    def plan(self) -> Plan | None: ...

@@ -37,7 +37,7 @@ except ImportError:  # Python < 3.14
 
 from gate import paths
 from gate.errors import FormatError
-from gate.formats import npy, pickles, sniff, tars, zips
+from gate.formats import npy, pickles, registry, sniff, tars, zips
 from gate.formats.exposure import Kind, PickleScan
 from gate.formats.pickles import MAX_PICKLE_BYTES, Walk
 
@@ -120,7 +120,7 @@ def _magic(head: bytes) -> bool:
 def _structure(head: bytes, size: int) -> str | None:
     """A format the first bytes announce other than pickle (archives are found by _inner)."""
     fmt = sniff.sniff(head, "", size)
-    return fmt if fmt in ("safetensors", "gguf", "hdf5", "tflite") else None
+    return fmt if registry.BY_NAME[fmt].announces else None
 
 
 def _raw(

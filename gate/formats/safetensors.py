@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 from gate.errors import FormatError
-from gate.formats import tiled_end
+from gate.formats import Plan, plan_of, tiled_end
 
 # Same cap as the reference implementation, so every file it accepts is accepted here.
 MAX_HEADER_BYTES = 100_000_000
@@ -209,3 +209,50 @@ def _bits(shape: list[int], element_bits: int, limit: int) -> int | None:
 
 def _is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _width(t: TensorInfo) -> int:
+    return DTYPE_BITS[t.dtype] // 8
+
+
+class IncrementalHeader:
+    """Collects the safetensors header from the first chunks, then plans the tensor stream."""
+
+    def __init__(self, size: int, fd: int = -1) -> None:
+        self.size = size
+        self.raw = bytearray()
+        self.length: int | None = None
+        self.header: Header | None = None
+        self.error: str | None = None
+
+    def feed(self, chunk: memoryview, offset: int) -> bool:
+        """Take header bytes from a chunk; True once the header is parsed (or has failed)."""
+        if self.header is not None or self.error is not None:
+            return True
+        try:
+            if self.length is None:
+                need = 8 - len(self.raw)
+                self.raw += chunk[:need]
+                if len(self.raw) < 8:
+                    return offset + len(chunk) >= self.size and self._fail("file too short")
+                self.length = header_length(bytes(self.raw), self.size)
+                self.raw.clear()
+                chunk, offset = chunk[need:], offset + need
+            take = self.length - len(self.raw)
+            self.raw += chunk[:take]
+            if len(self.raw) < self.length:
+                return False
+            self.header = parse_header(bytes(self.raw), self.size)
+            self.raw = bytearray()
+        except FormatError as e:
+            return self._fail(e.message)
+        return True
+
+    def _fail(self, message: str) -> bool:
+        self.error = message
+        return True
+
+    @property
+    def plan(self) -> Plan | None:
+        h = self.header
+        return None if h is None else plan_of(h.tensors, h.data_start, _width)

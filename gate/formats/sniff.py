@@ -3,57 +3,14 @@
 from __future__ import annotations
 
 import os
-import struct
 
-# Extensions of files that hold weights; used to find undeclared weight files.
-WEIGHT_SUFFIXES = frozenset(
-    {
-        ".safetensors",
-        ".gguf",
-        ".ggml",
-        ".bin",
-        ".pt",
-        ".pth",
-        ".ckpt",
-        ".pkl",
-        ".pickle",
-        ".onnx",
-        ".h5",
-        ".hdf5",
-        ".keras",
-        ".msgpack",
-        ".npz",
-        ".npy",
-        ".tflite",
-        ".joblib",
-        ".mlmodel",
-        ".pb",
-        ".nemo",
-        ".llamafile",
-    }
-)
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".joblib", ".nemo"})
-SNIFF_BYTES = 16
+from gate.formats import registry
+from gate.formats.registry import SNIFF_BYTES, WEIGHT_SUFFIXES
+
+PICKLE_SUFFIXES = registry.EXECUTABLE_SUFFIXES
 # Structures found by formats.loaders that mark a file as weights whatever its name.
-WEIGHT_STRUCTURES = {
-    "safetensors": "safetensors",
-    "gguf": "gguf",
-    "hdf5": "hdf5",
-    "tflite": "tflite",
-    "npy": "numpy",
-}
-_BY_SUFFIX = {
-    ".safetensors": "safetensors",
-    ".gguf": "gguf",
-    ".onnx": "onnx",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
-    ".keras": "hdf5",
-    ".msgpack": "msgpack",
-    ".npy": "numpy",
-    ".npz": "numpy",
-    ".tflite": "tflite",
-}
+WEIGHT_STRUCTURES = {s.name: s.name for s in registry.SPECS if s.announces} | {"npy": "numpy"}
+__all__ = ["PICKLE_SUFFIXES", "SNIFF_BYTES", "WEIGHT_STRUCTURES", "WEIGHT_SUFFIXES"]
 
 
 def is_weight_name(path: str) -> bool:
@@ -62,26 +19,12 @@ def is_weight_name(path: str) -> bool:
 
 
 def sniff(prefix: bytes, path: str, size: int) -> str:
-    """The format id (schema `format`) of a file from its first SNIFF_BYTES bytes."""
+    """The format id (schema `format`) of a file from its first SNIFF_BYTES bytes: the first
+    registry entry whose magic matches, else the one its suffix names, else `other`."""
     suffix = os.path.splitext(path)[1].lower()
-    if prefix.startswith(b"GGUF"):
-        return "gguf"
-    if prefix.startswith(b"\x93NUMPY"):
-        return "numpy"
-    if prefix.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if prefix[4:8] == b"TFL3":
-        return "tflite"
-    if prefix.startswith(b"PK\x03\x04") or prefix.startswith(b"PK\x05\x06"):
-        # A zip in a weight slot is a torch checkpoint (pickle inside) unless it is an .npz.
-        return "numpy" if suffix == ".npz" else "pickle"
-    if prefix[:1] == b"\x80" and prefix[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "pickle"
-    if len(prefix) >= 9 and prefix[8:9] == b"{":
-        (n,) = struct.unpack("<Q", prefix[:8])
-        if n <= size - 8:
-            return "safetensors"
-    if suffix in PICKLE_SUFFIXES:
-        # Unknown bytes under a pickle-family name: treat as pickle (protocol 0/1 has no magic).
-        return "pickle"
-    return _BY_SUFFIX.get(suffix, "other")
+    for spec in registry.SPECS:
+        if spec.magic is not None and spec.magic(prefix, suffix, size):
+            return spec.name
+    # Unknown bytes under a pickle-family name are a pickle (protocol 0/1 has no magic).
+    named = registry.BY_SUFFIX.get(suffix)
+    return named.name if named is not None else "other"

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 
 from gate import hashing, paths
-from gate.formats import safetensors
+from gate.formats import registry, safetensors
 from gate.scanner import Scanner
 
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"})
@@ -132,7 +132,7 @@ def _files(root: str, rel: str, suffixes: tuple[str, ...]) -> tuple[str, list[st
 def file_digests(root: str, rel: str, scanner: Scanner) -> dict[str, str]:
     """The sha256 of each safetensors/GGUF file of a folder (or one file) in the repository, an
     LFS pointer's oid for a pointer: what settles a copy when tensors cannot be read."""
-    found = _files(root, rel, (".safetensors", ".gguf"))
+    found = _files(root, rel, registry.TENSOR_SUFFIXES)
     if isinstance(found, str):
         return {}
     real, files = found

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gate import lfs, paths
 from gate.errors import FormatError
 from gate.formats import gguf as gguf_format
+from gate.formats import registry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -223,7 +224,7 @@ def open_model(path: str, display: str | None = None) -> Model:
     for i, rel in enumerate(paths.walk_files(path)):
         if i >= MAX_FILES:
             raise ModelError(f"{display}: more than {MAX_FILES} files")
-        if rel.endswith((".safetensors", ".gguf")) and "/" not in rel:
+        if rel.endswith(registry.TENSOR_SUFFIXES) and "/" not in rel:
             files.append(os.path.join(path, rel))
     return open_files(files, path, display)
 

@@ -17,14 +17,13 @@ from collections.abc import Callable, Sequence
 from gate import hashing, pip_install, rules
 from gate.errors import FormatError
 from gate.findings import Finding, Location
+from gate.formats import registry
 from gate.hub import Hub, HubError, HubFile
 from gate.hubbase import HubModel
 from gate.lineage import sampled
 from gate.lineage.models import Model, open_model
 from gate.lineage.result import Verdict
 from gate.scanner import Scanner
-
-WEIGHT_SUFFIXES = (".safetensors", ".gguf")
 
 
 @dataclasses.dataclass
@@ -47,7 +46,9 @@ class HubRef:
 
 
 def weight_files(files: tuple[HubFile, ...]) -> tuple[HubFile, ...]:
-    return tuple(f for f in files if f.path.endswith(WEIGHT_SUFFIXES) and "/" not in f.path)
+    return tuple(
+        f for f in files if f.path.endswith(registry.TENSOR_SUFFIXES) and "/" not in f.path
+    )
 
 
 def candidate_digests(scans: dict[str, hashing.FileScan]) -> dict[str, str]:
@@ -55,7 +56,7 @@ def candidate_digests(scans: dict[str, hashing.FileScan]) -> dict[str, str]:
     checkout holds pointers: equal to the Hub's LFS sha256 by construction)."""
     out = {}
     for rel, scan in scans.items():
-        if scan.format in ("safetensors", "gguf") or rel.endswith(WEIGHT_SUFFIXES):
+        if scan.format in registry.TENSOR_FORMATS or rel.endswith(registry.TENSOR_SUFFIXES):
             out[rel] = scan.pointer.oid if scan.pointer is not None else scan.sha256
     return out
 

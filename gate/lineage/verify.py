@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from gate import hashing, hubbase, paths, pip_install, rules
 from gate.findings import Finding, Location, Severity
+from gate.formats import registry
 from gate.hubbase import HubBases
 from gate.lineage import exact
 from gate.lineage.remote import (
@@ -87,7 +88,9 @@ def check(
             )
         ]
     candidate = [t for s in scans.values() if s.tensors for t in s.tensors] + list(extra)
-    missing = [p for p, s in scans.items() if s.tensors is None and s.format == "safetensors"]
+    missing = [
+        p for p, s in scans.items() if s.tensors is None and s.format in registry.TENSOR_FORMATS
+    ]
     gaps = [
         f"{p}: a Git LFS pointer, content not checked out"
         if scans[p].pointer is not None
@@ -625,7 +628,7 @@ class _Context:
 
         files = []
         for rel, scan in sorted(self.scans.items()):
-            if scan.format in ("safetensors", "gguf") and scan.tensors is not None:
+            if scan.format in registry.TENSOR_FORMATS and scan.tensors is not None:
                 real, problem = paths.resolve_inside(self.root, rel)
                 if problem is None:
                     files.append(real)
