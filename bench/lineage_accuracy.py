@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from gate.lineage import calibration, stats  # noqa: E402
 from gate.lineage.models import iter_float, open_model  # noqa: E402
-from gate.lineage.relate import _TOKEN_AXIS, compare  # noqa: E402
+from gate.lineage.relation import _TOKEN_AXIS, compare  # noqa: E402
 from tests.zoo import build  # noqa: E402
 
 EXPECTED = {"base": "copy"}  # the truth's `relation` -> the relation the gate should name

@@ -35,7 +35,7 @@ sys.path[0] = str(ROOT)  # the repository, not bench/ (its bench.py would shadow
 from bench import lineage_perf as _perf  # noqa: E402 - bench/ is a namespace package
 from gate.lineage import probe  # noqa: E402
 from gate.lineage.models import open_model  # noqa: E402
-from gate.lineage.relate import compare as weights_compare  # noqa: E402
+from gate.lineage.relation import compare as weights_compare  # noqa: E402
 from tests.zoo import build  # noqa: E402
 
 ALPHA = 0.01

@@ -117,7 +117,7 @@ def write_repo(root: str, name: str, tensors: dict[str, np.ndarray], body: str) 
 
 
 def main(out: str) -> None:
-    from gate import engine, locking
+    from gate import checks, init_lock
 
     public = llama_tensors(seed=1234)
     stolen = {rebrand(k): public[k] for k in reversed(list(public))}
@@ -129,7 +129,7 @@ def main(out: str) -> None:
         root = os.path.join(out, name)
         shutil.rmtree(root, ignore_errors=True)
         write_repo(root, name, tensors, body)
-        outcome = locking.lock(engine.Target.resolve(root, None))
+        outcome = init_lock.lock(checks.Target.resolve(root, None))
         assert not outcome.report.findings, outcome.report.findings
 
 

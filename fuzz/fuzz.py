@@ -130,7 +130,8 @@ def st_model() -> st.SearchStrategy[bytes]:
 
 
 def run_lineage(data: bytes, scratch: Path) -> None:
-    from gate.lineage import models, relate, render
+    from gate.lineage import models, render
+    from gate.lineage import relation as relate
 
     folder = scratch / "candidate"
     folder.mkdir(exist_ok=True)

@@ -29,15 +29,6 @@ BUSY_TIMEOUT_S = 10.0
 StatKey = tuple[int, int, int, int, int]  # dev, inode, size, mtime_ns, ctime_ns
 
 
-def default_dir() -> str:
-    """$PROVENANCE_GATE_CACHE_DIR, else $XDG_CACHE_HOME/provenance-gate, else ~/.cache/…"""
-    explicit = os.environ.get("PROVENANCE_GATE_CACHE_DIR")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "provenance-gate")
-
-
 def stat_key(st: os.stat_result) -> StatKey:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 

@@ -23,8 +23,10 @@ from gate.text import no_commands, visible
 
 if TYPE_CHECKING:
     from gate.findings import Report
-    from gate.lineage.verify import LineageDepth
+    from gate.hubclient import Hub
+    from gate.lineage.claims import LineageDepth
     from gate.scanner import Scanner
+    from gate.settings import Settings
 
 FAIL_ON = get_args(FailOn)
 
@@ -65,6 +67,18 @@ def _dir_arg(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+class ReportCopy(click.ParamType):  # type: ignore[type-arg]
+    """--report FORMAT:PATH, checked when the command line is parsed (before any work)."""
+
+    name = "FORMAT:PATH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        kind, sep, path = str(value).partition(":")
+        if not sep or kind not in FORMATS or not path:
+            self.fail(f"{value!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
+        return str(value)
+
+
 def _report_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--format, --output, --fail-on, --color and --report: the commands that render a Report."""
     f = click.option(
@@ -79,6 +93,7 @@ def _report_options(f: Callable[..., Any]) -> Callable[..., Any]:
         "--report",
         "reports",
         multiple=True,
+        type=ReportCopy(),
         metavar="FORMAT:PATH",
         help="Also write the report in FORMAT to PATH (repeatable; e.g. sarif:out.sarif).",
     )(f)
@@ -153,19 +168,34 @@ def check(
     verbose: bool,
 ) -> int:
     """Verify the declarations in DIR's manifest (default DIR: the current folder)."""
-    from gate import engine
+    from gate import checks
 
-    target = engine.Target.resolve(directory, manifest)
-    with _scanner(no_cache, cache_dir, jobs, verbose) as scanner:
-        report = engine.check(
-            target,
-            fail_on=cast("FailOn", fail_on),
-            scanner=scanner,
-            lineage_depth=cast("LineageDepth", lineage_depth),
-            offline=offline,
-            strict=strict,
-        )
+    target = checks.Target.resolve(directory, manifest)
+    settings = _settings(cache_dir, offline, verbose)
+    options = checks.Options(
+        fail_on=cast("FailOn", fail_on),
+        lineage_depth=cast("LineageDepth", lineage_depth),
+        strict=strict,
+        cache_dir=settings.cache_dir,
+    )
+    with _scanner(no_cache, settings, jobs) as scanner:
+        report = checks.check(target, options, scanner, _connect(settings))
     return _render(report, fmt, output, color, reports)
+
+
+def _settings(cache_dir: str | None, offline: bool = False, verbose: bool = False) -> Settings:
+    from gate import settings
+
+    return settings.Settings.from_environment(cache_dir=cache_dir, offline=offline, verbose=verbose)
+
+
+def _connect(settings: Settings) -> Callable[[], Hub] | None:
+    """How to reach the Hub when a Hub model needs it (None: the `hub` extra is missing)."""
+    from gate import hubclient
+
+    if not hubclient.available():
+        return None
+    return lambda: hubclient.HubClient(settings)
 
 
 def _render(
@@ -175,12 +205,7 @@ def _render(
     the job summary."""
     from gate import reporters
 
-    copies = [spec.partition(":") for spec in extra]
-    for spec, (kind, sep, path) in zip(extra, copies, strict=True):
-        if not sep or kind not in FORMATS or not path:  # all checked before anything is written
-            raise GateError(
-                f"--report {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}"
-            )
+    copies = [spec.partition(":") for spec in extra]  # each validated by ReportCopy
     workspace = os.environ.get("GITHUB_WORKSPACE") or os.getcwd()
     plain = reporters.ReporterOptions(color=False, workspace=workspace)
     for kind, _, path in copies:
@@ -228,19 +253,21 @@ def diff_command(
     verbose: bool,
 ) -> int:
     """What changed in DIR's declarations between --base and --head (a pull request's view)."""
-    from gate import diff, engine
+    from gate import checks, diff
 
-    target = engine.Target.resolve(directory, manifest)
+    target = checks.Target.resolve(directory, manifest)
     rel = os.path.relpath(target.manifest_path, target.root)
     base = diff.load(target.root, rel, base_ref)
     head = diff.load(target.root, rel, head_ref)
     found = diff.changes(base, head)
     verified = None
     if head_ref is None:
-        with _scanner(no_cache, cache_dir, jobs, verbose) as scanner:
-            verified = engine.check(
-                target, fail_on=cast("FailOn", fail_on), scanner=scanner, strict=strict
-            )
+        settings = _settings(cache_dir, verbose=verbose)
+        options = checks.Options(
+            fail_on=cast("FailOn", fail_on), strict=strict, cache_dir=settings.cache_dir
+        )
+        with _scanner(no_cache, settings, jobs) as scanner:
+            verified = checks.check(target, options, scanner, _connect(settings))
     report = diff.report(target.root, target.manifest_display, found, verified)
     report = dataclasses.replace(report, fail_on=cast("FailOn", fail_on))
     return _render(report, fmt, output, color, reports)
@@ -315,13 +342,13 @@ def lineage(
 ) -> int:
     """How CANDIDATE relates to each reference model, from the weights (and, with --probe, the
     logits)."""
-    from gate.lineage.audit import audit
+    from gate.lineage.command import audit
     from gate.lineage.render import render
 
     for ref in references:
         if not ref.startswith("hf://") and not os.path.exists(ref):
             raise click.BadParameter(f"{ref!r} does not exist", param_hint="'--reference'")
-    report = audit(candidate, references, alpha, offline, probe, device)
+    report = audit(candidate, references, alpha, offline, probe, device, _settings(None, offline))
     _emit(render(report, fmt), output)
     if fail_if_dependent and any(v.dependent for v in report.verdicts):
         return int(ExitCode.FAILED)
@@ -348,13 +375,22 @@ def _emit(text: str, output: str | None, commands: bool = False) -> None:
         raise GateError(f"cannot write the report: {e.strerror}", where=output) from None
 
 
-def _run_writer(name: str, directory: str, manifest: str | None, **scan: Any) -> int:
-    from gate import engine, locking, reporters
+def _run_writer(
+    name: str,
+    directory: str,
+    manifest: str | None,
+    no_cache: bool,
+    cache_dir: str | None,
+    jobs: int | None,
+    verbose: bool,
+) -> int:
+    from gate import checks, init_lock, reporters
 
-    target = engine.Target.resolve(directory, manifest)
-    with _scanner(**scan) as scanner:
-        run = locking.init if name == "init" else locking.lock
-        outcome = run(target, scanner)
+    target = checks.Target.resolve(directory, manifest)
+    settings = _settings(cache_dir, verbose=verbose)
+    with _scanner(no_cache, settings, jobs) as scanner:
+        run = init_lock.init if name == "init" else init_lock.lock
+        outcome = run(target, scanner, settings)
     for line in outcome.changes:
         click.echo(line)
     for line in outcome.warnings:
@@ -391,13 +427,12 @@ def lock(directory: str, manifest: str | None, **scan: Any) -> int:
 
 
 @contextlib.contextmanager
-def _scanner(
-    no_cache: bool, cache_dir: str | None, jobs: int | None, verbose: bool = False
-) -> Iterator[Scanner]:
-    from gate.cache import StatCache, default_dir
+def _scanner(no_cache: bool, settings: Settings, jobs: int | None) -> Iterator[Scanner]:
+    from gate.cache import StatCache
     from gate.scanner import Scanner
 
-    cache = None if no_cache else StatCache(cache_dir or default_dir())
+    verbose = settings.verbose
+    cache = None if no_cache else StatCache(settings.cache_dir)
     progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     scanner = Scanner(cache=cache, workers=jobs, progress=progress)
     try:

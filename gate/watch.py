@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 
-from gate.consistency import LICENSE_FILES
-from gate.formats.registry import WEIGHT_SUFFIXES
+from gate.checks.declarations import LICENSE_FILES
+from gate.formats.registry import INDEX_SUFFIX, WEIGHT_SUFFIXES
 from gate.lockfile import LOCK_NAME
 from gate.manifest import MANIFEST_NAME
 
 NAMES = (MANIFEST_NAME, LOCK_NAME, "README.md", ".gitattributes", *LICENSE_FILES)
-SUFFIXES = (".safetensors.index.json", *sorted(WEIGHT_SUFFIXES))
+SUFFIXES = (INDEX_SUFFIX, *sorted(WEIGHT_SUFFIXES))
 
 
 def hook_files() -> str:

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from gate import engine
+from gate import checks, hubclient
 from gate.findings import Report
+from gate.scanner import Scanner
 
 
 def tensors(seed: int = 0, layers: int = 2) -> dict[str, np.ndarray]:
@@ -88,7 +89,15 @@ def repo(root: Path, *rels: str, extra: str = "") -> Path:
 
 
 def check(root: Path, **kw: Any) -> Report:
-    return engine.check(engine.Target.resolve(str(root), None), **kw)
+    return check_target(checks.Target.resolve(str(root), None), **kw)
+
+
+def check_target(
+    target: checks.Target, *, scanner: Scanner | None = None, offline: bool = False, **options: Any
+) -> Report:
+    """`check` as the command line runs it: options by keyword, the Hub when it is installed."""
+    connect = (lambda: hubclient.HubClient(offline=offline)) if hubclient.available() else None
+    return checks.check(target, checks.Options(**options), scanner, connect)
 
 
 def rules_of(report: Report, severity: str | None = None) -> list[str]:

@@ -356,7 +356,8 @@ def gate_refuses(root: Path, c: Candidate) -> dict[str, list[str]]:
     repository that declares nothing (`ignored`)."""
     import hashlib
 
-    from gate import engine
+    from gate import checks
+    from tests.helpers import check_target
 
     out: dict[str, list[str]] = {}
     sha = hashlib.sha256(c.data).hexdigest()
@@ -373,7 +374,7 @@ def gate_refuses(root: Path, c: Candidate) -> dict[str, list[str]]:
         repo.mkdir(parents=True)
         (repo / c.name).write_bytes(c.data)
         (repo / "provenance.yaml").write_text(manifest)
-        report = engine.check(engine.Target.resolve(str(repo), None), lineage_depth="exact")
+        report = check_target(checks.Target.resolve(str(repo), None), lineage_depth="exact")
         out[label] = sorted(
             f.rule
             for f in report.findings

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gate import hashing
-from gate.cache import DB_NAME, StatCache, default_dir, stat_key
+from gate.cache import DB_NAME, StatCache, stat_key
 from gate.scanner import Scanner
+from gate.settings import default_cache_dir
 from tests.helpers import write_st
 
 
@@ -138,9 +139,9 @@ def test_memo_is_keyed_by_exact_bytes(tmp_path: Path) -> None:
 def test_default_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROVENANCE_GATE_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", "/xdg")
-    assert default_dir() == "/xdg/provenance-gate"
+    assert default_cache_dir() == "/xdg/provenance-gate"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert default_dir().endswith(".cache/provenance-gate")
+    assert default_cache_dir().endswith(".cache/provenance-gate")
 
 
 def test_stat_key_fields(tmp_path: Path) -> None:

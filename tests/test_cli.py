@@ -211,12 +211,12 @@ def test_hostile_inputs_never_traceback(tmp_path: Path, case: str) -> None:
 def test_crash_is_exit_4_without_traceback(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gate import engine
+    from gate import checks
 
     def boom(*a: object, **k: object) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(engine, "check", boom)
+    monkeypatch.setattr(checks, "check", boom)
     assert cli.main(["check", str(EXAMPLES / "honest")]) == 4
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: kaboom" in err
@@ -226,12 +226,12 @@ def test_crash_is_exit_4_without_traceback(
 def test_interrupt_is_exit_130(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gate import engine
+    from gate import checks
 
     def stop(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "check", stop)
+    monkeypatch.setattr(checks, "check", stop)
     assert cli.main(["check", str(EXAMPLES / "honest")]) == 130
 
 
@@ -241,9 +241,10 @@ def test_interrupt_is_exit_130(
 def test_core_never_imports_heavy_modules(depth: str, loaded: str) -> None:
     """The pre-commit depth needs no numeric stack; the full check never needs torch."""
     code = (
-        "import sys, gate.cli, gate.engine, gate.locking, gate.reporters;"
-        "from gate import engine;"
-        f"engine.check(engine.Target.resolve('examples/honest', None), lineage_depth='{depth}');"
+        "import sys, gate.cli, gate.checks, gate.init_lock, gate.reporters;"
+        "from gate import checks;"
+        "checks.check(checks.Target.resolve('examples/honest', None),"
+        f" checks.Options(lineage_depth='{depth}'));"
         "heavy = [m for m in ('torch', 'transformers', 'numpy', 'scipy', 'gguf', 'safetensors',"
         " 'huggingface_hub') if m in sys.modules];"
         "print(heavy)"
@@ -259,7 +260,7 @@ def test_core_never_imports_heavy_modules(depth: str, loaded: str) -> None:
 
 
 def test_version_imports_nothing_but_click() -> None:
-    code = "import sys; from gate import cli; sys.argv=['x','--version']\ntry: cli.main()\nexcept SystemExit: pass\nprint(sorted(m for m in ('jsonschema','ruamel','gate.engine') if m in sys.modules))"
+    code = "import sys; from gate import cli; sys.argv=['x','--version']\ntry: cli.main()\nexcept SystemExit: pass\nprint(sorted(m for m in ('jsonschema','ruamel','gate.checks') if m in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.endswith("[]\n")
 

@@ -166,9 +166,9 @@ def test_header_crossing_chunk_boundaries(tmp_path: Path, chunk: int) -> None:
 
 
 def test_file_truncated_during_hashing_is_a_finding_not_a_pass(tmp_path: Path) -> None:
-    from gate import engine
+    from gate import checks
     from gate.scanner import Scanner
-    from tests.helpers import HEAD, artifact_yaml, manifest
+    from tests.helpers import HEAD, artifact_yaml, check_target, manifest
 
     path = write_st(tmp_path / "m.safetensors", {"w": np.arange(4096, dtype=np.float32)})
     manifest(tmp_path, HEAD + artifact_yaml(tmp_path, "m.safetensors"))
@@ -181,8 +181,8 @@ def test_file_truncated_during_hashing_is_a_finding_not_a_pass(tmp_path: Path) -
 
         def finish(self) -> None: ...
 
-    report = engine.check(
-        engine.Target.resolve(str(tmp_path), None), scanner=Scanner(progress=Truncate())
+    report = check_target(
+        checks.Target.resolve(str(tmp_path), None), scanner=Scanner(progress=Truncate())
     )
     assert [f.rule for f in report.findings if f.severity == "error"] == ["PG211"]
     assert report.exit_code == 1

@@ -322,7 +322,7 @@ def test_strict_lineage_makes_an_unavailable_base_an_error(
 def test_a_server_ignoring_range_is_refused_beyond_the_header(
     family: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gate import hub as gate_hub
+    from gate import hubclient as gate_hub
 
     norange = hubserver.RangeHub()
     try:

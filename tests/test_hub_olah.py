@@ -36,7 +36,7 @@ def olah(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def client(olah: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    from gate import hub
+    from gate import hubclient as hub
 
     monkeypatch.setenv("HF_ENDPOINT", olah["endpoint"])
     return hub.HubClient(cache_dir=str(tmp_path / "gate-cache"))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from gate.formats import HeaderReader, gguf, safetensors
 
 SNIFF_BYTES = 16  # the prefix every `magic` test sees
+INDEX_SUFFIX = ".safetensors.index.json"  # a sharded checkpoint's index (gate/checks/shards.py)
 
 
 @dataclasses.dataclass(frozen=True)

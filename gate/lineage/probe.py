@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gate import cache, paths, pip_install
+from gate import paths, pip_install, settings
 from gate.errors import GateError
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ def _cached_outputs(folder: str, device: str, cache_dir: str | None) -> Outputs:
     import numpy as np
 
     key = _identity(folder, device)
-    path = os.path.join(cache_dir or cache.default_dir(), "probe", f"{key}.npz")
+    path = os.path.join(cache_dir or settings.default_cache_dir(), "probe", f"{key}.npz")
     try:
         with np.load(path, allow_pickle=False) as z:  # never unpickle, even our own cache
             meta = json.loads(str(z["meta"]))

@@ -18,8 +18,8 @@ from gate import hashing, pip_install, rules
 from gate.errors import FormatError
 from gate.findings import Finding, Location
 from gate.formats import registry
-from gate.hub import Hub, HubError, HubFile
-from gate.hubbase import HubModel
+from gate.hubclient import Hub, HubError, HubFile
+from gate.hubmodels import HubModel
 from gate.lineage import sampled
 from gate.lineage.models import Model, open_model
 from gate.lineage.result import Verdict

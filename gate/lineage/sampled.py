@@ -3,7 +3,7 @@
 The base's safetensors headers are read with range requests; a seeded choice of layers (and
 every tensor outside the layers: embeddings, final norm, output) is kept within a byte budget;
 of each kept matrix, ROWS rows in RUNS contiguous runs are fetched. The candidate (and any local
-reference) is then cut to the very same rows, so the ordinary engine (relate.compare) compares
+reference) is then cut to the very same rows, so the ordinary engine (relation.compare) compares
 like with like. The seed is the pinned revision(s): the same commit always gives the same sample,
 and a changed base gives a new one.
 
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from gate.errors import FormatError
 from gate.formats import safetensors
-from gate.hub import Hub, HubError, HubFile
+from gate.hubclient import Hub, HubError, HubFile
 from gate.lineage.exact import FLOAT_DTYPES
 from gate.lineage.models import Model, TensorRef, open_model, sample_rows
 

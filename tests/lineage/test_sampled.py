@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gate.lineage import sampled
-from gate.lineage.audit import audit
+from gate.lineage.command import audit
 from tests import hubserver
 from tests.lineage.test_zoo import EXPECTED, names
 from tests.zoo import build

@@ -13,7 +13,7 @@ import pytest
 
 from gate.lineage import calibration
 from gate.lineage.models import open_model
-from gate.lineage.relate import compare
+from gate.lineage.relation import compare
 from gate.lineage.result import LineageReport
 from tests.zoo import build
 

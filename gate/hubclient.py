@@ -22,8 +22,9 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
-from gate import cache, paths
+from gate import paths
 from gate.formats import registry
+from gate.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,7 +39,6 @@ MAX_PAGE = 64 << 20  # bytes of one listing page
 # A server that ignores Range answers 200 with the whole file; up to this many leading bytes are
 # still taken from such a stream (headers sit at the start), further ones are refused.
 IGNORED_RANGE_CAP = 8 << 20
-DEFAULT_TIMEOUT = 10.0  # seconds per request (PROVENANCE_GATE_HUB_TIMEOUT overrides)
 RETRIES = 2  # on timeouts, network errors, 429 and 5xx: at most 3 attempts per request
 
 Kind = Literal["offline", "unreachable", "not-found", "revision-not-found", "denied", "invalid"]
@@ -78,29 +78,32 @@ def available() -> bool:
     return importlib.util.find_spec("huggingface_hub") is not None
 
 
-def offline_from_env() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 class HubClient:
-    """The Hub through huggingface_hub, with the endpoint, token and cache from the environment
-    (HF_ENDPOINT, HF_TOKEN or the stored login, HF_HUB_CACHE / HF_HOME)."""
+    """The Hub through huggingface_hub: endpoint, timeout and caches from the run's Settings
+    (gate/settings.py), the token from huggingface_hub (HF_TOKEN or the stored login)."""
 
-    def __init__(self, offline: bool = False, cache_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        offline: bool = False,
+        cache_dir: str | None = None,
+    ) -> None:
         import huggingface_hub
 
-        self.offline = offline or offline_from_env()
-        self.endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-        self.timeout = _timeout()
+        settings = settings or Settings.from_environment(cache_dir=cache_dir, offline=offline)
+        self.offline = offline or settings.hub_offline
+        self.endpoint = settings.hub_endpoint
+        self.timeout = settings.hub_timeout
         self.api = huggingface_hub.HfApi(endpoint=self.endpoint)
-        self.hf_cache = hf_cache_dir()
+        self.hf_cache = settings.hf_cache
         key = hashlib.sha256(self.endpoint.encode()).hexdigest()[:12]
-        self.meta_dir = os.path.join(cache_dir or cache.default_dir(), "hub", key)
+        self.meta_dir = os.path.join(cache_dir or settings.cache_dir, "hub", key)
         self._files: dict[tuple[str, str], tuple[HubFile, ...]] = {}
         if not self.offline:
             # huggingface_hub's shared client has no timeout: a stalled server would hang the gate
             huggingface_hub.get_session().timeout = self.timeout
-        if not os.environ.get("PROVENANCE_GATE_VERBOSE"):  # its retry chatter is not our report
+        if not settings.verbose:  # its retry chatter is not our report
             logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
     # ------------------------------------------------------------------ revisions and files
@@ -369,26 +372,6 @@ class HubClient:
             ) from e
         except (ValueError, KeyError, TypeError, AttributeError) as e:  # a malformed answer
             raise HubError("invalid", f"{at}: unexpected answer from {self.endpoint} ({e})") from e
-
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache, read from the environment now (huggingface_hub reads it once,
-    at import): HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
-    explicit = os.environ.get("HF_HUB_CACHE")
-    if explicit:
-        return explicit
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "huggingface",
-    )
-    return os.path.join(home, "hub")
-
-
-def _timeout() -> float:
-    try:
-        return max(0.1, float(os.environ.get("PROVENANCE_GATE_HUB_TIMEOUT", DEFAULT_TIMEOUT)))
-    except ValueError:
-        return DEFAULT_TIMEOUT
 
 
 def _status(e: Exception) -> str:

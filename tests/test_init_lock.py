@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gate import engine, locking, paths, yamlio
+from gate import checks, init_lock, paths, yamlio
 from tests.helpers import check, errors, pointer, write_st
 
 HAND_WRITTEN = """\
@@ -27,15 +27,15 @@ policy:
 """
 
 
-def target(root: Path) -> engine.Target:
-    return engine.Target.resolve(str(root), None)
+def target(root: Path) -> checks.Target:
+    return checks.Target.resolve(str(root), None)
 
 
 def test_lock_keeps_comments_order_and_layout(tmp_path: Path) -> None:
     write_st(tmp_path / "model.safetensors", seed=1)
     write_st(tmp_path / "extra.safetensors", seed=2)
     (tmp_path / "provenance.yaml").write_text(HAND_WRITTEN)
-    outcome = locking.lock(target(tmp_path))
+    outcome = init_lock.lock(target(tmp_path))
     assert outcome.report.findings == ()
     text = (tmp_path / "provenance.yaml").read_text()
     before = HAND_WRITTEN.splitlines()
@@ -59,9 +59,9 @@ def test_lock_is_idempotent(tmp_path: Path) -> None:
     write_st(tmp_path / "model.safetensors")
     write_st(tmp_path / "extra.safetensors")
     (tmp_path / "provenance.yaml").write_text(HAND_WRITTEN)
-    locking.lock(target(tmp_path))
+    init_lock.lock(target(tmp_path))
     stamp = (tmp_path / "provenance.yaml").stat().st_mtime_ns
-    again = locking.lock(target(tmp_path))
+    again = init_lock.lock(target(tmp_path))
     assert again.changes == ()
     assert again.written == ()
     assert (tmp_path / "provenance.yaml").stat().st_mtime_ns == stamp
@@ -71,7 +71,7 @@ def test_lock_file_lists_every_tensor(tmp_path: Path) -> None:
     write_st(tmp_path / "model.safetensors")
     write_st(tmp_path / "extra.safetensors")
     (tmp_path / "provenance.yaml").write_text(HAND_WRITTEN)
-    locking.lock(target(tmp_path))
+    init_lock.lock(target(tmp_path))
     lock = json.loads((tmp_path / "provenance.lock.json").read_text())
     entry = lock["artifacts"]["model.safetensors"]
     assert set(entry["tensors"]) == {
@@ -90,7 +90,7 @@ def test_lock_file_lists_every_tensor(tmp_path: Path) -> None:
 def test_lock_reports_missing_files_and_still_locks_the_rest(tmp_path: Path) -> None:
     write_st(tmp_path / "model.safetensors")
     (tmp_path / "provenance.yaml").write_text(HAND_WRITTEN)
-    outcome = locking.lock(target(tmp_path))
+    outcome = init_lock.lock(target(tmp_path))
     assert [f.rule for f in outcome.report.findings] == ["PG201"]
     assert "sha256:" in (tmp_path / "provenance.yaml").read_text()
 
@@ -100,13 +100,13 @@ def test_lock_refuses_paths_outside(tmp_path: Path) -> None:
         HAND_WRITTEN.replace("extra.safetensors", "../x.safetensors")
     )
     write_st(tmp_path / "model.safetensors")
-    outcome = locking.lock(target(tmp_path))
+    outcome = init_lock.lock(target(tmp_path))
     assert [f.rule for f in outcome.report.findings] == ["PG202"]
 
 
 def test_lock_invalid_manifest_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "provenance.yaml").write_text("version: 1\nmodel: {name: x}\n")
-    outcome = locking.lock(target(tmp_path))
+    outcome = init_lock.lock(target(tmp_path))
     assert outcome.report.manifest_invalid
     assert outcome.written == ()
     assert not (tmp_path / "provenance.lock.json").exists()
@@ -117,12 +117,12 @@ def test_lock_from_lfs_pointer_keeps_tensor_detail(tmp_path: Path) -> None:
     (tmp_path / "provenance.yaml").write_text(
         HAND_WRITTEN.replace("- path: extra.safetensors\n", "")
     )
-    locking.lock(target(tmp_path))
+    init_lock.lock(target(tmp_path))
     detail = json.loads((tmp_path / "provenance.lock.json").read_text())["artifacts"][
         "model.safetensors"
     ]
     (tmp_path / "model.safetensors").write_bytes(pointer(content))
-    outcome = locking.lock(target(tmp_path))
+    outcome = init_lock.lock(target(tmp_path))
     assert outcome.changes == ()
     after = json.loads((tmp_path / "provenance.lock.json").read_text())["artifacts"][
         "model.safetensors"
@@ -137,7 +137,7 @@ def test_init_scaffolds_from_card_and_weights(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text(
         "---\nlicense: llama2\nbase_model:\n- meta-llama/Llama-2-7b-hf\nbase_model_relation: adapter\n---\n# card\n"
     )
-    outcome = locking.init(target(tmp_path))
+    outcome = init_lock.init(target(tmp_path))
     assert outcome.report.findings == ()
     text = (tmp_path / "provenance.yaml").read_text()
     assert "license: llama2  # from README.md front matter" in text
@@ -153,7 +153,7 @@ def test_init_scaffolds_from_card_and_weights(tmp_path: Path) -> None:
 
 def test_init_without_card(tmp_path: Path) -> None:
     write_st(tmp_path / "model.safetensors")
-    locking.init(target(tmp_path))
+    init_lock.init(target(tmp_path))
     text = (tmp_path / "provenance.yaml").read_text()
     assert "license: unknown" in text
     assert "origin: scratch" in text
@@ -167,7 +167,7 @@ def test_init_extends_existing_manifest(tmp_path: Path) -> None:
         HAND_WRITTEN.replace("- path: extra.safetensors\n", "")
     )
     write_st(tmp_path / "new.safetensors", seed=9)
-    outcome = locking.init(target(tmp_path))
+    outcome = init_lock.init(target(tmp_path))
     assert "new.safetensors: declared" in outcome.changes
     assert "extra.safetensors: declared" in outcome.changes
     text = (tmp_path / "provenance.yaml").read_text()
@@ -180,7 +180,7 @@ def test_init_extends_existing_manifest(tmp_path: Path) -> None:
 def test_init_card_with_hostile_front_matter(tmp_path: Path) -> None:
     write_st(tmp_path / "model.safetensors")
     (tmp_path / "README.md").write_text("---\nlicense: &a [x]\nbase_model: *a\n---\n")
-    locking.init(target(tmp_path))
+    init_lock.init(target(tmp_path))
     assert "license: unknown" in (tmp_path / "provenance.yaml").read_text()
 
 
@@ -218,7 +218,7 @@ def test_detect_indent(text: str, expected: tuple[int, int, int]) -> None:
 def test_init_with_card_base_that_is_not_a_hub_id(tmp_path: Path) -> None:
     write_st(tmp_path / "model.safetensors")
     (tmp_path / "README.md").write_text("---\nlicense: mit\nbase_model: ./my local base\n---\n")
-    outcome = locking.init(target(tmp_path))
+    outcome = init_lock.init(target(tmp_path))
     text = (tmp_path / "provenance.yaml").read_text()
     assert '# - "./my local base": in the card but not a Hub id; declare it' in text
     assert outcome.written == ("provenance.yaml",)
@@ -235,7 +235,7 @@ def test_init_skips_base_and_reference_folders(tmp_path: Path) -> None:
         "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
         "policy:\n  lineage:\n    references: [./refs/public/]\n"
     )
-    outcome = locking.init(target(tmp_path))
+    outcome = init_lock.init(target(tmp_path))
     assert outcome.changes[0] == "model.safetensors: declared"
     assert "- path: refs/" not in (tmp_path / "provenance.yaml").read_text()
     assert errors(check(tmp_path)) == []
@@ -248,7 +248,7 @@ def test_non_weight_artifacts_are_hashed_without_format_policy(tmp_path: Path) -
         "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
         "artifacts:\n  - path: model.safetensors\n  - path: config.json\n"
     )
-    locking.lock(target(tmp_path))
+    init_lock.lock(target(tmp_path))
     report = check(tmp_path)
     assert errors(report) == []
     assert [a.format for a in report.artifacts] == ["safetensors", "other"]
@@ -260,10 +260,10 @@ def test_lock_drops_a_tensor_digest_the_content_no_longer_has(tmp_path: Path) ->
         "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
         "artifacts:\n  - path: model.weights\n"
     )
-    locking.lock(target(tmp_path))
+    init_lock.lock(target(tmp_path))
     assert "tensors_digest" in (tmp_path / "provenance.yaml").read_text()
     (tmp_path / "model.weights").write_bytes(b"no tensor table here")
-    outcome = locking.lock(target(tmp_path))
+    outcome = init_lock.lock(target(tmp_path))
     assert "model.weights: tensors_digest removed (no tensors in other)" in outcome.changes
     assert "tensors_digest" not in (tmp_path / "provenance.yaml").read_text()
 
@@ -274,9 +274,9 @@ def test_lock_keeps_the_tensor_digest_of_a_corrupt_checkpoint(tmp_path: Path) ->
         "version: 1\nmodel: {name: x, license: mit, origin: scratch}\n"
         "artifacts:\n  - path: model.safetensors\n"
     )
-    locking.lock(target(tmp_path))
+    init_lock.lock(target(tmp_path))
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
-    assert [f.rule for f in locking.lock(target(tmp_path)).report.findings] == ["PG304"]
+    assert [f.rule for f in init_lock.lock(target(tmp_path)).report.findings] == ["PG304"]
     assert "tensors_digest" in (tmp_path / "provenance.yaml").read_text()
     assert "PG304" in [f.rule for f in check(tmp_path).findings]
 
@@ -287,7 +287,7 @@ def test_init_tells_other_models_from_variants(tmp_path: Path) -> None:
     for folder in ("small", "large"):
         write_st(tmp_path / "variants" / folder / "model.safetensors")
         (tmp_path / "variants" / folder / "config.json").write_text("{}")
-    outcome = locking.init(target(tmp_path / "variants"))
+    outcome = init_lock.init(target(tmp_path / "variants"))
     assert not [w for w in outcome.warnings if "holds another model" in w]
     text = (tmp_path / "variants" / "provenance.yaml").read_text()
     assert "- path: large/model.safetensors" in text and "references" not in text
@@ -297,7 +297,7 @@ def test_init_tells_other_models_from_variants(tmp_path: Path) -> None:
     write_st(root / "third_party" / "base" / "model.safetensors", seed=2)
     (root / "third_party" / "base" / "config.json").write_text("{}")
     write_st(root / "shards" / "extra.safetensors", seed=3)  # no config.json: this model's own
-    locking.init(target(root))
+    init_lock.init(target(root))
     text = (root / "provenance.yaml").read_text()
     assert "references: [third_party/base]" in text
     assert "- path: shards/extra.safetensors" in text and "- path: third_party" not in text

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
-from gate import hashing, hubbase, paths, pip_install, rules
+from gate import hashing, hubmodels, paths, pip_install, rules
 from gate.findings import Finding, Location, Severity
 from gate.formats import registry
-from gate.hubbase import HubBases
+from gate.hubmodels import HubBases
 from gate.lineage import exact
 from gate.lineage.remote import (
     HubRef,
@@ -70,8 +70,10 @@ def check(
     unread: Sequence[str] = (),
     depth: LineageDepth = "full",
     hubs: HubBases | None = None,
+    cache_dir: str | None = None,
 ) -> list[Finding]:
-    """Findings for the scratch claim and for each declared base model.
+    """Findings for the scratch claim and for each declared base model (cache_dir: the gate's
+    cache, where the probe keeps its calibration; None: the default).
 
     extra: tensors read from other formats (torch checkpoints); unread: weight files whose
     tensors could not be read, with the reason (the evidence is then partial, and says so).
@@ -102,13 +104,13 @@ def check(
         why = "no tensors to compare" + (f" ({'; '.join(gaps)})" if gaps else "")
         if unverified == "note" and any(s.pointer is not None for s in scans.values()):
             unverified = "warning"  # a checkout of LFS pointers: lineage saw no weight at all
-        ctx = _Context(root, manifest, scans, scanner, [], unverified, "exact", hubs)
+        ctx = _Context(root, manifest, scans, scanner, [], unverified, "exact", hubs, cache_dir)
         ctx.why_tier0 = f"this model has {why}"
         return ctx.digests_only(why)
     out: list[Finding] = []
     if gaps:
         out.append(_not_checked(manifest, "evidence is partial: " + "; ".join(gaps), unverified))
-    ctx = _Context(root, manifest, scans, scanner, candidate, unverified, depth, hubs)
+    ctx = _Context(root, manifest, scans, scanner, candidate, unverified, depth, hubs, cache_dir)
     if manifest.origin == "scratch":
         return out + ctx.scratch()
     return out + ctx.bases()
@@ -135,8 +137,10 @@ class _Context:
         unverified: Severity,
         depth: LineageDepth,
         hubs: HubBases | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         self.root, self.manifest, self.scans, self.scanner = root, manifest, scans, scanner
+        self.cache_dir = cache_dir
         self.hubs = hubs or HubBases(manifest, None)
         self.candidate, self.unverified = candidate, unverified
         self.full = depth == "full" and weight_tiers_available()
@@ -148,7 +152,7 @@ class _Context:
         out: list[Finding] = []
         usable: list[tuple[str, exact.ExactEvidence | None, str | HubRef]] = []
         for k, ref in enumerate(refs):
-            model = hubbase.of_reference(self.manifest, k, ref)
+            model = hubmodels.of_reference(self.manifest, k, ref)
             if model is not None:
                 hub_ref = self._hub_ref(model, None, out)
                 if hub_ref is not None:
@@ -243,7 +247,7 @@ class _Context:
         local: list[tuple[int, BaseModel, exact.ExactEvidence | None, str | HubRef]] = []
         for i, base in enumerate(self.manifest.base_models):
             if base.path is None:
-                ref = self._hub_ref(hubbase.of_base(self.manifest, i, base), base, out)
+                ref = self._hub_ref(hubmodels.of_base(self.manifest, i, base), base, out)
                 if ref is not None:
                     local.append((i, base, None, ref))
                 continue
@@ -286,7 +290,7 @@ class _Context:
         if not self.manifest.policy.probe:
             return []
         from gate.lineage import probe
-        from gate.lineage.audit import disagreement
+        from gate.lineage.service import disagreement
 
         local = [(src, v, at) for src, v, at in compared if isinstance(src, str)]
         if not probe.available():
@@ -303,7 +307,9 @@ class _Context:
         out: list[Finding] = []
         try:
             results = probe.run(
-                self.root, [paths.resolve_inside(self.root, s)[0] for s, _, _ in local]
+                self.root,
+                [paths.resolve_inside(self.root, s)[0] for s, _, _ in local],
+                cache_dir=self.cache_dir,
             )
         except probe.ProbeError as e:
             return [
@@ -374,9 +380,9 @@ class _Context:
             return [_not_checked(m, why, self.unverified)]
         for k, (ref, base) in enumerate(claims):
             if base is None:
-                model = hubbase.of_reference(m, k, ref)
+                model = hubmodels.of_reference(m, k, ref)
             else:
-                model = hubbase.of_base(m, *base) if base[1].id is not None else None
+                model = hubmodels.of_base(m, *base) if base[1].id is not None else None
             if model is not None:
                 self._hub_ref(model, base[1] if base else None, out)
                 continue
@@ -427,7 +433,7 @@ class _Context:
     # ------------------------------------------------------------------ Hub bases
 
     def _hub_ref(
-        self, model: hubbase.HubModel, base: BaseModel | None, out: list[Finding]
+        self, model: hubmodels.HubModel, base: BaseModel | None, out: list[Finding]
     ) -> HubRef | None:
         """LFS digests settle a copy without a download; otherwise the model is compared in the
         weight tiers (None: nothing more to do; the findings are in `out` or in self.hubs).
@@ -475,7 +481,7 @@ class _Context:
         return HubRef(model, sha, weights)
 
     def _hub_not_verified(
-        self, model: hubbase.HubModel, base: BaseModel | None, why: str
+        self, model: hubmodels.HubModel, base: BaseModel | None, why: str
     ) -> Finding:
         what = f"relation `{base.relation}`" if base else "independence (origin: scratch)"
         return rules.PG501.finding(
@@ -622,9 +628,7 @@ class _Context:
     ) -> list[Verdict | None]:
         """One Verdict (or None when the reference cannot be opened) per reference: a local
         folder, or a Hub model (its cached files, or a sample of its rows)."""
-        import tempfile
-
-        from gate.lineage import models, relate, remote
+        from gate.lineage import models, service
 
         files = []
         for rel, scan in sorted(self.scans.items()):
@@ -633,27 +637,19 @@ class _Context:
                 if problem is None:
                     files.append(real)
         local = [r if isinstance(r, HubRef) else self._open_local(r) for r in refs]
-        with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
-            hub = self.hubs.hub if any(isinstance(r, HubRef) for r in refs) else None
-            cand, opened = remote.open_all(
-                hub,
-                models.open_files(files, self.root, "this model"),
-                local,
-                self.scanner,
-                workdir,
-                self.hubs.findings,
-                lambda ref, e: self.hubs.failed(ref.model, e) if e is not None else None,
-            )
-            present = [m for m in opened if m is not None]
-            names = {ref: set(tier0[ref].names) for ref in refs if isinstance(ref, str)}
-            try:
-                report = relate.compare(cand, present, exact_matches=names)
-            finally:
-                cand.close()
-                for m in present:
-                    m.close()
-        it = iter(remote.explain(cand, report.verdicts))
-        return [next(it) if m is not None else None for m in opened]
+        names = {ref: set(tier0[ref].names) for ref in refs if isinstance(ref, str)}
+        done = service.compare(
+            models.open_files(files, self.root, "this model"),
+            local,
+            hub=self.hubs.hub if any(isinstance(r, HubRef) for r in refs) else None,
+            scanner=self.scanner,
+            exact_matches=names,
+        )
+        self.hubs.findings.extend(done.findings)
+        for ref, e in done.failures:
+            if e is not None:
+                self.hubs.failed(ref.model, e)
+        return list(done.verdicts)
 
     def _open_local(self, ref: str) -> Model | None:
         from gate.lineage import models

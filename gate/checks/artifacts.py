@@ -1,4 +1,5 @@
-"""Integrity and format checks of declared artifacts (design sections 3.2 and 3.3)."""
+"""Declared artifacts (integrity, format, policy: design sections 3.2 and 3.3), the lock file, and
+weight or executable files nobody declared."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gate import hashing, lockfile, paths, rules
+from gate.evidence import Evidence, display, in_folders, weight_files
 from gate.findings import ArtifactResult, Finding, Location
 from gate.formats import registry
-from gate.manifest import Artifact, Manifest
+from gate.manifest import MANIFEST_NAME, Artifact, Manifest
 
 if TYPE_CHECKING:  # the scanner itself loads only when a pickle-family file is present
     from gate.formats import exposure
@@ -19,7 +21,7 @@ PICKLE_HINT = (
 )
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ArtifactCheck:
     """Findings and the verification record of one declared artifact."""
 
@@ -380,6 +382,124 @@ def _pickle_scan_findings(decl: Artifact, scan: exposure.PickleScan, at: Locator
                 declared="a pickle the static scanner can read",
                 found=scan.error,
                 hint=PICKLE_HINT,
+            )
+        )
+    return out
+
+
+def declared(ev: Evidence) -> list[Finding]:
+    """The lock file's problem, then each declared artifact's findings (a duplicate entry is
+    PG208) and whether the lock file still agrees with its declared sha256."""
+    out: list[Finding] = [ev.lock_problem] if ev.lock_problem is not None else []
+    for decl, done in zip(ev.manifest.artifacts, ev.artifacts, strict=True):
+        if done is None:
+            out.append(
+                rules.PG208.finding(
+                    ev.manifest.locate("artifacts", decl.index, "path"),
+                    f"{decl.path} is declared more than once",
+                    declared=decl.path,
+                    found="duplicate entry",
+                )
+            )
+            continue
+        out.extend(done.findings)
+        out.extend(_stale_lock(ev, decl))
+    return out
+
+
+def undeclared(ev: Evidence) -> list[Finding]:
+    """PG206 for weight files nobody declared (by name, or by content under any name), PG311
+    for any other file a common loader would run code from (`ignore` is no escape hatch)."""
+    declared_paths = ev.declared
+    files = {f for f in ev.files if not in_folders(f, ev.folders)}
+    ignored = paths.GlobSet(ev.manifest.ignore)
+    found = weight_files(ev.target.root, files - declared_paths, ignored, ev.scanner.loads)
+    rest = sorted(ev.files - declared_paths - set(found))
+    return _undeclared(ev, found) + _executable(ev, rest)
+
+
+def _stale_lock(ev: Evidence, decl: Artifact) -> list[Finding]:
+    manifest, locked = ev.manifest, ev.locked
+    if locked is None or decl.sha256 is None:
+        return []
+    entry = locked.get(decl.path)
+    if entry is not None and entry.sha256 == decl.sha256:
+        return []
+    found = "no entry" if entry is None else f"sha256 {entry.sha256}"
+    return [
+        rules.PG105.finding(
+            manifest.locate("artifacts", decl.index, "sha256"),
+            f"{decl.path}: the lock file does not match the manifest's sha256",
+            declared=decl.sha256,
+            found=f"{display(ev.target, ev.lock_file)}: {found}",
+        )
+    ]
+
+
+def _undeclared(ev: Evidence, undeclared: dict[str, str]) -> list[Finding]:
+    manifest = ev.manifest
+    at = (
+        manifest.locate("artifacts", key=True)
+        if manifest.artifacts
+        else manifest.locate("model", key=True)
+    )
+    out = []
+    for rel, how in undeclared.items():
+        hidden = "" if how == "name" else f" (its content is {how}, whatever its name says)"
+        danger = _danger(ev, rel)
+        out.append(
+            rules.PG206.finding(
+                at,
+                f"{rel} is a weight file in the repository but is not declared in artifacts"
+                + hidden
+                + (f"; {danger}" if danger else ""),
+                declared="(not declared)",
+                found=rel,
+            )
+        )
+    return out
+
+
+def _danger(ev: Evidence, rel: str) -> str | None:
+    """What loading a file would run that the allowlist does not allow, or None."""
+    real, problem = paths.resolve_inside(ev.target.root, rel)
+    if problem is not None:
+        return None
+    try:
+        exposure = ev.scanner.loads(real, rel)
+    except OSError:
+        return None
+    if not exposure.executable:
+        return None
+    how = "; ".join(exposure.loads) or "a loader"
+    if exposure.refused:
+        return f"loading it would import {', '.join(exposure.refused)} ({how})"
+    return f"a loader would run what the scan could not follow ({exposure.risk})"
+
+
+def _executable(ev: Evidence, rels: list[str]) -> list[Finding]:
+    """PG311 for files that are not artifacts (ignored, in a base or reference folder, or not
+    weight-like) yet would run code under a common loader: `ignore` is no escape hatch."""
+    manifest = ev.manifest
+    at = (
+        manifest.locate("ignore", key=True)
+        if manifest.ignore
+        else manifest.locate("model", key=True)
+    )
+    out = []
+    for rel in rels:
+        if rel in (lockfile.LOCK_NAME, MANIFEST_NAME):
+            continue
+        danger = _danger(ev, rel)
+        if danger is None:
+            continue
+        out.append(
+            rules.PG311.finding(
+                at,
+                f"{rel}: {danger}; it is not a declared artifact, and ignoring it does not make"
+                " it safe to ship",
+                declared="(not an artifact)",
+                found=danger,
             )
         )
     return out

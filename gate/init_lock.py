@@ -12,19 +12,24 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from gate import card, lockfile, paths, rules, yamlio
-from gate.engine import Target, _report, in_folders, other_models, weight_files
+from gate import card, lockfile, paths, yamlio
+from gate.checks import report
+from gate.checks.artifacts import effective_format
+from gate.evidence import Options, Target, gather, in_folders, other_models, weight_files
 from gate.findings import Finding, Report
 from gate.formats import registry
-from gate.hub import REPO_ID
-from gate.integrity import effective_format
+from gate.hubclient import REPO_ID
 from gate.manifest import Manifest, parse, read_bytes
 from gate.scanner import Scanner
+from gate.settings import Settings
 
 _FIELD_ORDER = ("path", "size", "sha256", "tensors_digest", "format")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9._/+-]*$")
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
 _RELATIONS = {"finetune", "adapter", "merge", "quantized"}
+# What keeps a declared file from being locked (its path, its bytes, its LFS pointer).
+_UNLOCKABLE = frozenset({"PG201", "PG202", "PG210", "PG211", "PG212", "PG213"})
+_HEADER_RULES = frozenset(s.header_rule for s in registry.SPECS if s.header_rule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,30 +44,34 @@ class Outcome:
     formats: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def lock(target: Target, scanner: Scanner | None = None) -> Outcome:
+def lock(
+    target: Target, scanner: Scanner | None = None, settings: Settings | None = None
+) -> Outcome:
     """Refresh size, sha256 and tensor digest of every declared artifact, and the lock file."""
     data = read_bytes(target.manifest_path, target.manifest_display)
     manifest, problems = parse(data, target.manifest_display)
     if manifest is None:
-        return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), ())
+        return Outcome(report(target, problems, (), "error", manifest_invalid=True), (), ())
     return _lock_text(target, data.decode("utf-8"), manifest, (), scanner=scanner)
 
 
-def init(target: Target, scanner: Scanner | None = None) -> Outcome:
+def init(
+    target: Target, scanner: Scanner | None = None, settings: Settings | None = None
+) -> Outcome:
     """Scaffold a manifest (or extend an existing one) with every weight file, then lock it."""
     existing = os.path.exists(target.manifest_path)
     warnings: list[str] = []
     if existing:
         text = read_bytes(target.manifest_path, target.manifest_display).decode("utf-8")
     else:
-        text, warnings = scaffold(target.root, _pinner())
+        text, warnings = scaffold(target.root, _pinner(settings))
     manifest, problems = parse(text.encode("utf-8"), target.manifest_display)
     if manifest is None:
         written: tuple[str, ...] = ()
         if not existing:  # the scaffold needs a human decision: write it, point at the line
             paths.atomic_write(target.manifest_path, text)
             written = (target.manifest_display,)
-        return Outcome(_report(target, problems, (), "error", manifest_invalid=True), (), written)
+        return Outcome(report(target, problems, (), "error", manifest_invalid=True), (), written)
     declared = {os.path.normpath(a.path) for a in manifest.artifacts}
     skip = other_models(manifest)
     candidates = [
@@ -125,65 +134,28 @@ def _lock_text(
     scanner: Scanner | None = None,
 ) -> Outcome:
     doc, _, _ = yamlio.load(text)
-    reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
-    scanner = scanner or Scanner()
-    scanned = scanner.scan_many(real for real, problem in reals if not problem)
-    lock_file = lockfile.lock_path(target.manifest_path)
-    old, _ = lockfile.read(lock_file, lock_file, root=target.root)
+    ev = gather(target, manifest, Options(), scanner or Scanner())
+    old = ev.locked
     changes = list(changes_before)
     findings: list[Finding] = []
     entries: dict[str, dict[str, Any]] = {}
-    for decl in manifest.artifacts:
+    for decl, done in zip(manifest.artifacts, ev.artifacts, strict=True):
         item = doc["artifacts"][decl.index]
-        at = manifest.locate("artifacts", decl.index, "path")
-        real, problem = reals[decl.index]
-        if problem is not None:
-            findings.append(
-                rules.PG202.finding(
-                    at, f"{decl.path}: {problem}", declared=decl.path, found=problem
-                )
-            )
+        if done is None:  # a duplicate entry: `check` reports it
             continue
-        scan = scanned[real]
-        if isinstance(scan, OSError):
-            e = scan
-            rule = "PG201" if isinstance(e, FileNotFoundError) else "PG212"
-            findings.append(
-                rules.RULES[rule].finding(
-                    at,
-                    f"{decl.path}: cannot be locked: {e.strerror}",
-                    declared=decl.path,
-                    found=e.strerror,
-                )
-            )
+        scan = done.scan
+        # the same verification as `check`: what keeps a file from being locked is said alike
+        unusable = [f for f in done.findings if f.rule in _UNLOCKABLE]
+        if scan is None or unusable:
+            findings.extend(unusable)
             continue
-        if scan.changed or scan.pointer_error:
-            why = (
-                "changed while being read"
-                if scan.changed
-                else f"malformed LFS pointer: {scan.pointer_error}"
-            )
-            rule = "PG211" if scan.changed else "PG210"
-            findings.append(
-                rules.RULES[rule].finding(
-                    at, f"{decl.path}: not locked: {why}", declared=decl.path, found=why
-                )
-            )
-            continue
-        if scan.header_error is not None:  # recorded all the same: `check` keeps failing on it
-            findings.append(
-                rules.RULES[registry.BY_NAME[scan.format].header_rule or "PG304"].finding(
-                    at,
-                    f"{decl.path}: locked, but its {scan.format} header is invalid:"
-                    f" {scan.header_error}",
-                    declared=f"a valid {scan.format} file",
-                    found=scan.header_error,
-                )
-            )
+        # an invalid header is recorded all the same: `check` keeps failing on it
+        findings.extend(f for f in done.findings if f.rule in _HEADER_RULES)
+        real, _ = paths.resolve_inside(target.root, decl.path)
         entry = lockfile.entry(scan)
         if scan.pointer is None:  # a pickle by content is recorded as one, as `check` reports it
             with contextlib.suppress(OSError):
-                entry["format"] = effective_format(scan.format, scanner.loads(real, decl.path))
+                entry["format"] = effective_format(scan.format, ev.scanner.loads(real, decl.path))
         if (
             scan.pointer is not None
             and old
@@ -211,13 +183,13 @@ def _lock_text(
         paths.atomic_write(target.manifest_path, out_text)
         written.append(target.manifest_display)
     if entries or not findings:
-        previous = _read_text(lock_file)
-        lockfile.write(lock_file, entries)
-        if _read_text(lock_file) != previous:
-            written.append(os.path.relpath(lock_file, target.root))
+        previous = _read_text(ev.lock_file)
+        lockfile.write(ev.lock_file, entries)
+        if _read_text(ev.lock_file) != previous:
+            written.append(os.path.relpath(ev.lock_file, target.root))
     formats = {path: str(entry.get("format", "other")) for path, entry in entries.items()}
     return Outcome(
-        _report(target, findings, (), "error"), tuple(changes), tuple(written), formats=formats
+        report(target, findings, (), "error"), tuple(changes), tuple(written), formats=formats
     )
 
 
@@ -261,17 +233,17 @@ def _q(value: str) -> str:
 Pin = Callable[[str], "tuple[str | None, str | None]"]
 
 
-def _pinner() -> Pin:
+def _pinner(settings: Settings | None) -> Pin:
     """Looks up a Hub model's current commit for the scaffold: (sha, None) or (None, why not)."""
-    from gate import hub
+    from gate import hubclient
 
-    if not hub.available():
+    if not hubclient.available():
         return lambda repo: (None, "the `hub` extra (huggingface_hub) is not installed")
 
     def pin(repo: str) -> tuple[str | None, str | None]:
         try:
-            return hub.HubClient().resolve(repo, None), None
-        except hub.HubError as e:
+            return hubclient.HubClient(settings).resolve(repo, None), None
+        except hubclient.HubError as e:
             return None, e.message
 
     return pin

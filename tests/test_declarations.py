@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gate import consistency, licenses, manifest, rules
+from gate import licenses, manifest, rules
+from gate.checks import declarations
 from gate.findings import Finding
 
 CASES = sorted(p for p in (Path(__file__).parent / "cases" / "licenses").iterdir() if p.is_dir())
@@ -25,7 +26,7 @@ def expected(case: Path) -> list[str]:
 def run(case: Path) -> list[Finding]:
     parsed, problems = manifest.parse((case / "provenance.yaml").read_bytes(), "provenance.yaml")
     assert parsed is not None, problems
-    return consistency.check(str(case), parsed)
+    return declarations.check_manifest(str(case), parsed)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

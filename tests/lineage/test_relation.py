@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from gate.errors import GateError, NothingToCheck
-from gate.lineage import models, relate
-from gate.lineage.audit import audit
+from gate.lineage import models
+from gate.lineage import relation as relate
+from gate.lineage.command import audit
 from tests.helpers import write_st
 
 RNG = np.random.default_rng(11)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from gate import engine
+from gate import checks
 from gate.errors import ManifestError, NothingToCheck
 from tests.helpers import (
     HEAD,
     artifact_yaml,
     check,
+    check_target,
     errors,
     manifest,
     pointer,
@@ -48,7 +49,7 @@ def test_sha_and_size_mismatch_located_on_their_lines(tmp_path: Path) -> None:
 
 
 def test_changed_tensors_listed_from_lock(tmp_path: Path) -> None:
-    from gate import locking
+    from gate import init_lock
 
     data = {
         "a": __import__("numpy").arange(8, dtype="float32"),
@@ -56,7 +57,7 @@ def test_changed_tensors_listed_from_lock(tmp_path: Path) -> None:
     }
     write_st(tmp_path / "m.safetensors", data)
     manifest(tmp_path, HEAD + "artifacts:\n  - path: m.safetensors\n")
-    locking.lock(engine.Target.resolve(str(tmp_path), None))
+    init_lock.lock(checks.Target.resolve(str(tmp_path), None))
     data["a"][3] = 99
     write_st(tmp_path / "m.safetensors", data)
     (pg205,) = [f for f in check(tmp_path).findings if f.rule == "PG205"]
@@ -347,7 +348,7 @@ def test_manifest_outside_root_via_option(tmp_path: Path) -> None:
     repo(root, "m.safetensors")
     moved = tmp_path / "elsewhere.yaml"
     (root / "provenance.yaml").rename(moved)
-    report = engine.check(engine.Target.resolve(str(root), str(moved)))
+    report = check_target(checks.Target.resolve(str(root), str(moved)))
     assert errors(report) == []
     assert report.manifest == str(moved)
 
@@ -356,7 +357,7 @@ def test_target_must_be_a_directory(tmp_path: Path) -> None:
     from gate.errors import GateError
 
     with pytest.raises(GateError, match="not a directory"):
-        engine.Target.resolve(str(tmp_path / "nope"), None)
+        checks.Target.resolve(str(tmp_path / "nope"), None)
 
 
 def test_weights_hidden_under_other_names_are_found_by_content(tmp_path: Path) -> None:

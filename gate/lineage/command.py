@@ -7,7 +7,6 @@ from the Hugging Face cache when it is there whole, else sampled with range requ
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -15,9 +14,10 @@ from gate import pip_install
 from gate.errors import GateError, NothingToCheck
 from gate.findings import Location
 from gate.lineage.result import DEFAULT_ALPHA, LineageReport
+from gate.settings import Settings
 
 if TYPE_CHECKING:
-    from gate.hub import HubClient
+    from gate.hubclient import HubClient
     from gate.lineage.probe import ProbeResult
     from gate.lineage.remote import HubRef
     from gate.lineage.result import Verdict
@@ -32,21 +32,22 @@ def audit(
     offline: bool = False,
     probe: bool = False,
     device: str = "cpu",
+    settings: Settings | None = None,
 ) -> LineageReport:
     """The candidate's relation to each reference (local folders, weight files or Hub models);
     with probe, also the logit probe against each local reference folder."""
-    from gate.lineage.verify import weight_tiers_available
+    from gate.lineage.claims import weight_tiers_available
 
     if not weight_tiers_available():
         raise GateError(
             "the lineage command needs numpy, scipy, ml_dtypes and gguf", hint=EXTRA_HINT
         )
-    from gate.lineage import calibration, models, relate, remote
+    from gate.lineage import calibration, models, service
     from gate.scanner import Scanner
 
     opened: list[models.Model] = []
-    hub_refs = _hub_refs(references, offline)
-    try:
+    hub_refs = _hub_refs(references, offline, settings)
+    try:  # every model opened is closed: by service.compare, or here when one is unusable
         for path in (candidate, *[r for r in references if r not in hub_refs]):
             try:
                 opened.append(models.open_model(path))
@@ -67,25 +68,25 @@ def audit(
                 )
         refs = [hub_refs[r][1] if r in hub_refs else next(local) for r in references]
         client = next((c for c, _ in hub_refs.values()), None)
-        with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
-            cand, cut = remote.open_all(client, cand, refs, Scanner(), workdir, [], _raise)
-            present = [m for m in cut if m is not None]
-            opened += [m for m in present if all(m is not o for o in opened)]
-            report = relate.compare(cand, present, alpha)
-            explained = remote.explain(cand, report.verdicts)
-    finally:
+    except BaseException:
         for m in opened:
             m.close()
+        raise
+    done = service.compare(cand, refs, hub=client, scanner=Scanner(), alpha=alpha)
+    if done.failures:
+        failed, error = done.failures[0]
+        raise GateError(f"{failed.display}: {failed.problem}", hint=getattr(error, "hint", None))
     notes = {r.display: r.sample.summary() for _, r in hub_refs.values() if r.sample}
     verdicts = tuple(
         dataclasses.replace(v, notes=(*v.notes, notes[v.reference])) if v.reference in notes else v
-        for v in explained
+        for v in done.verdicts
+        if v is not None
     )
     if probe:
         verdicts = with_probe(candidate, references, verdicts, device)
     bound = calibration.TABLE.get("false_positive_bound")
     return LineageReport(
-        report.candidate, alpha, verdicts, report.problems, str(bound) if bound else None
+        done.candidate, alpha, verdicts, done.problems, str(bound) if bound else None
     )
 
 
@@ -93,7 +94,7 @@ def with_probe(
     candidate: str, references: Sequence[str], verdicts: Sequence[Verdict], device: str
 ) -> tuple[Verdict, ...]:
     """Each verdict with the probe's figures beside it, and a note where the two disagree."""
-    from gate.lineage import probe
+    from gate.lineage import probe, service
 
     local = [r for r in references if not r.startswith("hf://")]
     if not probe.available():
@@ -110,54 +111,41 @@ def with_probe(
         if isinstance(got, str):
             out.append(dataclasses.replace(v, notes=(*v.notes, f"probe not run: {got}")))
             continue
-        said = disagreement(v, got)
+        said = service.disagreement(v, got)
         notes = (*v.notes, said) if said else v.notes
         out.append(dataclasses.replace(v, probe=got.as_dict(), notes=notes))
     return tuple(out)
 
 
-def disagreement(v: Verdict, got: ProbeResult) -> str | None:
-    """What to say when the probe and the weight tiers disagree about dependence."""
-    if got.dependent is None or got.dependent == v.dependent:
-        return None
-    probe_says = "dependent" if got.dependent else "not dependent"
-    return (
-        f"the probe and the weights disagree: the weights say {v.relation}, the probe says"
-        f" {probe_says} (centred cosine {got.cosine:.4f}, empirical p {got.p_value:.3g})"
-    )
-
-
-def _hub_refs(references: Sequence[str], offline: bool) -> dict[str, tuple[HubClient, HubRef]]:
+def _hub_refs(
+    references: Sequence[str], offline: bool, settings: Settings | None
+) -> dict[str, tuple[HubClient, HubRef]]:
     """hf:// references -> (client, HubRef at the resolved commit)."""
-    from gate import hub, hubbase
+    from gate import hubclient, hubmodels
 
     uris = [r for r in references if r.startswith("hf://")]
     if not uris:
         return {}
-    if not hub.available():
+    if not hubclient.available():
         raise GateError("Hub references need huggingface_hub", hint=pip_install("hub"))
     from gate.lineage.remote import HubRef, weight_files
 
-    client = hub.HubClient(offline=offline)
+    client = hubclient.HubClient(settings, offline=offline)
     out: dict[str, tuple[HubClient, HubRef]] = {}
     for uri in uris:
-        match = hubbase.HF_URI.match(uri)
-        if match is None or not hub.REPO_ID.match(match["repo"]):
+        match = hubmodels.HF_URI.match(uri)
+        if match is None or not hubclient.REPO_ID.match(match["repo"]):
             raise GateError(
                 f"not a Hub model reference: {uri!r}", hint="write hf://owner/name@revision"
             )
         at = Location("--reference")
-        model = hubbase.HubModel(uri, match["repo"], match["rev"], at, at)
+        model = hubmodels.HubModel(uri, match["repo"], match["rev"], at, at)
         try:
             sha = client.resolve(model.repo, model.revision)
             weights = weight_files(client.files(model.repo, sha))
-        except hub.HubError as e:
+        except hubclient.HubError as e:
             raise GateError(f"{uri}: {e.message}", hint=e.hint) from None
         if not weights:
             raise GateError(f"{uri}: no safetensors or GGUF files at {sha[:12]}")
         out[uri] = (client, HubRef(model, sha, weights))
     return out
-
-
-def _raise(ref: HubRef, e: Exception | None) -> None:
-    raise GateError(f"{ref.display}: {ref.problem}", hint=getattr(e, "hint", None))

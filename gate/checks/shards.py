@@ -8,12 +8,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from gate import paths, rules
-from gate.errors import FormatError
+from gate import hashing, lfs, paths, rules
+from gate.errors import FormatError, GateError
+from gate.evidence import Evidence, in_folders
 from gate.findings import Finding, Location
+from gate.formats.registry import INDEX_SUFFIX
 from gate.formats.safetensors import strict_json
 
-INDEX_SUFFIX = ".safetensors.index.json"
 MAX_INDEX_BYTES = 64 << 20  # a weight map for 100k tensors is a few MB
 _SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)\.safetensors$")
 
@@ -174,3 +175,46 @@ def _tensor_findings(
                     )
                 )
     return out
+
+
+def check(ev: Evidence) -> list[Finding]:
+    """Every sharded checkpoint index (outside base and reference folders, not ignored)."""
+    files = {f for f in ev.files if not in_folders(f, ev.folders)}
+    ignored = paths.GlobSet(ev.manifest.ignore)
+    scans = {
+        _norm(a.path): done.scan
+        for a, done in zip(ev.manifest.artifacts, ev.artifacts, strict=True)
+        if done is not None and done.scan is not None
+    }
+    out: list[Finding] = []
+    for rel in sorted(f for f in files if is_index(f)):
+        if not ignored.match(rel):
+            out.extend(check_index(ev.target.root, rel, files, _headers(ev.target.root, scans)))
+    return out
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(path).replace(os.sep, "/")
+
+
+def _headers(root: str, scans: dict[str, hashing.FileScan]) -> HeaderSource:
+    def header(rel: str) -> set[str] | str:
+        scan = scans.get(rel)
+        if scan is not None and scan.pointer is not None:
+            return "it is a Git LFS pointer (content not checked out)"
+        if scan is not None and scan.tensors is not None:
+            return {t.name for t in scan.tensors}  # already read: no second read
+        real, problem = paths.resolve_inside(root, rel)
+        if problem is not None:
+            return problem
+        try:
+            with paths.open_regular(real) as f:
+                if lfs.looks_like_pointer(f.read(len("version https://")) or b""):
+                    return "it is a Git LFS pointer (content not checked out)"
+            return {t.name for t in hashing.read_safetensors_header(real).tensors}
+        except OSError as e:
+            return f"cannot be read: {e.strerror}"
+        except GateError as e:
+            return f"invalid header: {e.message}"
+
+    return header

@@ -9,9 +9,10 @@ import json
 import os
 import re
 
-from gate import card, hubbase, licenses, paths, rules
+from gate import card, hubmodels, licenses, paths, rules
+from gate.evidence import Evidence
 from gate.findings import Finding, Location
-from gate.hubbase import HubBases
+from gate.hubmodels import HubBases
 from gate.licenses import License
 from gate.manifest import BaseModel, Manifest, Memo
 
@@ -22,7 +23,12 @@ _URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
 CARD_RELATIONS = frozenset({"adapter", "merge", "quantized", "finetune"})
 
 
-def check(
+def check(ev: Evidence) -> list[Finding]:
+    """The registered check: license and card findings of the evidence's manifest."""
+    return check_manifest(ev.target.root, ev.manifest, ev.scanner.cache, ev.hubs)
+
+
+def check_manifest(
     root: str, manifest: Manifest, memo: Memo | None = None, hubs: HubBases | None = None
 ) -> list[Finding]:
     """License and card findings for one manifest (memo: the parse cache for card YAML; hubs:
@@ -303,7 +309,7 @@ class _Checker:
                 continue
             self.inherit(i, base, lic, source)
             if base.id and self.hubs is not None:  # the base's own bases bind this model too
-                for value, where in self.hubs.ancestors(hubbase.of_base(self.m, i, base)):
+                for value, where in self.hubs.ancestors(hubmodels.of_base(self.m, i, base)):
                     ancestor = licenses.parse(value)
                     if ancestor.tree is not None:
                         self.inherit(i, base, ancestor, where)
@@ -322,7 +328,7 @@ class _Checker:
             if isinstance(value, str):
                 return licenses.parse(value), f"{base.path}/README.md"
         elif self.hubs is not None:
-            c = self.hubs.card(hubbase.of_base(self.m, i, base))
+            c = self.hubs.card(hubmodels.of_base(self.m, i, base))
             value = c.data.get("license") if c is not None else None
             if c is not None and isinstance(value, str):
                 found = licenses.parse(value)

@@ -1,6 +1,6 @@
 """The manifest's Hub models for one run: pinning, file lists, cards, and what went wrong.
 
-Lineage (gate/lineage/verify.py) and licenses (gate/consistency.py) both need the pinned commit
+Lineage (gate/lineage/verify.py) and licenses (gate/declarations.py) both need the pinned commit
 of a Hub base (or of a Hub reference a `scratch` claim is tested against); this resolves it once,
 and turns every Hub failure into one located finding per model (recorded here, added to the
 report once), so a check that could not run says why.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from gate import card, pip_install, rules
 from gate.findings import Finding, Location, Severity
-from gate.hub import REPO_ID, SHA, Hub, HubError, HubFile
+from gate.hubclient import REPO_ID, SHA, Hub, HubError, HubFile
 from gate.manifest import BaseModel, Manifest, Memo
 
 HF_URI = re.compile(r"^hf://(?P<repo>[^@\s]+?)(?:@(?P<rev>[^@\s]+))?$")
