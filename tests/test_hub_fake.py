@@ -26,7 +26,7 @@ def _check(root: Path, hub: FakeHub, strict: bool = False) -> Report:
 
 
 def _base(repo: str, revision: str, relation: str = "finetune") -> str:
-    return f"  - id: {repo}\n    revision: \"{revision}\"\n    relation: {relation}\n    license: apache-2.0\n"
+    return f'  - id: {repo}\n    revision: "{revision}"\n    relation: {relation}\n    license: apache-2.0\n'
 
 
 def test_a_scratch_claim_identical_to_a_hub_file_fails_without_a_download(tmp_path: Path) -> None:
