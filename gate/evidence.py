@@ -112,7 +112,7 @@ class Evidence:
 
     @property
     def declared(self) -> frozenset[str]:
-        return frozenset(_norm(a.path) for a in self.manifest.artifacts)
+        return frozenset(norm(a.path) for a in self.manifest.artifacts)
 
 
 def gather(
@@ -144,11 +144,11 @@ def gather(
     seen: set[str] = set()
     artifacts: list[ArtifactCheck | None] = []
     for decl in manifest.artifacts:
-        norm = _norm(decl.path)
-        if norm in seen:
+        path = norm(decl.path)
+        if path in seen:
             artifacts.append(None)
             continue
-        seen.add(norm)
+        seen.add(path)
         artifacts.append(
             check_artifact(target.root, manifest, decl, locked, scan_of, scanner.loads)
         )
@@ -167,7 +167,8 @@ def gather(
     )
 
 
-def _norm(path: str) -> str:
+def norm(path: str) -> str:
+    """A declared path as the repository's file list spells it ("/"-separated, normalised)."""
     return os.path.normpath(path).replace(os.sep, "/")
 
 

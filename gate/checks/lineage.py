@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING
 
 from gate import hashing, paths, rules
-from gate.evidence import Evidence, in_folders
+from gate.evidence import Evidence, in_folders, norm
 from gate.findings import Finding
 from gate.lineage.claims import check as judge_claims
 from gate.manifest import Manifest
@@ -25,7 +25,7 @@ def check(ev: Evidence) -> list[Finding]:
     for decl, done in zip(m.artifacts, ev.artifacts, strict=True):
         if done is None or done.scan is None:
             continue
-        scans[os.path.normpath(decl.path).replace(os.sep, "/")] = done.scan
+        scans[norm(decl.path)] = done.scan
         if done.pickle_scan is not None and done.scan.format == "pickle":
             real, _ = paths.resolve_inside(ev.target.root, decl.path)
             pickled.append((decl.path, real, done.pickle_scan))

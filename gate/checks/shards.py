@@ -10,7 +10,7 @@ from typing import Any
 
 from gate import hashing, lfs, paths, rules
 from gate.errors import FormatError, GateError
-from gate.evidence import Evidence, in_folders
+from gate.evidence import Evidence, in_folders, norm
 from gate.findings import Finding, Location
 from gate.formats.registry import INDEX_SUFFIX
 from gate.formats.safetensors import strict_json
@@ -182,7 +182,7 @@ def check(ev: Evidence) -> list[Finding]:
     files = {f for f in ev.files if not in_folders(f, ev.folders)}
     ignored = paths.GlobSet(ev.manifest.ignore)
     scans = {
-        _norm(a.path): done.scan
+        norm(a.path): done.scan
         for a, done in zip(ev.manifest.artifacts, ev.artifacts, strict=True)
         if done is not None and done.scan is not None
     }
@@ -191,10 +191,6 @@ def check(ev: Evidence) -> list[Finding]:
         if not ignored.match(rel):
             out.extend(check_index(ev.target.root, rel, files, _headers(ev.target.root, scans)))
     return out
-
-
-def _norm(path: str) -> str:
-    return os.path.normpath(path).replace(os.sep, "/")
 
 
 def _headers(root: str, scans: dict[str, hashing.FileScan]) -> HeaderSource:
