@@ -1,9 +1,10 @@
 """The manifest's Hub models for one run: pinning, file lists, cards, and what went wrong.
 
-Lineage (gate/lineage/verify.py) and licenses (gate/declarations.py) both need the pinned commit
-of a Hub base (or of a Hub reference a `scratch` claim is tested against); this resolves it once,
-and turns every Hub failure into one located finding per model (recorded here, added to the
-report once), so a check that could not run says why.
+Lineage (gate/lineage/claims.py) and licenses (gate/checks/declarations.py) both need the pinned
+commit of a Hub base (or of a Hub reference a `scratch` claim is tested against); this resolves
+it once and returns every Hub failure as a located finding with the answer; the checks return
+them with their own, and `check` keeps one per model (`once_per_model`), so a check that could
+not run says why, once.
 """
 
 from __future__ import annotations
@@ -57,7 +58,21 @@ def of_reference(m: Manifest, k: int, uri: str) -> HubModel | None:
     return HubModel(f"references.{k}", match["repo"], match["rev"], at, at)
 
 
+@dataclasses.dataclass(frozen=True)
+class Lookup:
+    """What the Hub said about one model: the commit to verify against and its files (None:
+    cannot be known), and the findings saying why not (or that the model is not pinned)."""
+
+    sha: str | None
+    files: tuple[HubFile, ...] | None
+    findings: tuple[Finding, ...]
+
+
 class HubBases:
+    """The Hub session of one run: each model is pinned and listed once (memoized), and every
+    answer carries its findings; the caller returns them with its own, and `once_per_model`
+    keeps one per model however many checks met the same failure."""
+
     def __init__(
         self,
         manifest: Manifest,
@@ -66,11 +81,8 @@ class HubBases:
     ) -> None:
         """connect: makes the Hub client when first needed (None: huggingface_hub missing)."""
         self.m, self.connect, self.memo = manifest, connect, memo
-        self.findings: list[Finding] = []
         self._hub: Hub | None = None
-        self._pins: dict[str, str | None] = {}
-        self._files: dict[str, tuple[HubFile, ...] | None] = {}
-        self._failed: set[str] = set()
+        self._lookups: dict[str, Lookup] = {}
         self.unverified: Severity = "error" if manifest.policy.lineage_strict else "note"
 
     @property
@@ -79,27 +91,39 @@ class HubBases:
             self._hub = self.connect()
         return self._hub
 
-    def pinned(self, model: HubModel) -> str | None:
-        """The commit to verify against (None: cannot be known; a finding says why)."""
-        if model.key not in self._pins:
-            self._pins[model.key] = self._pin(model)
-        return self._pins[model.key]
+    def files(self, model: HubModel) -> Lookup:
+        """The model's pinned commit and its files there."""
+        if model.key not in self._lookups:
+            self._lookups[model.key] = self._look_up(model)
+        return self._lookups[model.key]
 
-    def _pin(self, model: HubModel) -> str | None:
+    def _look_up(self, model: HubModel) -> Lookup:
         if not REPO_ID.match(model.repo):
-            self._failed.add(model.key)
-            self.findings.append(
-                rules.PG804.finding(
-                    model.at,
-                    f"{model.repo!r} is not a Hub model id (owner/name)",
-                    declared=model.declared,
-                    found="not a Hub model id",
-                )
+            bad = rules.PG804.finding(
+                model.at,
+                f"{model.repo!r} is not a Hub model id (owner/name)",
+                declared=model.declared,
+                found="not a Hub model id",
             )
-            return None
+            return Lookup(None, None, (bad,))
+        sha, pin = self._pin(model)
+        found = (pin,) if pin is not None else ()
+        if sha is None:
+            return Lookup(None, None, found)
+        if self.hub is None:
+            return Lookup(
+                sha, None, (*found, self.unavailable(model, f"needs `{pip_install('hub')}`"))
+            )
+        try:
+            return Lookup(sha, self.hub.files(model.repo, sha), found)
+        except HubError as e:
+            return Lookup(sha, None, (*found, self.failed(model, e)))
+
+    def _pin(self, model: HubModel) -> tuple[str | None, Finding | None]:
+        """The commit to verify against, and PG801 when the manifest does not pin it."""
         rev = model.revision
         if rev is not None and SHA.match(rev):
-            return rev
+            return rev, None
         resolved: str | None = None
         why = ""
         if self.hub is None:
@@ -110,49 +134,30 @@ class HubBases:
             except HubError as e:
                 why = f"; the commit could not be looked up ({e.message})"
         what = f"revision `{rev}` is not a full commit sha" if rev else "no revision"
-        self.findings.append(
-            rules.PG801.finding(
-                model.revision_at,
-                f"{model.repo}: {what} (a Hub model must be pinned to a commit){why}",
-                declared=f"revision: {rev}" if rev else "(no revision)",
-                found=f"{rev or 'main'} is {resolved}" if resolved else "not pinned",
-                hint=f"pin it: {_pin_hint(model, resolved)}"
-                if resolved
-                else "pin the full 40-character commit sha of the model on the Hub",
-            )
+        return resolved, rules.PG801.finding(
+            model.revision_at,
+            f"{model.repo}: {what} (a Hub model must be pinned to a commit){why}",
+            declared=f"revision: {rev}" if rev else "(no revision)",
+            found=f"{rev or 'main'} is {resolved}" if resolved else "not pinned",
+            hint=f"pin it: {_pin_hint(model, resolved)}"
+            if resolved
+            else "pin the full 40-character commit sha of the model on the Hub",
         )
-        return resolved
 
-    def files(self, model: HubModel) -> tuple[HubFile, ...] | None:
-        """The model's files at its pinned commit (None: unavailable; a finding says why)."""
-        if model.key in self._files:
-            return self._files[model.key]
-        sha = self.pinned(model)
-        out = None
-        if sha is not None:
-            if self.hub is None:
-                self.unavailable(model, f"needs `{pip_install('hub')}`")
-            else:
-                try:
-                    out = self.hub.files(model.repo, sha)
-                except HubError as e:
-                    self.failed(model, e)
-        self._files[model.key] = out
-        return out
-
-    def card(self, model: HubModel) -> card.Card | None:
-        """The model's card at its pinned commit, if it can be read."""
-        sha = self.pinned(model)
-        if self.files(model) is None or self.hub is None or sha is None:
-            return None
+    def card(self, model: HubModel) -> tuple[card.Card | None, tuple[Finding, ...]]:
+        """The model's card at its pinned commit if it can be read, and the lookup's findings."""
+        look = self.files(model)
+        if look.files is None or self.hub is None or look.sha is None:
+            return None, look.findings
         try:
-            data = self.hub.read_small(model.repo, sha, "README.md")
+            data = self.hub.read_small(model.repo, look.sha, "README.md")
         except HubError as e:
-            self.failed(model, e)
-            return None
+            return None, (*look.findings, self.failed(model, e))
         if data is None:
-            return None
-        return card.from_bytes(data, f"{model.repo}@{sha[:12]}/README.md", self.memo)
+            return None, look.findings
+        return card.from_bytes(
+            data, f"{model.repo}@{look.sha[:12]}/README.md", self.memo
+        ), look.findings
 
     def ancestors(self, model: HubModel) -> list[tuple[str, str]]:
         """(license, where) of the models up the card's `base_model` chain (a fine-tune of a
@@ -161,7 +166,7 @@ class HubBases:
         commit; an ancestor that cannot be read ends that branch of the chain, and the direct
         base's own license is still checked."""
         out: list[tuple[str, str]] = []
-        first = self.card(model)
+        first, _ = self.card(model)
         queue: list[tuple[str, card.Card | None]] = [(model.repo, first)] if first else []
         seen = {model.repo}
         while queue and len(seen) <= MAX_ANCESTORS:
@@ -187,39 +192,59 @@ class HubBases:
                 queue.append((repo, parent))
         return out
 
-    def failed(self, model: HubModel, e: HubError) -> None:
-        """One finding per model for a Hub failure (later failures of it add none)."""
-        if model.key in self._failed:
-            return
+    def failed(self, model: HubModel, e: HubError) -> Finding:
+        """The finding of a Hub failure of this model (`once_per_model` keeps the first)."""
         if e.kind in _UNAVAILABLE:
-            self.unavailable(model, f"{_UNAVAILABLE[e.kind]}: {e.message}", e.hint)
-            return
-        self._failed.add(model.key)
-        rule = "PG803" if e.kind == "denied" else "PG804"
-        self.findings.append(
-            rules.RULES[rule].finding(
-                model.at,
-                f"{model.repo}: {e.message}; not checked",
-                declared=model.declared,
-                found=e.message,
-                hint=e.hint,
-            )
+            return self.unavailable(model, f"{_UNAVAILABLE[e.kind]}: {e.message}", e.hint)
+        rule = rules.PG803 if e.kind == "denied" else rules.PG804
+        return rule.finding(
+            model.at,
+            f"{model.repo}: {e.message}; not checked",
+            declared=model.declared,
+            found=e.message,
+            hint=e.hint,
         )
 
-    def unavailable(self, model: HubModel, why: str, hint: str | None = None) -> None:
-        if model.key in self._failed:
-            return
-        self._failed.add(model.key)
-        self.findings.append(
-            rules.PG802.finding(
-                model.at,
-                f"{model.repo}: not checked: {why}",
-                declared=model.declared,
-                found=f"not checked: {why}",
-                hint=hint,
-                severity=self.unverified,
-            )
+    def unavailable(self, model: HubModel, why: str, hint: str | None = None) -> Finding:
+        return rules.PG802.finding(
+            model.at,
+            f"{model.repo}: not checked: {why}",
+            declared=model.declared,
+            found=f"not checked: {why}",
+            hint=hint,
+            severity=self.unverified,
         )
+
+
+# The Hub's findings come after every other one: a model's pin (PG801) and its failure (the
+# first of PG802-PG804) once per model however many checks needed it, a refused cache copy
+# (PG805) each time.
+_HUB_RULES: dict[str, str | None] = {
+    "PG801": "pin",
+    "PG802": "failed",
+    "PG803": "failed",
+    "PG804": "failed",
+    "PG805": None,
+}
+
+
+def once_per_model(findings: list[Finding]) -> list[Finding]:
+    """The findings with the Hub's moved to the end, a pin or failure once per model (the
+    first met: lineage reads a model before the license check reads its card)."""
+    seen: set[tuple[str, Location]] = set()
+    rest: list[Finding] = []
+    hub: list[Finding] = []
+    for f in findings:
+        if f.rule not in _HUB_RULES:
+            rest.append(f)
+            continue
+        group = _HUB_RULES[f.rule]
+        if group is not None and (group, f.location) in seen:
+            continue
+        if group is not None:
+            seen.add((group, f.location))
+        hub.append(f)
+    return rest + hub
 
 
 def _pin_hint(model: HubModel, sha: str) -> str:

@@ -37,6 +37,34 @@ def test_no_formatter_pragmas() -> None:
     assert found == []
 
 
+def test_findings_travel_as_return_values_only() -> None:
+    """No function fills a findings list it was given (an `out:` parameter), and no object
+    collects findings on the side (`self.findings.append`): a check returns what it found."""
+    filled: list[str] = []
+    for path in Path(gate.__file__).parent.rglob("*.py"):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            given = {
+                a.arg
+                for a in fn.args.args + fn.args.kwonlyargs
+                if a.annotation is not None and "Finding" in ast.unparse(a.annotation)
+            }
+            for node in ast.walk(fn):
+                target: ast.expr | None = None
+                line = getattr(node, "lineno", 0)
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    if node.func.attr in ("append", "extend", "insert"):
+                        target = node.func.value
+                elif isinstance(node, ast.AugAssign):
+                    target = node.target
+                if isinstance(target, ast.Name) and target.id in given:
+                    filled.append(f"{path.name}:{line} {fn.name} fills `{target.id}`")
+                if isinstance(target, ast.Attribute) and target.attr == "findings":
+                    filled.append(f"{path.name}:{line} {fn.name} collects findings")
+    assert filled == []
+
+
 def test_every_rule_is_documented_in_the_readme() -> None:
     from gate import rules
 

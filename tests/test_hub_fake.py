@@ -76,3 +76,34 @@ def test_an_offline_hub_is_not_asked_twice_for_the_same_model(tmp_path: Path) ->
     report = _check(_repo(tmp_path, origin="derived", bases=_base("acme/base", "1" * 40)), hub)
     assert [f.rule for f in report.findings if f.rule.startswith("PG80")] == ["PG802"]
     assert len([c for c in hub.calls if c[0] == "files"]) == 1
+
+
+def test_hub_findings_come_last_once_per_model() -> None:
+    from gate import rules
+    from gate.findings import Finding, Location
+    from gate.hubmodels import once_per_model
+
+    a, b = Location("provenance.yaml", 7), Location("provenance.yaml", 12)
+
+    def f(rule: str, at: Location, message: str = "m") -> Finding:
+        return rules.RULES[rule].finding(at, message, declared="d", found="f")
+
+    found = [
+        f("PG801", a),  # a's pin
+        f("PG802", a, "offline"),  # a's first failure
+        f("PG201", a),  # not the Hub's: keeps its place
+        f("PG801", a),  # asked again by the license check
+        f("PG804", a, "later"),  # a later failure of the same model
+        f("PG802", b),  # another model
+        f("PG805", a, "cache 1"),  # every refused cache copy is its own finding
+        f("PG805", a, "cache 2"),
+    ]
+    got = once_per_model(found)
+    assert [(g.rule, g.location.line, g.message) for g in got] == [
+        ("PG201", 7, "m"),
+        ("PG801", 7, "m"),
+        ("PG802", 7, "offline"),
+        ("PG802", 12, "m"),
+        ("PG805", 7, "cache 1"),
+        ("PG805", 7, "cache 2"),
+    ]

@@ -2,8 +2,8 @@
 
 A check is a function Evidence -> list[Finding] (pre-commit's all_languages table is the model):
 it reads, never writes, and returns what it found. The order of CHECKS is the order of the
-report's findings; `hub` comes last because it reports the Hub failures the checks before it
-met (one finding per Hub model, however many checks needed it).
+report's findings, except the Hub's: they come last, one per Hub model however many checks met
+it (gate/hubmodels.once_per_model).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from gate import __version__, rules
+from gate import __version__, hubmodels, rules
 from gate.checks import artifacts, declarations, lineage, shards
 from gate.evidence import Evidence, Options, Target, gather, load_manifest
 from gate.findings import ArtifactResult, FailOn, Finding, Report
@@ -28,17 +28,12 @@ class Check:
     summary: str
 
 
-def _hub(ev: Evidence) -> list[Finding]:
-    return list(ev.hubs.findings)
-
-
 CHECKS: tuple[Check, ...] = (
     Check("artifacts", artifacts.declared, "declared files: digests, formats, pickles, lock"),
     Check("undeclared", artifacts.undeclared, "weight or executable files nobody declared"),
     Check("shards", shards.check, "sharded checkpoint indexes against their shards"),
     Check("lineage", lineage.check, "scratch and base-model claims against the weights"),
     Check("declarations", declarations.check, "licenses, license file, model card, policy"),
-    Check("hub", _hub, "Hub base models that could not be pinned or read"),
 )
 
 
@@ -57,7 +52,7 @@ def check(
     if manifest is None:
         return report(target, problems, (), options.fail_on, manifest_invalid=True)
     ev = gather(target, manifest, options, scanner, connect)
-    findings = [f for c in CHECKS for f in c.run(ev)]
+    findings = hubmodels.once_per_model([f for c in CHECKS for f in c.run(ev)])
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     if options.strict:
         findings = [rules.strict(f) for f in findings]

@@ -328,7 +328,8 @@ class _Checker:
             if isinstance(value, str):
                 return licenses.parse(value), f"{base.path}/README.md"
         elif self.hubs is not None:
-            c = self.hubs.card(hubmodels.of_base(self.m, i, base))
+            c, hub_findings = self.hubs.card(hubmodels.of_base(self.m, i, base))
+            self.out.extend(hub_findings)
             value = c.data.get("license") if c is not None else None
             if c is not None and isinstance(value, str):
                 found = licenses.parse(value)

@@ -154,7 +154,8 @@ class _Context:
         for k, ref in enumerate(refs):
             model = hubmodels.of_reference(self.manifest, k, ref)
             if model is not None:
-                hub_ref = self._hub_ref(model, None, out)
+                hub_ref, found = self._hub_ref(model, None)
+                out += found
                 if hub_ref is not None:
                     usable.append((ref, None, hub_ref))
                 continue
@@ -178,7 +179,8 @@ class _Context:
         if not self.full:
             return out + [self._scratch_tier0(at, ref, ev) for ref, ev, _ in usable if ev]
         tier0 = {ref: ev for ref, ev, _ in usable if ev}
-        verdicts = self._compare([src for _, _, src in usable], tier0)
+        verdicts, found = self._compare([src for _, _, src in usable], tier0)
+        out += found
         refs = self.manifest.policy.references
         where = [
             self.manifest.locate("policy", "lineage", "references", refs.index(r))
@@ -247,7 +249,8 @@ class _Context:
         local: list[tuple[int, BaseModel, exact.ExactEvidence | None, str | HubRef]] = []
         for i, base in enumerate(self.manifest.base_models):
             if base.path is None:
-                ref = self._hub_ref(hubmodels.of_base(self.manifest, i, base), base, out)
+                ref, found = self._hub_ref(hubmodels.of_base(self.manifest, i, base), base)
+                out += found
                 if ref is not None:
                     local.append((i, base, None, ref))
                 continue
@@ -260,7 +263,8 @@ class _Context:
         if not self.full:
             return out + [f for i, b, ev, _ in local if ev for f in self._base_tier0(i, b, ev)]
         tier0 = {src: ev for _, _, ev, src in local if isinstance(src, str) and ev}
-        verdicts = self._compare([src for _, _, _, src in local], tier0)
+        verdicts, found = self._compare([src for _, _, _, src in local], tier0)
+        out += found
         where = [self.manifest.locate("base_models", i) for i, _, _, _ in local]
         out += self._probe(list(zip([s for *_, s in local], verdicts, where, strict=True)))
         for (i, base, ev, src), verdict in zip(local, verdicts, strict=True):
@@ -276,7 +280,7 @@ class _Context:
                 assert ev is not None
                 out.extend(self._base_tier0(i, base, ev, why))
             else:
-                out.extend(self._base(i, base, ev, verdict))
+                out.extend(judge_base(self.manifest, i, base, ev, verdict))
                 if isinstance(src, HubRef) and src.sample is not None:
                     out.append(self._sampled_note(i, base, src, verdict))
         return out
@@ -384,7 +388,7 @@ class _Context:
             else:
                 model = hubmodels.of_base(m, *base) if base[1].id is not None else None
             if model is not None:
-                self._hub_ref(model, base[1] if base else None, out)
+                out += self._hub_ref(model, base[1] if base else None)[1]
                 continue
             settled = self._by_file_digest(ref, base)
             if settled is not None:
@@ -433,33 +437,32 @@ class _Context:
     # ------------------------------------------------------------------ Hub bases
 
     def _hub_ref(
-        self, model: hubmodels.HubModel, base: BaseModel | None, out: list[Finding]
-    ) -> HubRef | None:
+        self, model: hubmodels.HubModel, base: BaseModel | None
+    ) -> tuple[HubRef | None, list[Finding]]:
         """LFS digests settle a copy without a download; otherwise the model is compared in the
-        weight tiers (None: nothing more to do; the findings are in `out` or in self.hubs).
+        weight tiers (None: nothing more to do), and the findings so far.
         base: the declared base, or None for a reference a `scratch` claim is tested against."""
-        files = self.hubs.files(model)
-        sha = self.hubs.pinned(model)
+        look = self.hubs.files(model)
+        out = list(look.findings)
+        files, sha = look.files, look.sha
         if files is None or sha is None:
-            return None
+            return None, out
         weights = weight_files(files)
         name = f"{model.repo}@{sha[:12]}"
         match = lfs_match(candidate_digests(self.scans), weights, name)
         identical, summary = match.identical, match.summary
         if match.same and base is None:  # one file of a known model is already a copy of it
-            out.append(
-                rules.PG502.finding(
-                    self.manifest.locate("model", "origin"),
-                    f"origin `scratch` is contradicted by the weights: {summary}",
-                    declared="origin: scratch (no base model)",
-                    found=summary,
-                    hint="declare `origin: derived` with base_models:"
-                    f" [{{id: {model.repo}, revision:"
-                    f" {sha}, relation: {'copy' if identical else 'merge'}}}] and the base model's"
-                    " license",
-                )
+            copied = rules.PG502.finding(
+                self.manifest.locate("model", "origin"),
+                f"origin `scratch` is contradicted by the weights: {summary}",
+                declared="origin: scratch (no base model)",
+                found=summary,
+                hint="declare `origin: derived` with base_models:"
+                f" [{{id: {model.repo}, revision:"
+                f" {sha}, relation: {'copy' if identical else 'merge'}}}] and the base model's"
+                " license",
             )
-            return None
+            return None, [*out, copied]
         if identical and base is not None and base.relation != "copy":
             out.append(
                 rules.PG504.finding(
@@ -471,14 +474,14 @@ class _Context:
                 )
             )
         if identical:
-            return None
+            return None, out
         if not weights:
-            out.append(self._hub_not_verified(model, base, "it has no safetensors/GGUF files"))
-            return None
+            why = "it has no safetensors/GGUF files"
+            return None, [*out, self._hub_not_verified(model, base, why)]
         if not self.full:
-            out.append(self._hub_not_verified(model, base, f"{summary}; {self.why_tier0}"))
-            return None
-        return HubRef(model, sha, weights)
+            why = f"{summary}; {self.why_tier0}"
+            return None, [*out, self._hub_not_verified(model, base, why)]
+        return HubRef(model, sha, weights), out
 
     def _hub_not_verified(
         self, model: hubmodels.HubModel, base: BaseModel | None, why: str
@@ -507,81 +510,6 @@ class _Context:
             found=f"{verdict.relation}; {ref.sample.summary()}",
             details=_sample_lines(ref),
         )
-
-    def _base(
-        self, i: int, base: BaseModel, ev: exact.ExactEvidence | None, verdict: Verdict
-    ) -> list[Finding]:
-        at = self.manifest.locate("base_models", i)
-        declared = f"{base.relation} of {base.name}"
-        found = verdict.summary()
-        details = _evidence_lines(verdict)
-        if verdict.relation == "independent" or (
-            verdict.relation != "adapter" and not verdict.dependent
-        ):
-            return [
-                rules.PG506.finding(
-                    at,
-                    f"declared `{base.relation}` of {base.name}, but the weights are {found}",
-                    declared=declared,
-                    found=found,
-                    details=details,
-                )
-            ]
-        if base.relation == "copy" and verdict.relation != "copy":
-            return [
-                rules.PG503.finding(
-                    at,
-                    f"declared a copy of {base.name}, but the weights show {found}",
-                    declared=declared,
-                    found=found,
-                    details=((ev.summary(),) if ev else ()) + details,
-                    hint=f"declare `relation: {verdict.relation}`",
-                )
-            ]
-        if verdict.relation == "copy" and base.relation != "copy":
-            return [
-                rules.PG504.finding(
-                    at,
-                    f"declared `{base.relation}`, but the weights are {found}: this is a copy",
-                    declared=declared,
-                    found=found,
-                    details=details,
-                )
-            ]
-        ok = verdict.relation in ACCEPTS[base.relation] or (
-            base.relation == "adapter" and "adapter_rank" in verdict.details
-        )
-        if not ok:
-            return [
-                rules.PG505.finding(
-                    at,
-                    f"declared `{base.relation}` of {base.name}, but the weights show {found}",
-                    declared=declared,
-                    found=found,
-                    details=details,
-                    hint=f"declare `relation: {verdict.relation}`",
-                )
-            ]
-        return self._merge_weight(i, base, verdict)
-
-    def _merge_weight(self, i: int, base: BaseModel, verdict: Verdict) -> list[Finding]:
-        merge = verdict.details.get("merge")
-        if base.weight is None or not merge:
-            return []
-        k = merge["parents"].index(verdict.reference)
-        got = merge["mean_coefficients"][k]
-        if abs(got - base.weight) <= MERGE_WEIGHT_TOLERANCE:
-            return []
-        return [
-            rules.PG507.finding(
-                self.manifest.locate("base_models", i, "weight"),
-                f"{base.name}: declared merge weight {base.weight}, recovered {got:.3f}"
-                f" ({merge['method']} merge)",
-                declared=base.weight,
-                found=round(got, 4),
-                hint=f"declare `weight: {got:.2f}`",
-            )
-        ]
 
     def _base_tier0(
         self, i: int, base: BaseModel, ev: exact.ExactEvidence, why: str | None = None
@@ -625,9 +553,10 @@ class _Context:
     # ------------------------------------------------------------------ the weight tiers
     def _compare(
         self, refs: Sequence[str | HubRef], tier0: dict[str, exact.ExactEvidence]
-    ) -> list[Verdict | None]:
+    ) -> tuple[list[Verdict | None], list[Finding]]:
         """One Verdict (or None when the reference cannot be opened) per reference: a local
-        folder, or a Hub model (its cached files, or a sample of its rows)."""
+        folder, or a Hub model (its cached files, or a sample of its rows); and the Hub's
+        findings (a model that failed, a cached copy refused)."""
         from gate.lineage import models, service
 
         files = []
@@ -645,11 +574,9 @@ class _Context:
             scanner=self.scanner,
             exact_matches=names,
         )
-        self.hubs.findings.extend(done.findings)
-        for ref, e in done.failures:
-            if e is not None:
-                self.hubs.failed(ref.model, e)
-        return list(done.verdicts)
+        found = list(done.findings)
+        found += [self.hubs.failed(ref.model, e) for ref, e in done.failures if e is not None]
+        return list(done.verdicts), found
 
     def _open_local(self, ref: str) -> Model | None:
         from gate.lineage import models
@@ -659,6 +586,85 @@ class _Context:
             return None if problem else models.open_model(real, ref)
         except models.ModelError:
             return None
+
+
+def judge_base(
+    manifest: Manifest, i: int, base: BaseModel, ev: exact.ExactEvidence | None, verdict: Verdict
+) -> list[Finding]:
+    """The findings of base i's declared relation against the weight tiers' verdict (ev: the
+    exact tier's evidence, for a local base): none when the verdict agrees."""
+    at = manifest.locate("base_models", i)
+    declared = f"{base.relation} of {base.name}"
+    found = verdict.summary()
+    details = _evidence_lines(verdict)
+    if verdict.relation == "independent" or (
+        verdict.relation != "adapter" and not verdict.dependent
+    ):
+        return [
+            rules.PG506.finding(
+                at,
+                f"declared `{base.relation}` of {base.name}, but the weights are {found}",
+                declared=declared,
+                found=found,
+                details=details,
+            )
+        ]
+    if base.relation == "copy" and verdict.relation != "copy":
+        return [
+            rules.PG503.finding(
+                at,
+                f"declared a copy of {base.name}, but the weights show {found}",
+                declared=declared,
+                found=found,
+                details=((ev.summary(),) if ev else ()) + details,
+                hint=f"declare `relation: {verdict.relation}`",
+            )
+        ]
+    if verdict.relation == "copy" and base.relation != "copy":
+        return [
+            rules.PG504.finding(
+                at,
+                f"declared `{base.relation}`, but the weights are {found}: this is a copy",
+                declared=declared,
+                found=found,
+                details=details,
+            )
+        ]
+    ok = verdict.relation in ACCEPTS[base.relation] or (
+        base.relation == "adapter" and "adapter_rank" in verdict.details
+    )
+    if not ok:
+        return [
+            rules.PG505.finding(
+                at,
+                f"declared `{base.relation}` of {base.name}, but the weights show {found}",
+                declared=declared,
+                found=found,
+                details=details,
+                hint=f"declare `relation: {verdict.relation}`",
+            )
+        ]
+    return _merge_weight(manifest, i, base, verdict)
+
+
+def _merge_weight(manifest: Manifest, i: int, base: BaseModel, verdict: Verdict) -> list[Finding]:
+    merge = verdict.details.get("merge")
+    if base.weight is None or not merge:
+        return []
+    k = merge["parents"].index(verdict.reference)
+    got = merge["mean_coefficients"][k]
+    if abs(got - base.weight) <= MERGE_WEIGHT_TOLERANCE:
+        return []
+    return [
+        rules.PG507.finding(
+            manifest.locate("base_models", i, "weight"),
+            f"{base.name}: declared merge weight {base.weight}, recovered {got:.3f}"
+            f" ({merge['method']} merge)",
+            declared=base.weight,
+            found=round(got, 4),
+            hint=f"declare `weight: {got:.2f}`",
+        )
+    ]
 
 
 def _sample_lines(src: str | HubRef) -> tuple[str, ...]:

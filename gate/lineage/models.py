@@ -14,13 +14,13 @@ import math
 import mmap
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from gate import lfs, paths
 from gate.errors import FormatError
 from gate.formats import gguf as gguf_format
-from gate.formats import registry
+from gate.formats import registry, sniff
 
 if TYPE_CHECKING:
     import numpy as np
@@ -244,13 +244,15 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
         if lfs.looks_like_pointer(magic):
             problems.append(f"{rel}: a Git LFS pointer (content not checked out: git lfs pull)")
             continue
+        fmt = sniff.sniff(magic, file, _size(file))
+        reader = READERS.get(fmt)
+        if reader is None:
+            problems.append(f"{rel}: {fmt} tensors are not read by the lineage tiers")
+            continue
         try:
-            if file.endswith(".gguf") or magic[:4] == b"GGUF":
-                refs, meta = _gguf(file)
-                arch = arch or str(meta.get("general.architecture") or "")
-                config = config or _gguf_config(meta)
-            else:
-                refs = _safetensors(file)
+            refs, own = reader(file)
+            arch = arch or str(own.get("model_type") or "")
+            config = config or own
         except (FormatError, OSError) as e:
             problems.append(f"{rel}: {getattr(e, 'strerror', None) or e}")
             continue
@@ -321,10 +323,11 @@ def same_bytes(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
 
 
 def _magic(file: str) -> bytes:
-    """The first bytes of a file: enough to tell an LFS pointer and GGUF (b"" if unreadable)."""
+    """The first bytes of a file: enough to tell an LFS pointer and sniff its format (b"" if
+    unreadable)."""
     try:
         with paths.open_regular(file) as f:
-            return f.read(16)
+            return f.read(max(registry.SNIFF_BYTES, 16))
     except OSError:
         return b""
 
@@ -375,7 +378,7 @@ def _vocab(folder: str) -> dict[str, int] | None:
     return {k: v for k, v in vocab.items() if isinstance(k, str) and isinstance(v, int)}
 
 
-def _safetensors(file: str) -> list[TensorRef]:
+def _safetensors(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
     from gate.hashing import read_safetensors_header
 
     header = read_safetensors_header(file)
@@ -391,7 +394,7 @@ def _safetensors(file: str) -> list[TensorRef]:
             t.end - t.begin,
         )
         for t in header.tensors
-    ]
+    ], {}
 
 
 def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
@@ -416,7 +419,23 @@ def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
                 t.end - t.begin,
             )
         )
-    return refs, header.metadata
+    return refs, _gguf_config(header.metadata)
+
+
+# The lineage reader of each tensor format of the registry (registry.TENSOR_FORMATS; a test
+# keeps the two in step): the file's tensors, and what its own metadata says of the model's
+# configuration (GGUF carries it; a safetensors model's is in config.json beside it).
+READERS: dict[str, Callable[[str], tuple[list[TensorRef], dict[str, Any]]]] = {
+    "gguf": _gguf,
+    "safetensors": _safetensors,
+}
+
+
+def _size(file: str) -> int:
+    try:
+        return os.stat(file).st_size
+    except OSError:
+        return 0
 
 
 def _block(dtype: str) -> int:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from gate import hashing, pip_install, rules
 from gate.errors import FormatError
-from gate.findings import Finding, Location
+from gate.findings import Finding
 from gate.formats import registry
 from gate.hubclient import Hub, HubError, HubFile
 from gate.hubmodels import HubModel
@@ -90,19 +90,31 @@ def lfs_match(cand: dict[str, str], weights: tuple[HubFile, ...], name: str) -> 
     return dataclasses.replace(match, summary=match.summary + ", by the Hub's LFS digests")
 
 
+@dataclasses.dataclass(frozen=True)
+class Opened:
+    """The models to compare (the candidate and each reference, cut to the same rows when any
+    is a sample; None: the reference could not be opened), what opening found (PG805) and the
+    Hub references that failed, with the error (None: their weights were unreadable)."""
+
+    candidate: Model
+    references: list[Model | None]
+    findings: tuple[Finding, ...]
+    failures: tuple[tuple[HubRef, HubError | None], ...]
+
+
 def open_all(
     hub: Hub | None,
     cand: Model,
     refs: Sequence[Model | HubRef | None],
     scanner: Scanner,
     workdir: str,
-    findings: list[Finding],
-    on_error: Callable[[HubRef, HubError | None], None],
-) -> tuple[Model, list[Model | None]]:
+) -> Opened:
     """Open the Hub references (cached whole, else sampled); when any is a sample, cut the
     candidate and every other reference to the same rows so like is compared with like."""
     seed = sampled.seed_of([r.sha for r in refs if isinstance(r, HubRef)])
     opened: list[Model | None] = []
+    findings: list[Finding] = []
+    failures: list[tuple[HubRef, HubError | None]] = []
     for k, ref in enumerate(refs):
         if not isinstance(ref, HubRef):
             opened.append(ref)
@@ -114,25 +126,31 @@ def open_all(
             if cand.adapter is not None:  # an adapter is checked against shapes only
                 opened.append(sampled.header_model(hub, ref.repo, ref.sha, folder))
                 continue
-            opened.append(_open_ref(hub, ref, scanner, seed, folder, findings))
+            cached, refused = _cached(hub, ref, scanner)
+            findings += refused
+            if cached is not None:  # every file in the Hugging Face cache: the whole model
+                opened.append(open_model(cached, ref.display))
+            else:
+                ref.sample = sampled.fetch(hub, ref.repo, ref.sha, seed, folder)
+                opened.append(ref.sample.model)
         except HubError as e:
             ref.problem = e.message
-            on_error(ref, e)
+            failures.append((ref, e))
             opened.append(None)
         except FormatError as e:
             ref.problem = f"the model's weights are unreadable: {e}"
-            on_error(ref, None)
+            failures.append((ref, None))
             opened.append(None)
     sample = next((r.sample for r in refs if isinstance(r, HubRef) and r.sample), None)
-    if sample is None:
-        return cand, opened
-    cut = [
-        m
-        if m is None or (isinstance(r, HubRef) and r.sample is not None)
-        else sampled.Subset(m, sample)
-        for m, r in zip(opened, refs, strict=True)
-    ]
-    return sampled.Subset(cand, sample), cut
+    if sample is not None:
+        cand = sampled.Subset(cand, sample)
+        opened = [
+            m
+            if m is None or (isinstance(r, HubRef) and r.sample is not None)
+            else sampled.Subset(m, sample)
+            for m, r in zip(opened, refs, strict=True)
+        ]
+    return Opened(cand, opened, tuple(findings), tuple(failures))
 
 
 def explain(cand: Model, verdicts: Sequence[Verdict]) -> list[Verdict]:
@@ -163,42 +181,28 @@ def explain(cand: Model, verdicts: Sequence[Verdict]) -> list[Verdict]:
     return out
 
 
-def _open_ref(
-    hub: Hub, ref: HubRef, scanner: Scanner, seed: int, folder: str, findings: list[Finding]
-) -> Model:
-    """The model's cached files when all are there and intact, else a sample of its rows."""
-    cached = _cached(hub, ref, scanner, findings, ref.model.at)
-    if cached is not None:
-        return open_model(cached, ref.display)
-    ref.sample = sampled.fetch(hub, ref.repo, ref.sha, seed, folder)
-    return ref.sample.model
-
-
-def _cached(
-    hub: Hub, ref: HubRef, scanner: Scanner, findings: list[Finding], at: Location
-) -> str | None:
+def _cached(hub: Hub, ref: HubRef, scanner: Scanner) -> tuple[str | None, list[Finding]]:
+    """The snapshot folder of the model in the Hugging Face cache when every weight file is
+    there with the Hub's LFS digest (None: not all cached, or PG805 for a copy that differs)."""
     local = [hub.local_file(ref.repo, ref.sha, f.path) for f in ref.weights]
     if not ref.weights or any(p is None for p in local):
-        return None
+        return None, []
     reals = [os.path.realpath(p) for p in local if p is not None]
     scans = scanner.scan_many(reals)
     for f, real in zip(ref.weights, reals, strict=True):
         scan = scans[real]
         got = scan.sha256 if isinstance(scan, hashing.FileScan) else f"unreadable ({scan})"
         if got != f.sha256:
-            findings.append(
-                rules.PG805.finding(
-                    at,
-                    f"{ref.repo}/{f.path}: the Hugging Face cache holds other bytes than"
-                    f" the Hub's at {ref.sha[:12]}; the cached copy was not used",
-                    declared=f"LFS sha256 {f.sha256}",
-                    found=f"cached: {got}",
-                )
+            refused = rules.PG805.finding(
+                ref.model.at,
+                f"{ref.repo}/{f.path}: the Hugging Face cache holds other bytes than"
+                f" the Hub's at {ref.sha[:12]}; the cached copy was not used",
+                declared=f"LFS sha256 {f.sha256}",
+                found=f"cached: {got}",
             )
-            return None
+            return None, [refused]
     for name in ("config.json", "tokenizer.json", "vocab.json"):
         # into the same snapshot folder; offline, the structure tier has less to compare
         with contextlib.suppress(HubError):
             hub.read_small(ref.repo, ref.sha, name)
-    folder = os.path.dirname(local[0] or "")
-    return folder
+    return os.path.dirname(local[0] or ""), []

@@ -57,29 +57,19 @@ def compare(
 
     given = [candidate, *(r for r in references if r is not None and not isinstance(r, HubRef))]
     opened: list[Model] = []
-    findings: list[Finding] = []
-    failures: list[tuple[HubRef, HubError | None]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="provenance-gate-") as workdir:
-            cand, cut = remote.open_all(
-                hub,
-                candidate,
-                references,
-                scanner,
-                workdir,
-                findings,
-                lambda ref, e: failures.append((ref, e)),
-            )
-            present = [m for m in cut if m is not None]
+            got = remote.open_all(hub, candidate, references, scanner, workdir)
+            present = [m for m in got.references if m is not None]
             opened = [m for m in present if all(m is not g for g in given)]
-            report = relation.compare(cand, present, alpha, exact_matches=exact_matches)
-            explained = iter(remote.explain(cand, report.verdicts))
+            report = relation.compare(got.candidate, present, alpha, exact_matches=exact_matches)
+            explained = iter(remote.explain(got.candidate, report.verdicts))
     finally:
         for m in (*given, *opened):
             m.close()
-    verdicts = tuple(next(explained) if m is not None else None for m in cut)
+    verdicts = tuple(next(explained) if m is not None else None for m in got.references)
     return Comparison(
-        report.candidate, verdicts, tuple(report.problems), tuple(findings), tuple(failures)
+        report.candidate, verdicts, tuple(report.problems), got.findings, got.failures
     )
 
 
