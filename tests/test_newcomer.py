@@ -234,7 +234,9 @@ def test_the_quick_start_is_what_ci_runs() -> None:
     assert first.endswith("&& .venv/bin/provenance-gate check examples/homegrown")
     assert second == ".ci/run"  # the second command is CI itself
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci[-1] == ".venv/bin/python -m pytest"  # and ends in the README's test command
+    assert (
+        ci[-1] == ".venv/bin/python -m pytest --cov=gate"
+    )  # and ends in the README's test command
     assert ".venv/bin/python -m pytest" in (ROOT / "README.md").read_text()
     readme = (ROOT / "README.md").read_text()
     version = gate.__version__
