@@ -71,3 +71,13 @@ def test_every_rule_is_documented_in_the_readme() -> None:
     readme = (Path(gate.__file__).parent.parent / "README.md").read_text()
     for rule_id in rules.RULES:
         assert f"| {rule_id} |" in readme, rule_id
+
+
+def test_every_module_says_what_it_holds() -> None:
+    """A module's name and its docstring's first line are a newcomer's map (docs/architecture)."""
+    silent = [
+        str(p.relative_to(Path(gate.__file__).parent))
+        for p in Path(gate.__file__).parent.rglob("*.py")
+        if not ast.get_docstring(ast.parse(p.read_text()))
+    ]
+    assert silent == []
