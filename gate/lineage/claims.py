@@ -7,6 +7,8 @@ extra; without it the findings say which claims were only checked for exact copi
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -22,7 +24,7 @@ from gate.lineage.remote import (
     lfs_match,
     weight_files,
 )
-from gate.lineage.result import Verdict, format_p
+from gate.lineage.result import DEFAULT_ALPHA, Verdict, format_p
 from gate.manifest import BaseModel, Manifest
 from gate.scanner import Scanner
 
@@ -49,16 +51,22 @@ MERGE_WEIGHT_TOLERANCE = 0.05
 _ASKED = "policy.lineage.probe: true"
 
 
+_WEIGHT_TIER_MODULES = ("gguf", "ml_dtypes", "numpy", "scipy", "threadpoolctl")
+
+
 def weight_tiers_available() -> bool:
+    """Whether the `lineage` extra is installed: found, not imported (importing numpy, scipy
+    and ml_dtypes costs about a second; a check that runs no weight tier imports none)."""
+    return all(_installed(m) for m in _WEIGHT_TIER_MODULES)
+
+
+def _installed(name: str) -> bool:
+    if name in sys.modules:  # None there: blocked, as Python's import system treats it
+        return sys.modules[name] is not None
     try:
-        import gguf  # noqa: F401
-        import ml_dtypes  # noqa: F401
-        import numpy  # noqa: F401
-        import scipy  # noqa: F401
-        import threadpoolctl  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def check(
@@ -557,7 +565,7 @@ class _Context:
         """One Verdict (or None when the reference cannot be opened) per reference: a local
         folder, or a Hub model (its cached files, or a sample of its rows); and the Hub's
         findings (a model that failed, a cached copy refused)."""
-        from gate.lineage import models, service
+        from gate.lineage import memo, models, service
 
         files = []
         for rel, scan in sorted(self.scans.items()):
@@ -565,6 +573,14 @@ class _Context:
                 real, problem = paths.resolve_inside(self.root, rel)
                 if problem is None:
                     files.append(real)
+        # Local references only: a Hub model's verdict depends on what the cache holds of it.
+        key = None
+        if not any(isinstance(r, HubRef) for r in refs):
+            reals = [(r, self._real(r)) for r in refs if isinstance(r, str)]
+            key = memo.key(files, self.root, reals, self.scanner, DEFAULT_ALPHA)
+            cached = memo.load(self.scanner.cache, key)
+            if cached is not None and len(cached) == len(refs):
+                return cached, []
         local = [r if isinstance(r, HubRef) else self._open_local(r) for r in refs]
         names = {ref: set(tier0[ref].names) for ref in refs if isinstance(ref, str)}
         done = service.compare(
@@ -572,18 +588,24 @@ class _Context:
             local,
             hub=self.hubs.hub if any(isinstance(r, HubRef) for r in refs) else None,
             scanner=self.scanner,
+            alpha=DEFAULT_ALPHA,
             exact_matches=names,
         )
+        memo.store(self.scanner.cache, key, done.verdicts)
         found = list(done.findings)
         found += [self.hubs.failed(ref.model, e) for ref, e in done.failures if e is not None]
         return list(done.verdicts), found
 
+    def _real(self, ref: str) -> str | None:
+        real, problem = paths.resolve_inside(self.root, ref.rstrip("/"))
+        return None if problem else real
+
     def _open_local(self, ref: str) -> Model | None:
         from gate.lineage import models
 
-        real, problem = paths.resolve_inside(self.root, ref.rstrip("/"))
+        real = self._real(ref)
         try:
-            return None if problem else models.open_model(real, ref)
+            return None if real is None else models.open_model(real, ref)
         except models.ModelError:
             return None
 

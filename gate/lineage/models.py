@@ -195,16 +195,20 @@ _NUMPY = {"F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3", "I8", "U8", "I16", 
 
 
 def _numpy_dtype(dtype: str) -> Any:
-    import ml_dtypes
     import numpy as np
 
+    if dtype in ("BF16", "F8_E5M2", "F8_E4M3"):  # ml_dtypes costs half a second to import
+        import ml_dtypes
+
+        return {
+            "BF16": ml_dtypes.bfloat16,
+            "F8_E5M2": ml_dtypes.float8_e5m2,
+            "F8_E4M3": ml_dtypes.float8_e4m3fn,
+        }[dtype]
     return {
         "F16": np.float16,
-        "BF16": ml_dtypes.bfloat16,
         "F32": np.float32,
         "F64": np.float64,
-        "F8_E5M2": ml_dtypes.float8_e5m2,
-        "F8_E4M3": ml_dtypes.float8_e4m3fn,
         "I8": np.int8,
         "U8": np.uint8,
         "I16": np.int16,
@@ -213,11 +217,22 @@ def _numpy_dtype(dtype: str) -> Any:
     }[dtype]
 
 
+# The files beside the weights that open_files reads (configuration, vocabulary, adapter).
+META_FILES = ("config.json", "adapter_config.json", "tokenizer.json", "vocab.json")
+
+
 def open_model(path: str, display: str | None = None) -> Model:
     """Open a model folder (safetensors shards, a GGUF file, or a PEFT adapter) or one file."""
     display = display or path
+    files, folder = model_files(path, display)
+    return open_files(files, folder, display)
+
+
+def model_files(path: str, display: str) -> tuple[list[str], str]:
+    """The weight files open_model reads for a folder or one file, and the folder of its
+    META_FILES."""
     if os.path.isfile(path):
-        return open_files([path], os.path.dirname(path), display)
+        return [path], os.path.dirname(path)
     if not os.path.isdir(path):
         raise ModelError(f"{display}: no such file or folder")
     files = []
@@ -226,13 +241,13 @@ def open_model(path: str, display: str | None = None) -> Model:
             raise ModelError(f"{display}: more than {MAX_FILES} files")
         if rel.endswith(registry.TENSOR_SUFFIXES) and "/" not in rel:
             files.append(os.path.join(path, rel))
-    return open_files(files, path, display)
+    return files, path
 
 
 def open_files(files: list[str], folder: str, display: str) -> Model:
     """A model made of these weight files, with config/tokenizer/adapter files from folder."""
-    config = _json(os.path.join(folder, "config.json")) or {}
-    adapter = _json(os.path.join(folder, "adapter_config.json"))
+    config = _json(os.path.join(folder, META_FILES[0])) or {}
+    adapter = _json(os.path.join(folder, META_FILES[1]))
     vocab = _vocab(folder)
     tensors: dict[str, TensorRef] = {}
     problems: list[str] = []
@@ -358,7 +373,7 @@ def _json(path: str) -> dict[str, Any] | None:
 
 def _vocab(folder: str) -> dict[str, int] | None:
     """Token string -> id from tokenizer.json (fast tokenizers) or vocab.json (GPT-2 style)."""
-    tok = _json(os.path.join(folder, "tokenizer.json"))
+    tok = _json(os.path.join(folder, META_FILES[2]))
     vocab: Any = None
     if tok is not None:
         model = tok.get("model")
@@ -372,7 +387,7 @@ def _vocab(folder: str) -> dict[str, int] | None:
                 if isinstance(a, dict) and isinstance(a.get("content"), str):
                     vocab[a["content"]] = a.get("id")
     else:
-        vocab = _json(os.path.join(folder, "vocab.json"))
+        vocab = _json(os.path.join(folder, META_FILES[3]))
     if not isinstance(vocab, dict):
         return None
     return {k: v for k, v in vocab.items() if isinstance(k, str) and isinstance(v, int)}

@@ -104,6 +104,30 @@ class Verdict:
             "probe": self.probe,
         }
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Verdict:
+        """The verdict as_dict wrote (the lineage verdict cache); raises KeyError, TypeError or
+        ValueError on anything else."""
+        relation = doc["relation"]
+        if relation not in RELATIONS:
+            raise ValueError(f"unknown relation {relation!r}")
+        return cls(
+            reference=str(doc["reference"]),
+            relation=relation,
+            dependent=bool(doc["dependent"]),
+            p_value=None if doc["p_value"] is None else float(doc["p_value"]),
+            log10_p=None if doc["log10_p"] is None else float(doc["log10_p"]),
+            p_method=str(doc["p_method"]),
+            tests=int(doc["tests"]),
+            effects={str(k): float(v) for k, v in doc["effects"].items()},
+            details=dict(doc["details"]),
+            structure=dict(doc["structure"]),
+            layers=tuple(LayerEvidence(**x) for x in doc["layers"]),
+            tensors=tuple(TensorEvidence(**x) for x in doc["tensors"]),
+            notes=tuple(str(n) for n in doc["notes"]),
+            probe=doc["probe"],
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class LineageReport:
