@@ -6,9 +6,13 @@ Generates a synthetic multi-shard safetensors model (bf16, Llama-shaped tensors,
 its index and manifest, warms the page cache, then measures side by side:
   1. `provenance-gate lock --no-cache` (cold) vs `openssl dgst -sha256` over the same files, one
      process per core, vs coreutils `sha256sum`;
-  2. a warm re-check (stat cache filled, nothing changed) vs the cold check vs `--version`;
-  3. the peak RSS of each command (from wait4);
-  4. the start-up time of `provenance-gate --version`.
+  2. a cold `check --no-cache` against the same OpenSSL run (a check computes one SHA-256 per
+     byte when no lineage claim needs per-tensor digests);
+  3. a warm re-check (stat cache filled, nothing changed) vs the cold check vs `--version`, and
+     the same with a local base model declared (the same shards hard-linked into a second
+     repository, a small base beside them): its lineage verdict comes from the cache;
+  4. the peak RSS of each command (from wait4);
+  5. the start-up time of `provenance-gate --version`.
 It prints times, throughputs and the ratios the targets are stated in. Timings on a shared
 machine are noisy: compare the ratios of one run, not absolute times across runs.
 """
@@ -142,6 +146,23 @@ def measure(cmd: list[str], env: dict[str, str], repeat: int) -> tuple[float, in
     return statistics.median(w for w, _ in runs), max(r for _, r in runs)
 
 
+def derived_repo(root: Path, files: list[Path], into: Path) -> Path:
+    """A second repository holding the same shards (hard links: no extra disk) that declares a
+    fine-tune of a small local base; `lock` fills in the digests."""
+    into.mkdir(parents=True)
+    for p in [*files, root / "model.safetensors.index.json"]:
+        os.link(p, into / p.name)
+    rng = np.random.default_rng(1)
+    base = {"model.embed_tokens.weight": rng.standard_normal((64, 32)).astype(np.float32)}
+    (into / "base").mkdir()
+    save_file(base, str(into / "base" / "model.safetensors"))
+    lines = (root / "provenance.yaml").read_text().replace("origin: scratch", "origin: derived")
+    bases = "base_models:\n  - path: base\n    relation: finetune\n    license: apache-2.0\n"
+    head, arts = lines.split("artifacts:\n", 1)
+    (into / "provenance.yaml").write_text(head + bases + "artifacts:\n" + arts)
+    return into
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-gb", type=float, default=2.0)
@@ -191,6 +212,12 @@ def main() -> None:
     results["gate check (warm cache)"] = measure(
         [GATE, "check", str(root)], env, max(args.repeat, 5)
     )
+    derived = derived_repo(root, files, args.dir / "derived")
+    run([GATE, "lock", str(derived)], env)
+    run([GATE, "check", str(derived)], env)  # the stat cache and the lineage verdict
+    results["gate check, local base (warm)"] = measure(
+        [GATE, "check", str(derived)], env, max(args.repeat, 5)
+    )
     results["gate --version"] = measure([GATE, "--version"], env, 10)
 
     gb = size / 1e9
@@ -204,7 +231,11 @@ def main() -> None:
         results["openssl dgst -sha256, parallel"][0],
     )
     warm, version = results["gate check (warm cache)"][0], results["gate --version"][0]
+    based = results["gate check, local base (warm)"][0]
     ratios = {
+        "cold check throughput / parallel openssl": (
+            openssl / results["gate check (cold, no cache)"][0]
+        ),
         "cold lock throughput / parallel openssl": openssl / lock,
         "cold lock throughput / sha256sum": results["coreutils sha256sum"][0] / lock,
         "gate hashing engine alone / parallel openssl": openssl / engine_s,
@@ -212,15 +243,18 @@ def main() -> None:
             openssl / results["python hashlib sha256 only"][0]
         ),
         "warm check - --version (s)": warm - version,
+        "warm check, local base - --version (s)": based - version,
         "cold check / warm check": results["gate check (cold, no cache)"][0] / warm,
         "peak RSS of cold lock (MB)": results["gate lock (cold, no cache)"][1],
         "--version (s)": version,
     }
     targets = {
-        "cold lock throughput / parallel openssl": ">= 0.9",
+        "cold check throughput / parallel openssl": ">= 0.9",
+        "cold lock throughput / parallel openssl": ">= 0.75",
         "warm check - --version (s)": "<= 0.1",
+        "warm check, local base - --version (s)": "<= 0.1",
         "peak RSS of cold lock (MB)": "<= 256",
-        "--version (s)": "<= 0.3",
+        "--version (s)": "<= 0.15",
     }
     print()
     for name, value in ratios.items():

@@ -22,7 +22,7 @@ import blake3
 from gate import __version__, lfs
 from gate.hashing import FileScan, TensorDigest
 
-FORMAT = 2  # bump when FileScan's meaning changes: old rows are then simply never found
+FORMAT = 3  # bump when FileScan's meaning changes: old rows are then simply never found
 DB_NAME = f"scans-v{FORMAT}.sqlite"
 BUSY_TIMEOUT_S = 10.0
 
@@ -56,6 +56,7 @@ def _decode(payload: str) -> FileScan:
         ),
         header_error=doc["header_error"],
         changed=False,
+        lazy=bool(doc["lazy"]) and tensors is None,
     )
 
 
@@ -129,8 +130,9 @@ class StatCache:
         row: tuple[str, ...] | None = db.execute(sql, params).fetchone()
         return row
 
-    def get(self, path: str, key: StatKey) -> FileScan | None:
-        """The cached scan of path if its stat key is unchanged and the row is intact."""
+    def get(self, path: str, key: StatKey, tensors: bool = False) -> FileScan | None:
+        """The cached scan of path if its stat key is unchanged and the row is intact (tensors:
+        only one with the per-tensor digests, when the file has a tensor table)."""
         try:
             row = self._row(
                 "SELECT key, payload, check_ FROM scans WHERE path = ?", (_path_key(path),)
@@ -144,6 +146,9 @@ class StatCache:
                 return None
             scan = _decode(row[1])
         except (sqlite3.Error, ValueError, KeyError, TypeError):
+            self.misses += 1
+            return None
+        if tensors and scan.lazy:
             self.misses += 1
             return None
         self.hits += 1

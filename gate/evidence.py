@@ -121,10 +121,17 @@ def gather(
     options: Options,
     scanner: Scanner,
     connect: Callable[[], Hub] | None = None,
+    *,
+    all_tensors: bool = False,
 ) -> Evidence:
     """Scan every declared artifact (stat cache first, then in parallel) and verify each once;
     connect: makes the Hub client when a Hub model needs it (None: the `hub` extra is
-    missing)."""
+    missing).
+
+    Per-tensor digests are computed in the same read only where they will be needed: for
+    `lock` (all_tensors) and, when the manifest makes a lineage claim, for the exact tier.
+    Otherwise a check computes one SHA-256 per byte; a file whose SHA-256 differs from the
+    declared one is read again for its tensor digests, to name the tensors that changed."""
     from gate.checks.artifacts import check_artifact
     from gate.hubmodels import HubBases
 
@@ -133,12 +140,18 @@ def gather(
         lock_file, display(target, lock_file), scanner.cache, root=target.root
     )
     reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
-    scanned = scanner.scan_many(real for real, problem in reals if problem is None)
+    found = [real for real, problem in reals if problem is None]
+    lineage = bool(manifest.base_models) or bool(
+        manifest.origin == "scratch" and manifest.policy.references
+    )
+    scanned = scanner.scan_many(found, tensors=all_tensors or lineage)
 
-    def scan_of(real: str) -> hashing.FileScan:
+    def scan_of(real: str, tensors: bool = False) -> hashing.FileScan:
         result = scanned[real]
         if isinstance(result, OSError):
             raise result
+        if tensors and result.lazy:
+            result = scanned[real] = scanner.scan(real, tensors=True)
         return result
 
     seen: set[str] = set()

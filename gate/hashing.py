@@ -56,6 +56,10 @@ class FileScan:
     tensors: tuple[TensorDigest, ...] | None = None
     header_error: str | None = None
     changed: bool = False
+    # The tensor table was read and is valid, but the per-tensor digests were not asked for
+    # (tensors is None): Scanner.scan_many(..., tensors=...) computes them when a consumer
+    # needs them (a changed file's tensor diff, the exact lineage tier, `lock`).
+    lazy: bool = False
 
     @property
     def tensors_digest(self) -> str | None:
@@ -172,11 +176,14 @@ def scan(
     chunk_size: int = CHUNK,
     progress: Progress | None = None,
     threaded: bool = True,
+    tensors: bool = True,
 ) -> FileScan:
     """Hash and inspect one file in a single pass; raise OSError only for unreadable files.
 
     progress(n) is called after each chunk of n bytes is read. threaded: digest tensors in a
     helper thread, overlapping the sequential SHA-256 (use it when cores would otherwise idle).
+    tensors: also compute the per-tensor BLAKE3 digests (else only the file's SHA-256 is
+    computed and the header validated; the scan is `lazy`).
     """
     with paths.open_regular(path) as f:
         before = os.fstat(f.fileno())
@@ -189,6 +196,8 @@ def scan(
         pointer: lfs.Pointer | None = None
         pointer_error: str | None = None
         header: HeaderReader | None = None
+        header_done = False
+        planned: Plan | None = None
         helper: _Helper | None = None
         try:
             while offset < size:
@@ -205,15 +214,13 @@ def scan(
                         pointer, pointer_error = _pointer(chunk, size)
                     elif (spec := registry.BY_NAME[fmt]).header is not None:
                         header = spec.header(size, f.fileno())
-                if (
-                    header is not None
-                    and helper is None
-                    and header.feed(chunk, offset)
-                    and (plan := header.plan) is not None
-                ):
-                    # Both headers are complete within the chunk that completes them (GGUF's
-                    # is parsed whole at the first chunk), so no data was read before the plan.
-                    helper = _Helper(_TensorStream(plan), free, threaded)
+                if header is not None and not header_done and header.feed(chunk, offset):
+                    header_done, planned = True, header.plan
+                    if planned is not None and tensors:
+                        # Both headers are complete within the chunk that completes them
+                        # (GGUF's is parsed whole at the first chunk), so no data was read
+                        # before the plan.
+                        helper = _Helper(_TensorStream(planned), free, threaded)
                 sha.update(chunk)
                 if helper is not None and helper.error is None:
                     helper.submit(buf, offset, n)  # the helper returns buf to `free`
@@ -234,8 +241,9 @@ def scan(
         or bool(extra)
         or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
     )
-    tensors: tuple[TensorDigest, ...] | None = None
+    digests: tuple[TensorDigest, ...] | None = None
     header_error = None
+    lazy = False
     if not fmt:  # empty file: nothing was sniffed
         fmt = sniff.sniff(b"", path, size)
         header_error = "empty file" if registry.BY_NAME[fmt].tensors else None
@@ -243,19 +251,22 @@ def scan(
         header_error = header.error
         if header.header is None and header_error is None:
             header_error = "file ended inside the header"
-        if helper is not None and not short:
-            tensors = helper.stream.result()
-        elif helper is not None:
+        if planned is not None and short:
             header_error = "file ended before the data section did"
+        elif helper is not None:
+            digests = helper.stream.result()
+        elif planned is not None:
+            lazy = True
     return FileScan(
         size=size,
         sha256=sha.hexdigest(),
         format=fmt,
         pointer=pointer,
         pointer_error=pointer_error,
-        tensors=tensors,
+        tensors=digests,
         header_error=header_error,
         changed=changed,
+        lazy=lazy,
     )
 
 

@@ -134,7 +134,7 @@ def _lock_text(
     scanner: Scanner | None = None,
 ) -> Outcome:
     doc, _, _ = yamlio.load(text)
-    ev = gather(target, manifest, Options(), scanner or Scanner())
+    ev = gather(target, manifest, Options(), scanner or Scanner(), all_tensors=True)
     old = ev.locked
     changes = list(changes_before)
     findings: list[Finding] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from gate import hashing
@@ -48,17 +48,28 @@ class Scanner:
         self.files_cached = 0
         self._loads: dict[tuple[str, bool], PickleScan] = {}
 
-    def scan_many(self, real_paths: Iterable[str]) -> dict[str, hashing.FileScan | OSError]:
-        """One result per distinct path; unchanged files come from the cache without a read."""
+    def scan_many(
+        self, real_paths: Iterable[str], tensors: bool | Collection[str] = False
+    ) -> dict[str, hashing.FileScan | OSError]:
+        """One result per distinct path; unchanged files come from the cache without a read.
+
+        tensors: compute the per-tensor digests too (True: for every path; a collection: for
+        those paths); otherwise only the SHA-256, and a file with a tensor table is `lazy`.
+        A digest asked for later costs a second read (hashing.scan explains why both are
+        computed in one pass when they are known to be needed)."""
         out: dict[str, hashing.FileScan | OSError] = {}
         todo: list[tuple[str, os.stat_result]] = []
+        need: dict[str, bool] = {}
         for path in dict.fromkeys(real_paths):
+            need[path] = tensors is True or (not isinstance(tensors, bool) and path in tensors)
             try:
                 st = os.stat(path)
             except OSError as e:
                 out[path] = e
                 continue
-            cached = self.cache.get(path, stat_key(st)) if self.cache is not None else None
+            cached = (
+                self.cache.get(path, stat_key(st), need[path]) if self.cache is not None else None
+            )
             if cached is not None:
                 out[path] = cached
                 self.files_cached += 1
@@ -83,7 +94,7 @@ class Scanner:
                 threaded = not_started[0] < self.workers
                 not_started[0] -= 1
             try:
-                scan = hashing.scan(path, progress=advance, threaded=threaded)
+                scan = hashing.scan(path, progress=advance, threaded=threaded, tensors=need[path])
             except OSError as e:
                 return e
             if self.cache is not None and not scan.changed:
@@ -112,9 +123,9 @@ class Scanner:
             self.cache.flush()
         return out
 
-    def scan(self, real_path: str) -> hashing.FileScan:
+    def scan(self, real_path: str, tensors: bool = False) -> hashing.FileScan:
         """One file; raises the OSError that prevented reading it."""
-        result = self.scan_many([real_path])[real_path]
+        result = self.scan_many([real_path], tensors)[real_path]
         if isinstance(result, OSError):
             raise result
         return result

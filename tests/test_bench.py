@@ -43,10 +43,12 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         "python hashlib sha256 only",
         "gate check (cold, no cache)",
         "gate check (warm cache)",
+        "gate check, local base (warm)",
         "gate --version",
     }
     assert all(v["wall_s"] > 0 and v["peak_rss_mb"] > 0 for v in doc["results"].values())
     assert "cold lock throughput / parallel openssl" in r.stdout
+    assert "cold check throughput / parallel openssl" in r.stdout
     assert not (tmp_path / "b").exists()  # cleaned up
 
 

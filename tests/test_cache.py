@@ -22,10 +22,10 @@ def scanner(cache_dir: Path) -> Scanner:
 def test_unchanged_file_is_not_read_again(tmp_path: Path) -> None:
     path = str(write_st(tmp_path / "m.safetensors"))
     first = scanner(tmp_path / "c")
-    a = first.scan(path)
+    a = first.scan(path, tensors=True)
     first.cache.close()  # type: ignore[union-attr]
     second = scanner(tmp_path / "c")
-    b = second.scan(path)
+    b = second.scan(path, tensors=True)
     assert (second.files_hashed, second.cache.hits) == (0, 1)  # type: ignore[union-attr]
     assert a == b and b.tensors is not None
 
@@ -78,7 +78,7 @@ def test_corrupted_database_is_rebuilt(tmp_path: Path) -> None:
     (cache_dir / DB_NAME).write_bytes(b"this is not a database" * 100)
     path = str(write_st(tmp_path / "m.safetensors"))
     s = scanner(cache_dir)
-    assert s.scan(path).tensors is not None
+    assert s.scan(path, tensors=True).tensors is not None
     s.cache.close()  # type: ignore[union-attr]
     with sqlite3.connect(cache_dir / DB_NAME) as db:
         assert db.execute("SELECT count(*) FROM scans").fetchone() == (1,)
@@ -102,7 +102,7 @@ def test_unwritable_cache_dir_runs_uncached(tmp_path: Path) -> None:
     blocker.write_text("")
     s = scanner(blocker / "sub")  # cannot be created
     path = str(write_st(tmp_path / "m.safetensors"))
-    assert s.scan(path).tensors is not None
+    assert s.scan(path, tensors=True).tensors is not None
     s.cache.close()  # type: ignore[union-attr]
 
 

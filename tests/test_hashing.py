@@ -192,7 +192,7 @@ def test_parallel_scans_match_sequential(tmp_path: Path) -> None:
     from gate.scanner import Scanner
 
     files = [str(write_st(tmp_path / f"s{i}.safetensors", seed=i)) for i in range(6)]
-    parallel = Scanner(workers=3).scan_many(files)
+    parallel = Scanner(workers=3).scan_many(files, tensors=True)
     assert all(parallel[f] == hashing.scan(f) for f in files)
 
 
@@ -233,5 +233,5 @@ def test_one_file_uses_the_helper_thread_when_cores_idle(tmp_path: Path) -> None
 
         def finish(self) -> None: ...
 
-    Scanner(workers=2, progress=Watch()).scan(path)
+    Scanner(workers=2, progress=Watch()).scan(path, tensors=True)
     assert "provenance-gate-tensors" in seen  # the tensor helper ran beside the reader

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from gate import hashing, lockfile, paths, rules
 from gate.evidence import Evidence, display, in_folders, weight_files
@@ -15,6 +15,11 @@ from gate.manifest import MANIFEST_NAME, Artifact, Manifest
 
 if TYPE_CHECKING:  # the scanner itself loads only when a pickle-family file is present
     from gate.formats import exposure
+
+
+class ScanOf(Protocol):
+    def __call__(self, real: str, tensors: bool = False, /) -> hashing.FileScan: ...
+
 
 PICKLE_HINT = (
     "convert it to safetensors; or, if you must ship it, add `pickle` to policy.allowed_formats"
@@ -36,13 +41,14 @@ def check_artifact(
     manifest: Manifest,
     decl: Artifact,
     locked: dict[str, lockfile.LockedArtifact] | None,
-    scan_of: Callable[[str], hashing.FileScan],
+    scan_of: ScanOf,
     loads_of: Callable[[str, str], exposure.PickleScan],
 ) -> ArtifactCheck:
     """Verify one declared artifact: path, existence, size, digests, format and policy.
 
-    scan_of(real_path) returns the file's scan, loads_of(real_path, name) what loaders would
-    unpickle in it; both raise the OSError that prevented reading it.
+    scan_of(real_path) returns the file's scan (scan_of(real_path, True): with its per-tensor
+    digests), loads_of(real_path, name) what loaders would unpickle in it; both raise the
+    OSError that prevented reading it.
     """
     at = _locator(manifest, decl.index)
     out: list[Finding] = []
@@ -83,14 +89,7 @@ def check_artifact(
         return unverified()
 
     if scan.changed:
-        out.append(
-            rules.PG211.finding(
-                at("path"),
-                f"{decl.path}: the file changed while it was being read; its digest is meaningless",
-                declared=decl.sha256,
-                found="file modified during the check",
-            )
-        )
+        out.append(_changed(decl, at))
         return ArtifactCheck(out, ArtifactResult(decl.path, scan.format, "none", ok=False), scan)
     if scan.pointer is not None or scan.pointer_error is not None:
         out.extend(_pointer_findings(decl, scan, at))
@@ -103,6 +102,20 @@ def check_artifact(
             out, ArtifactResult(decl.path, fmt, "lfs-pointer", ok, size, sha), scan
         )
 
+    if scan.lazy and decl.tensors_digest is not None and decl.sha256 != scan.sha256:
+        # Not the declared content: its tensor digests say whether the tensors changed, and
+        # which (a second read). When the SHA-256 matches, the declared tensors_digest is
+        # implied by it and not recomputed (README, "What a check reads").
+        try:
+            scan = scan_of(real, True)
+        except OSError as e:
+            out.append(_unreadable(decl, at, e))
+            return unverified()
+        if scan.changed:
+            out.append(_changed(decl, at))
+            return ArtifactCheck(
+                out, ArtifactResult(decl.path, scan.format, "none", ok=False), scan
+            )
     out.extend(_digest_findings(decl, scan, at, locked))
     try:
         exposure = loads_of(real, decl.path)
@@ -115,6 +128,15 @@ def check_artifact(
     ok = not any(f.severity == "error" for f in out)
     result = ArtifactResult(decl.path, fmt, "content", ok, scan.size, scan.sha256)
     return ArtifactCheck(out, result, scan, exposure)
+
+
+def _changed(decl: Artifact, at: Locator) -> Finding:
+    return rules.PG211.finding(
+        at("path"),
+        f"{decl.path}: the file changed while it was being read; its digest is meaningless",
+        declared=decl.sha256,
+        found="file modified during the check",
+    )
 
 
 def _unreadable(decl: Artifact, at: Locator, e: OSError) -> Finding:
@@ -273,7 +295,12 @@ def _format_findings(
                 found="not checked: no structural reader for this format yet",
             )
         )
-    if decl.tensors_digest is not None and scan.tensors is None and scan.header_error is None:
+    if (
+        decl.tensors_digest is not None
+        and scan.tensors is None
+        and not scan.lazy
+        and scan.header_error is None
+    ):
         # Whatever the format (pickle, numpy, other): a declared digest nobody verified is no pass.
         out.append(
             rules.PG306.finding(

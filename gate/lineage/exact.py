@@ -152,7 +152,7 @@ def collect(root: str, rel: str, scanner: Scanner) -> tuple[list[hashing.TensorD
     real, files = found
     tensors: list[hashing.TensorDigest] = []
     problems: list[str] = []
-    scanned = scanner.scan_many(os.path.realpath(p) for p in files)
+    scanned = scanner.scan_many((os.path.realpath(p) for p in files), tensors=True)
     for path in files:
         name = os.path.relpath(path, real) if path != real else os.path.basename(path)
         scan = scanned[os.path.realpath(path)]
