@@ -238,7 +238,7 @@ def main() -> None:
         ),
         "cold lock throughput / parallel openssl": openssl / lock,
         "cold lock throughput / sha256sum": results["coreutils sha256sum"][0] / lock,
-        "gate hashing engine alone / parallel openssl": openssl / engine_s,
+        "hashing engine alone, SHA-256 (check) / parallel openssl": openssl / engine_s,
         "python sha256-only throughput / parallel openssl": (
             openssl / results["python hashlib sha256 only"][0]
         ),
