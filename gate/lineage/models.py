@@ -25,6 +25,7 @@ from gate.formats import registry, sniff
 if TYPE_CHECKING:
     import numpy as np
 
+DECODE_BYTES = 4 << 20  # file bytes of a whole matrix decoded (and released) at a time
 MAX_JSON_BYTES = 64 << 20  # config.json / tokenizer.json / adapter_config.json
 MAX_FILES = 4096
 _LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
@@ -108,8 +109,18 @@ class Model:
                 raw = raw[rows]
             if cols is not None and raw.ndim == 2:
                 raw = raw[:, cols]
-            out = raw.astype(np.float32)
-            self.release(t)
+            if rows is not None or cols is not None or raw.ndim < 2:
+                out = raw.astype(np.float32)
+                self.release(t)
+                return self._finite(t, out)
+            # A whole matrix: decoded a few MiB of rows at a time, each block's mapping dropped
+            # once decoded, so the file's pages and the float32 copy are never both resident.
+            out = np.empty(raw.shape, dtype=np.float32)
+            row = t.nbytes // max(1, raw.shape[0])
+            step = max(1, DECODE_BYTES // max(1, row))
+            for start in range(0, raw.shape[0], step):
+                out[start : start + step] = raw[start : start + step]
+                self.release(t, start * row, min(step, raw.shape[0] - start) * row)
             return self._finite(t, out)
         import gguf
 
@@ -130,7 +141,8 @@ class Model:
         they are zeroed, and the model's problems say which tensors had them."""
         import numpy as np
 
-        if not np.isfinite(out).all():
+        # min and max propagate NaN and reach any infinity, without a mask the size of out
+        if out.size and not (np.isfinite(out.min()) and np.isfinite(out.max())):
             np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
             note = f"{t.name}: non-finite values treated as 0"
             if note not in self.problems:

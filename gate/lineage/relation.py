@@ -267,7 +267,9 @@ class _Compare:
             p.evidence = self.record(p, "multiset", "flat", False, 1.0, 0.0, EXACT_LOG10_P)
             return
         if out.log10_p > SURE and c.ndim == 2 and self.may_match(p):
-            # matching needs every unit of the candidate: whole tensors (budgeted)
+            # matching needs every unit of the candidate: whole tensors (budgeted). The residual
+            # rotation is fitted first, so its working set and the whole tensors never overlap.
+            self.rotation()
             whole = rows is None and cols is None
             fc, fr = (c, r) if whole else (self.cand.array(p.c), self.ref_array(p))
             for o in self.robust(fc, fr):
@@ -322,8 +324,8 @@ class _Compare:
         norm = self.folded_norm(p)
         if norm is not None and len(p.r.shape) == 2 and p.r.shape[1] == norm.shape[0]:
             self.folded.add(p.r.name)
-            folded: np.ndarray = r * (norm if cols is None else norm[cols])[None, :]
-            return folded
+            r *= (norm if cols is None else norm[cols])[None, :]  # r is a fresh decoded copy
+            return r
         return r
 
     def folded_norm(self, p: _Pair) -> np.ndarray | None:
@@ -465,6 +467,15 @@ class _Compare:
         re_ = next((t for t in self.ref.tensors.values() if t.role == "token_embd.weight"), None)
         if ce is None or re_ is None or ce.shape[1:] != re_.shape[1:]:
             return None
+        m = self.embedding_product(ce, re_)
+        if m is not None:  # stats.procrustes, with each working set released before the next
+            self._q = stats.polar(m)
+        return self._q
+
+    def embedding_product(self, ce: TensorRef, re_: TensorRef) -> np.ndarray | None:
+        """r.T @ c (float64) over the embedding rows of shared tokens (procrustes' m)."""
+        import numpy as np
+
         tokens = max(MAX_ROWS, 2 * ce.shape[1])  # enough for a well-determined rotation
         rows = self.vocab_rows(ce.shape[0], re_.shape[0], tokens)
         if rows is not None and len(rows[0]) > ce.shape[1]:
@@ -474,8 +485,8 @@ class _Compare:
             c, r = self.cand.array(ce, pick), self.ref.array(re_, pick)
         else:
             return None
-        self._q = stats.procrustes(r, c)
-        return self._q
+        m: np.ndarray = (r.T @ c).astype(np.float64)
+        return m
 
     def permutation(self, p: _Pair, c: np.ndarray, r: np.ndarray, o: stats.Outcome) -> None:
         import numpy as np

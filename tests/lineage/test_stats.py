@@ -102,3 +102,35 @@ def test_effective_rank_sees_a_lora_update(shape: tuple[int, int]) -> None:
     assert stats.effective_rank(delta, seed=3) == 4
     assert stats.effective_rank(np.zeros(shape, np.float32), seed=3) == 0
     assert stats.effective_rank(gauss(m, n), seed=3) > 40
+
+
+def test_binomial_tail_matches_scipy() -> None:
+    import math
+
+    from scipy.stats import binom
+
+    for n in (1, 8, 32):
+        for rate in (1e-9, 1e-4, 0.01, 0.2, 0.5, 0.99):
+            for hits in range(n + 1):
+                want = float(binom.logsf(hits - 1, n, rate))
+                got = stats.binomial_log_sf(hits, n, rate)
+                assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), (n, rate, hits)
+    assert stats.binomial_log_sf(0, 5, 0.3) == 0.0
+    assert stats.binomial_log_sf(6, 5, 0.3) == -math.inf
+
+
+def test_blocked_matching_equals_one_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Normalising the matched side a block at a time changes nothing but memory."""
+    base = gauss(300, 40)
+    cand = base[RNG.permutation(300)] * 1.5
+    whole = stats.matched_many(cand, base, 7, [None], "rows")
+    monkeypatch.setattr(stats, "MATCH_BLOCK", 7)  # 43 blocks, the last one short
+    blocked = stats.matched_many(cand, base, 7, [None], "rows")
+    assert blocked == whole and whole[0].log10_p < -12
+
+
+def test_polar_is_the_orthogonal_factor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stats, "POLAR_BLOCK", 5)
+    m = gauss(24, 24).astype(np.float64)
+    u, _, vt = np.linalg.svd(m)
+    assert np.allclose(stats.polar(m.copy()), u @ vt, atol=1e-9)
