@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import HEAD, artifact_yaml, manifest, tensors, write_st
+from tests.helpers import HEAD, artifact_yaml, manifest, raw_st, tensors, write_st
 
 HEAVY = ("numpy", "scipy", "gguf", "ml_dtypes", "huggingface_hub", "torch", "transformers")
 # Runs the command line in-process, then writes the heavy top-level modules it imported.
@@ -45,15 +45,33 @@ def _imported(tmp_path: Path, *args: str) -> list[str]:
     return imported
 
 
-def _derived(root: Path, half: bool = False) -> Path:
-    """A fine-tune of a local base folder (float32 or float16 weights)."""
+def _bf16(path: Path, data: dict[str, np.ndarray]) -> None:
+    """A safetensors file of bf16 tensors (the upper half of each float32), written by hand."""
+    header: dict[str, object] = {}
+    blobs, at = [], 0
+    for name, value in sorted(data.items()):
+        blob = (value.astype(np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        header[name] = {
+            "dtype": "BF16",
+            "shape": list(value.shape),
+            "data_offsets": [at, at + len(blob)],
+        }
+        blobs.append(blob)
+        at += len(blob)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw_st(header, b"".join(blobs)))
+
+
+def _derived(root: Path, dtype: str = "float32") -> Path:
+    """A fine-tune of a local base folder (float32, float16 or bfloat16 weights)."""
     base = tensors(seed=1)
     child = {k: v + np.float32(0.01) for k, v in base.items()}
-    if half:
-        base = {k: v.astype(np.float16) for k, v in base.items()}
-        child = {k: v.astype(np.float16) for k, v in child.items()}
-    write_st(root / "base" / "model.safetensors", base)
-    write_st(root / "model.safetensors", child)
+    if dtype == "bfloat16":
+        _bf16(root / "base" / "model.safetensors", base)
+        _bf16(root / "model.safetensors", child)
+    else:
+        write_st(root / "base" / "model.safetensors", {k: v.astype(dtype) for k, v in base.items()})
+        write_st(root / "model.safetensors", {k: v.astype(dtype) for k, v in child.items()})
     head = HEAD.replace("origin: scratch", "origin: derived")
     bases = "base_models:\n  - path: base\n    relation: finetune\n    license: apache-2.0\n"
     manifest(root, head + bases + artifact_yaml(root, "model.safetensors"))
@@ -77,13 +95,13 @@ def test_the_exact_tier_alone_imports_no_weight_library(tmp_path: Path) -> None:
     assert _imported(tmp_path, "check", str(root), "--lineage-depth", "exact") == []
 
 
-@pytest.mark.parametrize("half", [False, True], ids=["float32", "float16"])
-def test_the_weight_tiers_import_what_they_use(tmp_path: Path, half: bool) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_the_weight_tiers_import_what_they_use(tmp_path: Path, dtype: str) -> None:
     pytest.importorskip("scipy")
-    root = _derived(tmp_path / "m", half=half)
+    root = _derived(tmp_path / "m", dtype)
     imported = _imported(tmp_path, "check", str(root))
-    assert "numpy" in imported and "scipy" in imported
-    assert "ml_dtypes" not in imported  # only bf16/fp8 tensors need it
+    assert "numpy" in imported and "gguf" in imported  # gguf-py's tensor name tables
+    assert "ml_dtypes" not in imported  # bf16 widens by a shift; only fp8 needs it
     assert "huggingface_hub" not in imported and "torch" not in imported
 
 

@@ -30,3 +30,15 @@ def test_blocked_decoding_equals_one_conversion(
         assert np.array_equal(model.array(t, np.array([1, 2])), want[[1, 2]])
     finally:
         model.close()
+
+
+def test_bf16_widens_exactly_as_ml_dtypes_does() -> None:
+    import ml_dtypes
+
+    bits = np.arange(1 << 16, dtype=np.uint16)  # every bf16 value: zeros, subnormals, inf, NaN
+    got = models._float32(bits, "BF16")
+    want = bits.view(ml_dtypes.bfloat16).astype(np.float32)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert np.array_equal(
+        models._float32(bits.reshape(256, 256)[::2], "BF16"), got.reshape(256, 256)[::2]
+    )
