@@ -8,7 +8,10 @@ Per-tensor digests are BLAKE3 (cryptographic, about 3x SHA-256's speed with SHA-
 second digest costs a fraction of the first; the file's SHA-256 is kept because it equals the Git
 LFS oid and the Hub's LFS sha256. The SHA-256 stream runs in the reading thread; the tensor stream
 runs on the same buffers, in that thread or (when a core would otherwise idle) in a helper thread,
-so one file can keep two cores busy (both hash libraries release the GIL).
+so one file can keep two cores busy (both hash libraries release the GIL). The tensor stream runs
+only when asked for (`tensors=True`): a check needs the SHA-256 alone, unless a lineage claim
+needs the tensors (asked for in the same read) or a changed file's tensors are to be named (a
+second read of that file); docs/decisions.md, issue 17.
 """
 
 from __future__ import annotations

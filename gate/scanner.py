@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from gate import hashing
@@ -49,27 +49,22 @@ class Scanner:
         self._loads: dict[tuple[str, bool], PickleScan] = {}
 
     def scan_many(
-        self, real_paths: Iterable[str], tensors: bool | Collection[str] = False
+        self, real_paths: Iterable[str], tensors: bool = False
     ) -> dict[str, hashing.FileScan | OSError]:
         """One result per distinct path; unchanged files come from the cache without a read.
 
-        tensors: compute the per-tensor digests too (True: for every path; a collection: for
-        those paths); otherwise only the SHA-256, and a file with a tensor table is `lazy`.
-        A digest asked for later costs a second read (hashing.scan explains why both are
-        computed in one pass when they are known to be needed)."""
+        tensors: compute the per-tensor digests too; otherwise only the SHA-256, and a file
+        with a tensor table comes back `lazy`. Asking for the digests later costs a second
+        read of the file, so callers that know they will need them ask at once."""
         out: dict[str, hashing.FileScan | OSError] = {}
         todo: list[tuple[str, os.stat_result]] = []
-        need: dict[str, bool] = {}
         for path in dict.fromkeys(real_paths):
-            need[path] = tensors is True or (not isinstance(tensors, bool) and path in tensors)
             try:
                 st = os.stat(path)
             except OSError as e:
                 out[path] = e
                 continue
-            cached = (
-                self.cache.get(path, stat_key(st), need[path]) if self.cache is not None else None
-            )
+            cached = self.cache.get(path, stat_key(st), tensors) if self.cache is not None else None
             if cached is not None:
                 out[path] = cached
                 self.files_cached += 1
@@ -94,7 +89,7 @@ class Scanner:
                 threaded = not_started[0] < self.workers
                 not_started[0] -= 1
             try:
-                scan = hashing.scan(path, progress=advance, threaded=threaded, tensors=need[path])
+                scan = hashing.scan(path, progress=advance, threaded=threaded, tensors=tensors)
             except OSError as e:
                 return e
             if self.cache is not None and not scan.changed:

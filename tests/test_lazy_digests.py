@@ -14,7 +14,16 @@ from gate import checks, hashing, init_lock
 from gate.cache import StatCache
 from gate.evidence import Evidence, gather, load_manifest
 from gate.scanner import Scanner
-from tests.helpers import HEAD, artifact_yaml, check, errors, manifest, tensors, write_st
+from tests.helpers import (
+    HEAD,
+    artifact_yaml,
+    check,
+    check_target,
+    errors,
+    manifest,
+    tensors,
+    write_st,
+)
 
 
 def _evidence(root: Path, scanner: Scanner | None = None, *, all_tensors: bool = False) -> Evidence:
@@ -131,3 +140,21 @@ def test_a_lock_edited_by_hand_does_not_feed_the_exact_tier(tmp_path: Path) -> N
     assert not [f for f in report.findings if f.rule in ("PG104", "PG105")]  # the lock reads
     (pg502,) = [f for f in report.findings if f.rule == "PG502"]
     assert "bit-identical" in pg502.message
+
+
+def test_without_a_cache_each_file_is_read_once(tmp_path: Path) -> None:
+    """No stat cache: the weight tiers' verdict is not cached, and nothing re-reads a file to
+    key it (a check with a local base reads the model and the base once each)."""
+    import pytest
+
+    pytest.importorskip("scipy")
+    base = tensors(seed=1)
+    write_st(tmp_path / "base" / "model.safetensors", base)
+    write_st(tmp_path / "model.safetensors", {k: v + np.float32(0.01) for k, v in base.items()})
+    head = HEAD.replace("origin: scratch", "origin: derived")
+    bases = "base_models:\n  - path: base\n    relation: finetune\n    license: apache-2.0\n"
+    manifest(tmp_path, head + bases + artifact_yaml(tmp_path, "model.safetensors"))
+    scanner = Scanner()
+    report = check_target(checks.Target.resolve(str(tmp_path), None), scanner=scanner)
+    assert not [f for f in report.findings if f.rule.startswith("PG5") and f.rule != "PG501"]
+    assert scanner.files_hashed == 2

@@ -105,7 +105,7 @@ def check_artifact(
     if scan.lazy and decl.tensors_digest is not None and decl.sha256 != scan.sha256:
         # Not the declared content: its tensor digests say whether the tensors changed, and
         # which (a second read). When the SHA-256 matches, the declared tensors_digest is
-        # implied by it and not recomputed (README, "What a check reads").
+        # implied by it and not recomputed (README, Speed; docs/decisions.md, issue 17).
         try:
             scan = scan_of(real, True)
         except OSError as e:

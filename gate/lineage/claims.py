@@ -574,8 +574,10 @@ class _Context:
                 if problem is None:
                     files.append(real)
         # Local references only: a Hub model's verdict depends on what the cache holds of it.
+        # Without a stat cache there is nowhere to keep a verdict, and the key would re-read
+        # every file for its SHA-256.
         key = None
-        if not any(isinstance(r, HubRef) for r in refs):
+        if self.scanner.cache is not None and not any(isinstance(r, HubRef) for r in refs):
             reals = [(r, self._real(r)) for r in refs if isinstance(r, str)]
             key = memo.key(files, self.root, reals, self.scanner, DEFAULT_ALPHA)
             cached = memo.load(self.scanner.cache, key)
