@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gate import checks, hashing, init_lock
 from gate.cache import StatCache
@@ -145,8 +146,6 @@ def test_a_lock_edited_by_hand_does_not_feed_the_exact_tier(tmp_path: Path) -> N
 def test_without_a_cache_each_file_is_read_once(tmp_path: Path) -> None:
     """No stat cache: the weight tiers' verdict is not cached, and nothing re-reads a file to
     key it (a check with a local base reads the model and the base once each)."""
-    import pytest
-
     pytest.importorskip("scipy")
     base = tensors(seed=1)
     write_st(tmp_path / "base" / "model.safetensors", base)
