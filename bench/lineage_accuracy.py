@@ -65,7 +65,7 @@ def null_rows(root: Path, negatives: list[tuple[str, str]]) -> tuple[int, int]:
         re_ = next((t for t in r.tensors.values() if t.role == "token_embd.weight"), None)
         q = None
         if ce is not None and re_ is not None and ce.shape == re_.shape:
-            q = stats.procrustes(r.array(re_), c.array(ce))
+            q = stats.procrustes((r.array(re_).T @ c.array(ce)).astype(np.float64))
         for t in iter_float(r):
             u = cm.get((t.role, t.layer))
             if u is None or len(u.shape) != 2 or t.role in _TOKEN_AXIS:

@@ -467,13 +467,13 @@ class _Compare:
         re_ = next((t for t in self.ref.tensors.values() if t.role == "token_embd.weight"), None)
         if ce is None or re_ is None or ce.shape[1:] != re_.shape[1:]:
             return None
-        m = self.embedding_product(ce, re_)
-        if m is not None:  # stats.procrustes, with each working set released before the next
-            self._q = stats.polar(m)
+        m = self.embedding_product(ce, re_)  # the embedding rows are released on return
+        if m is not None:
+            self._q = stats.procrustes(m)
         return self._q
 
     def embedding_product(self, ce: TensorRef, re_: TensorRef) -> np.ndarray | None:
-        """r.T @ c (float64) over the embedding rows of shared tokens (procrustes' m)."""
+        """r.T @ c (float64) over the embedding rows of shared tokens: procrustes' input."""
         import numpy as np
 
         tokens = max(MAX_ROWS, 2 * ce.shape[1])  # enough for a well-determined rotation

@@ -15,8 +15,9 @@ All p-values are carried as log10 so that the overwhelming evidence a copy or fi
   to partly similar units, so a scrambled-coordinates null would be far too optimistic). The
   same rows matched against the other matrix with scrambled columns give a second, per-pair null
   rate, and the larger of the two is used.
-- `procrustes`: the orthogonal map between two residual bases, fitted on embedding rows of shared
-  tokens (Schönemann 1966), so that residual rotations do not hide a copy from `matched`.
+- `procrustes`: the orthogonal map between two residual bases, fitted on the cross product of
+  embedding rows of shared tokens (Schönemann 1966), so that residual rotations do not hide a
+  copy from `matched`.
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ def binomial_log_sf(hits: int, n: int, rate: float) -> float:
 
 
 MATCH_BLOCK = 256  # units of the matched side normalised at a time
-POLAR_BLOCK = 256  # rows of m multiplied at a time in polar()
+POLAR_BLOCK = 256  # rows of m multiplied at a time in procrustes()
 
 
 def _best_matches(
@@ -263,20 +264,14 @@ def assignment(c: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:
     return perm, float(sim[rows, cols].mean())
 
 
-def procrustes(er: np.ndarray, ec: np.ndarray) -> np.ndarray:
-    """Orthogonal q minimising ||er @ q - ec|| over rows of the same tokens: the polar factor
-    of m = er.T @ ec, computed as m (m.T m)^(-1/2) from a symmetric eigendecomposition, which
-    LAPACK does several times faster than the SVD (2.2 s vs 5.7 s at 2048 dims here)."""
-    import numpy as np
-
-    return polar((er.T @ ec).astype(np.float64))
-
-
-def polar(m: np.ndarray) -> np.ndarray:
-    """The orthogonal polar factor of a square m (float64; overwritten), as procrustes needs
-    it. Memory is three d x d matrices: LAPACK's MRRR eigensolver (dsyevr: O(d) workspace,
-    where numpy's dsyevd takes 2 d^2 more; same speed here) overwriting m.T m, then
-    (m v) diag(w)^(-1/2) v.T with m v formed in m's place and no inverse square root."""
+def procrustes(m: np.ndarray) -> np.ndarray:
+    """Orthogonal q minimising ||er @ q - ec|| over rows of the same tokens, given their cross
+    product m = er.T @ ec (float64; overwritten, so the caller can release er and ec first):
+    the polar factor m (m.T m)^(-1/2), from a symmetric eigendecomposition, which LAPACK does
+    several times faster than the SVD (2.2 s vs 5.7 s at 2048 dims here). Memory is three
+    d x d matrices: the MRRR eigensolver (dsyevr: O(d) workspace, where numpy's dsyevd takes
+    2 d^2 more; same speed here) overwriting m.T m, then (m v) diag(w)^(-1/2) v.T with m v
+    formed in m's place and no inverse square root."""
     import numpy as np
     from scipy.linalg import eigh
 
