@@ -8,13 +8,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gate import hashing, lockfile, paths
 from gate.errors import GateError, ManifestError, NothingToCheck
 from gate.findings import FailOn, Finding
 from gate.formats import registry, sniff
-from gate.manifest import MANIFEST_NAME, Manifest, Memo, parse, read_bytes
+from gate.manifest import MANIFEST_NAME, Manifest, Memo, declared_reads, parse, read_bytes
 from gate.scanner import Scanner
 
 if TYPE_CHECKING:
@@ -74,9 +74,10 @@ class Target:
 
 
 def load_manifest(
-    target: Target, memo: Memo | None = None
+    target: Target, memo: Memo | None = None, early: Callable[[Any], None] | None = None
 ) -> tuple[Manifest | None, list[Finding]]:
-    """Read and validate the manifest; a missing one is NothingToCheck or ManifestError."""
+    """Read and validate the manifest; a missing one is NothingToCheck or ManifestError.
+    early: see manifest.parse (e.g. `prefetch`)."""
     if not os.path.exists(target.manifest_path):
         weights = list(weight_files(target.root, list(paths.walk_files(target.root))))
         if not weights:
@@ -90,7 +91,27 @@ def load_manifest(
             hint="run `provenance-gate init` to scaffold provenance.yaml",
         )
     data = read_bytes(target.manifest_path, target.manifest_display)
-    return parse(data, target.manifest_display, memo)
+    return parse(data, target.manifest_display, memo, early)
+
+
+def prefetch(target: Target, scanner: Scanner, all_tensors: bool = False) -> Callable[[Any], None]:
+    """A manifest.parse hook that starts reading the declared artifacts (inside the
+    repository) before the manifest is validated, with the per-tensor digests `gather` will
+    ask for; the caller cancels the reads if the manifest turns out invalid."""
+
+    def start(plain: Any) -> None:
+        declared, lineage = declared_reads(plain)
+        found = []
+        for path in declared:
+            try:
+                real, problem = paths.resolve_inside(target.root, path)
+            except (OSError, ValueError):  # a hint: validation reports what is wrong with it
+                continue
+            if problem is None:
+                found.append(real)
+        scanner.prefetch(found, tensors=all_tensors or lineage)
+
+    return start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +162,7 @@ def gather(
     )
     reals = [paths.resolve_inside(target.root, a.path) for a in manifest.artifacts]
     found = [real for real, problem in reals if problem is None]
-    lineage = bool(manifest.base_models) or bool(
-        manifest.origin == "scratch" and manifest.policy.references
-    )
-    scanned = scanner.scan_many(found, tensors=all_tensors or lineage)
+    scanned = scanner.scan_many(found, tensors=all_tensors or manifest.claims_lineage)
 
     def scan_of(real: str, tensors: bool = False) -> hashing.FileScan:
         result = scanned[real]

@@ -15,7 +15,15 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from gate import card, lockfile, paths, yamlio
 from gate.checks import report
 from gate.checks.artifacts import effective_format
-from gate.evidence import Options, Target, gather, in_folders, other_models, weight_files
+from gate.evidence import (
+    Options,
+    Target,
+    gather,
+    in_folders,
+    other_models,
+    prefetch,
+    weight_files,
+)
 from gate.findings import Finding, Report
 from gate.formats import registry
 from gate.hubclient import REPO_ID
@@ -49,10 +57,16 @@ def lock(
 ) -> Outcome:
     """Refresh size, sha256 and tensor digest of every declared artifact, and the lock file."""
     data = read_bytes(target.manifest_path, target.manifest_display)
-    manifest, problems = parse(data, target.manifest_display)
-    if manifest is None:
-        return Outcome(report(target, problems, (), "error", manifest_invalid=True), (), ())
-    return _lock_text(target, data.decode("utf-8"), manifest, (), scanner=scanner)
+    scanner = scanner or Scanner()
+    try:
+        manifest, problems = parse(
+            data, target.manifest_display, early=prefetch(target, scanner, all_tensors=True)
+        )
+        if manifest is None:
+            return Outcome(report(target, problems, (), "error", manifest_invalid=True), (), ())
+        return _lock_text(target, data.decode("utf-8"), manifest, (), scanner=scanner)
+    finally:
+        scanner.cancel()
 
 
 def init(

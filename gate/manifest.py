@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import re
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from gate import paths, rules
@@ -78,6 +79,31 @@ class Manifest:
         line, col = self.positions.locate(path, key=key)
         return Location(self.display_path, line, col)
 
+    @property
+    def claims_lineage(self) -> bool:
+        """Whether a lineage test will compare weights (a base model, or a scratch claim with
+        references): its exact tier then wants the artifacts' per-tensor digests."""
+        return bool(self.base_models) or (self.origin == "scratch" and bool(self.policy.references))
+
+
+def declared_reads(plain: Any) -> tuple[list[str], bool]:
+    """The artifact paths a parsed but not yet validated document declares, and whether it
+    claims lineage (as Manifest.claims_lineage), read defensively. Only for starting reads
+    early (Scanner.prefetch): a wrong answer here costs a second read, never a wrong result."""
+
+    def get(value: Any, key: str) -> Any:
+        return value.get(key) if isinstance(value, dict) else None
+
+    artifacts = get(plain, "artifacts")
+    declared = [
+        a["path"]
+        for a in (artifacts if isinstance(artifacts, list) else [])
+        if isinstance(get(a, "path"), str) and not has_surrogates(a["path"])
+    ]
+    references = get(get(get(plain, "policy"), "lineage"), "references")
+    scratch = get(get(plain, "model"), "origin") == "scratch"
+    return declared, bool(get(plain, "base_models")) or (scratch and bool(references))
+
 
 @functools.cache
 def schema(name: str = "manifest.v1.schema.json") -> dict[str, Any]:
@@ -128,17 +154,24 @@ class Memo(Protocol):
 
 
 def parse(
-    data: bytes, display: str, memo: Memo | None = None
+    data: bytes,
+    display: str,
+    memo: Memo | None = None,
+    early: Callable[[Any], None] | None = None,
 ) -> tuple[Manifest | None, list[Finding]]:
     """Parse and validate manifest bytes; a None manifest comes with at least one finding.
 
     With a memo, bytes already seen valid skip YAML parsing and schema validation entirely (a
-    warm pre-commit run then never imports ruamel.yaml or jsonschema).
+    warm pre-commit run then never imports ruamel.yaml or jsonschema). early: called with the
+    parsed document before validation (which imports jsonschema: ~40 ms), to start work that
+    can overlap it.
     """
     if memo is not None:
         hit = memo.memo_get("manifest", data)
         if hit is not None:
             cached = json.loads(hit)
+            if early is not None:
+                early(cached["plain"])
             return _build(cached["plain"], Positions.from_json(cached["positions"]), display), []
     from gate import yamlio
 
@@ -157,6 +190,8 @@ def parse(
             )
         ]
     plain = yamlio.to_plain(doc)
+    if early is not None:
+        early(plain)
     findings = validate(plain, positions, display)
     if findings:
         return None, findings

@@ -1,40 +1,26 @@
-"""`check`: gather the evidence once, run every registered check on it, build the Report.
+"""`check`: gather the evidence once, run every check of the catalogue on it, build the Report.
 
 A check is a function Evidence -> list[Finding] (pre-commit's all_languages table is the model):
-it reads, never writes, and returns what it found. The order of CHECKS is the order of the
-report's findings, except the Hub's: they come last, one per Hub model however many checks met
-it (gate/hubmodels.once_per_model).
+it reads, never writes, and returns what it found. The order of `catalogue.CHECKS` is the order
+of the report's findings, except the Hub's: they come last, one per Hub model however many
+checks met it (gate/hubmodels.once_per_model). The check modules load only once the manifest's
+files are being read (their imports then overlap the reads).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from gate import __version__, hubmodels, rules
-from gate.checks import artifacts, declarations, lineage, shards
-from gate.evidence import Evidence, Options, Target, gather, load_manifest
+from gate import __version__, rules
+from gate.evidence import Options, Target, gather, load_manifest, prefetch
 from gate.findings import ArtifactResult, FailOn, Finding, Report
-from gate.hubclient import Hub
 from gate.scanner import Scanner
 
-__all__ = ["CHECKS", "Check", "Options", "Target", "check", "report"]
+if TYPE_CHECKING:
+    from gate.hubclient import Hub
 
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    name: str
-    run: Callable[[Evidence], list[Finding]]
-    summary: str
-
-
-CHECKS: tuple[Check, ...] = (
-    Check("artifacts", artifacts.declared, "declared files: digests, formats, pickles, lock"),
-    Check("undeclared", artifacts.undeclared, "weight or executable files nobody declared"),
-    Check("shards", shards.check, "sharded checkpoint indexes against their shards"),
-    Check("lineage", lineage.check, "scratch and base-model claims against the weights"),
-    Check("declarations", declarations.check, "licenses, license file, model card, policy"),
-)
+__all__ = ["Options", "Target", "check", "report"]
 
 
 def check(
@@ -48,10 +34,17 @@ def check(
     built from its settings)."""
     options = options or Options()
     scanner = scanner or Scanner()
-    manifest, problems = load_manifest(target, scanner.cache)
-    if manifest is None:
-        return report(target, problems, (), options.fail_on, manifest_invalid=True)
-    ev = gather(target, manifest, options, scanner, connect)
+    # the declared files are read while the manifest is validated and the checks set up
+    manifest, problems = load_manifest(target, scanner.cache, prefetch(target, scanner))
+    try:
+        if manifest is None:
+            return report(target, problems, (), options.fail_on, manifest_invalid=True)
+        from gate import hubmodels
+        from gate.checks.catalogue import CHECKS
+
+        ev = gather(target, manifest, options, scanner, connect)
+    finally:
+        scanner.cancel()  # reads nobody claimed: the manifest was invalid, or gather failed
     findings = hubmodels.once_per_model([f for c in CHECKS for f in c.run(ev)])
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     if options.strict:

@@ -1,0 +1,26 @@
+"""The checks `check` runs, in the order of the report's findings: one entry per check."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from gate.checks import artifacts, declarations, lineage, shards
+from gate.evidence import Evidence
+from gate.findings import Finding
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    name: str
+    run: Callable[[Evidence], list[Finding]]
+    summary: str
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("artifacts", artifacts.declared, "declared files: digests, formats, pickles, lock"),
+    Check("undeclared", artifacts.undeclared, "weight or executable files nobody declared"),
+    Check("shards", shards.check, "sharded checkpoint indexes against their shards"),
+    Check("lineage", lineage.check, "scratch and base-model claims against the weights"),
+    Check("declarations", declarations.check, "licenses, license file, model card, policy"),
+)
