@@ -2,10 +2,11 @@
 
     python fuzz/fuzz.py [--examples 20000] [--seed 0]
 
-Targets: the safetensors header parser, the GGUF header reader, the Git LFS pointer parser, the
-manifest loader, the static pickle scanner, the strict zip layout reader, the tar listing, the
-.npy header reader, every loader interpretation at once on polyglot-shaped inputs (magic numbers,
-archives and opcode streams spliced together), and the lineage engine (model folders of random,
+Targets: the safetensors header parser, the GGUF header reader, the ONNX structure reader, the
+Git LFS pointer parser, the manifest loader, the static pickle scanner, the strict zip layout
+reader, the tar listing, the .npy header reader, every loader interpretation at once on
+polyglot-shaped inputs (magic numbers, archives and opcode streams spliced together), and the
+lineage engine (model folders of random,
 possibly truncated, tensors compared with a reference and rendered as JSON). Whether hostile
 files really execute under the real loaders is fuzz/oracle.py's question. Each input must
 end in a value or a FormatError / located finding, within a per-input time bound; anything else
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from gate import lfs, manifest  # noqa: E402
 from gate.errors import FormatError  # noqa: E402
-from gate.formats import gguf, loaders, npy, safetensors, tars, zips  # noqa: E402
+from gate.formats import gguf, loaders, npy, onnx, safetensors, tars, zips  # noqa: E402
 
 PER_INPUT_S = 2.0
 PER_INPUT_BYTES = 64 << 20  # peak Python allocation while handling one input
@@ -220,6 +221,37 @@ def _tar_seed() -> bytes:
     return buf.getvalue()
 
 
+def _onnx_seed() -> bytes:
+    """A small ONNX model: initializers inline and in typed fields, a Constant, a subgraph."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4), "w")
+    typed = helper.make_tensor("typed", TensorProto.FLOAT, [2], [1.0, 2.0])
+    inner = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["o"])],
+        "inner",
+        [],
+        [helper.make_tensor_value_info("o", TensorProto.FLOAT, [3, 4])],
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.ones(3, "f"))),
+        helper.make_node("If", ["cond"], ["z"], then_branch=inner, else_branch=inner),
+        helper.make_node("MatMul", ["x", "w"], ["y"], domain="com.example"),
+    ]
+    graph = helper.make_graph(nodes, "g", [], [], initializer=[w, typed])
+    return helper.make_model(graph).SerializeToString()  # type: ignore[no-any-return]
+
+
+def run_onnx(data: bytes) -> None:
+    try:
+        header = onnx.parse(len(data), lambda at, n: data[at : at + n])
+    except FormatError:
+        return
+    plan = onnx.plan(header)
+    assert all(0 <= r.begin <= r.end <= len(data) for r in plan.regions)
+
+
 def st_mutated(seed_bytes: bytes) -> st.SearchStrategy[bytes]:
     """A valid seed file after a few byte edits: most inputs get past the first checks."""
     edit = st.tuples(st.integers(0, len(seed_bytes)), st.integers(0, 255), st.sampled_from("fid"))
@@ -346,6 +378,7 @@ def main() -> None:
             ("zip layout", st_mutated(_zip_seed()), run_zip),
             ("tar listing", st_mutated(_tar_seed()), run_tar),
             ("npy header", st_npy(), run_npy),
+            ("onnx structure", st_mutated(_onnx_seed()), run_onnx),
             ("every loader (polyglots)", st_polyglot(), run_loaders),
             ("lineage engine", st_model(), lambda d: run_lineage(d, Path(scratch))),
         ]

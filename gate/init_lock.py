@@ -25,9 +25,9 @@ from gate.evidence import (
     weight_files,
 )
 from gate.findings import Finding, Report
-from gate.formats import registry
+from gate.formats import registry, sniff
 from gate.hubclient import REPO_ID
-from gate.manifest import Manifest, parse, read_bytes
+from gate.manifest import DEFAULT_FORMATS, Manifest, parse, read_bytes
 from gate.scanner import Scanner
 from gate.settings import Settings
 
@@ -280,6 +280,20 @@ def model_folders(root: str, weights: list[str]) -> tuple[str, ...]:
     return tuple(found) if own else ()
 
 
+def _allowed(root: str, own: list[str]) -> list[str]:
+    """The default formats plus every other format found among the model's own files whose
+    loading cannot run code (a scaffold never fails on its own policy for data; a pickle stays
+    refused, with init's warning saying why)."""
+    found = {sniff.sniff_file(os.path.join(root, rel)) for rel in own}
+    extra = sorted(
+        f
+        for f in found
+        if f is not None and f not in DEFAULT_FORMATS and f != "other"
+        if not registry.BY_NAME[f].executes
+    )
+    return [*DEFAULT_FORMATS, *extra]
+
+
 def scaffold(root: str, pin: Pin | None = None) -> tuple[str, list[str]]:
     """A new manifest's text from the folder name and the README front matter, and warnings for
     what a person must decide; pin: the current commit of a Hub model (or why it is unknown)."""
@@ -344,7 +358,7 @@ def scaffold(root: str, pin: Pin | None = None) -> tuple[str, list[str]]:
         lines.append("artifacts:")
         lines.extend(f"  - path: {_q(rel)}" for rel in own)
     lines.append("policy:")
-    lines.append("  allowed_formats: [safetensors, gguf]")
+    lines.append(f"  allowed_formats: [{', '.join(_allowed(root, own))}]")
     if others:
         lines += [
             "  lineage:",

@@ -16,7 +16,7 @@ from gate.positions import MAX_YAML_BYTES, Positions
 from gate.text import has_surrogates
 
 MANIFEST_NAME = "provenance.yaml"
-DEFAULT_FORMATS = ("safetensors", "gguf")
+DEFAULT_FORMATS = ("safetensors", "gguf", "onnx")  # data, never code
 
 Origin = Literal["scratch", "derived"]
 

@@ -202,6 +202,21 @@ PG312 = Rule(
     "A checkpoint the static scan passed was refused or misread by torch's loader.",
     hint="regenerate it with torch.save from trusted code, or convert it to safetensors",
 )
+PG313 = Rule("PG313", "onnx-invalid", "error", "An ONNX model's protobuf structure is malformed.")
+PG314 = Rule(
+    "PG314",
+    "onnx-external-data",
+    "error",
+    "An ONNX model's external data is outside its folder, missing, undeclared or too short.",
+    hint="keep external data files beside the model and declare them as artifacts",
+)
+PG315 = Rule(
+    "PG315",
+    "onnx-custom-operators",
+    "note",
+    "An ONNX model uses operators outside the ONNX standard (and ONNX Runtime's contrib set).",
+    hint="a runtime needs the custom operators' code, which the model does not carry",
+)
 PG401 = Rule(
     "PG401",
     "license-invalid",

@@ -65,9 +65,9 @@ def test_changed_tensors_listed_from_lock(tmp_path: Path) -> None:
 
 
 def test_size_mismatch(tmp_path: Path) -> None:
-    (tmp_path / "w.onnx").write_bytes(b"\x08\x07" + b"\0" * 60)
-    repo(tmp_path, "w.onnx", extra="policy:\n  allowed_formats: [onnx]\n")
-    (tmp_path / "w.onnx").write_bytes(b"\x08\x07" + b"\0" * 61)
+    (tmp_path / "w.msgpack").write_bytes(b"\x81" + b"\0" * 60)
+    repo(tmp_path, "w.msgpack", extra="policy:\n  allowed_formats: [msgpack]\n")
+    (tmp_path / "w.msgpack").write_bytes(b"\x81" + b"\0" * 61)
     assert errors(check(tmp_path)) == ["PG203", "PG204"]
 
 
@@ -245,8 +245,8 @@ class TestFormats:
         assert errors(check(tmp_path)) == ["PG308"]
 
     def test_format_not_allowed(self, tmp_path: Path) -> None:
-        (tmp_path / "m.onnx").write_bytes(b"\x08\x07" + b"\0" * 30)
-        repo(tmp_path, "m.onnx")
+        (tmp_path / "m.msgpack").write_bytes(b"\x81" + b"\0" * 30)
+        repo(tmp_path, "m.msgpack")
         assert errors(check(tmp_path)) == ["PG301"]
 
     def test_declared_format_mismatch(self, tmp_path: Path) -> None:
@@ -265,8 +265,8 @@ class TestFormats:
         assert errors(check(repo(tmp_path, "m.gguf"))) == ["PG309"]
 
     def test_other_formats_reported_as_not_inspected(self, tmp_path: Path) -> None:
-        (tmp_path / "m.onnx").write_bytes(b"\x08\x07" + b"\0" * 30)
-        report = check(repo(tmp_path, "m.onnx", extra="policy:\n  allowed_formats: [onnx]\n"))
+        (tmp_path / "m.msgpack").write_bytes(b"\x81" + b"\0" * 30)
+        report = check(repo(tmp_path, "m.msgpack", extra="policy:\n  allowed_formats: [msgpack]\n"))
         assert errors(report) == []
         assert "PG306" in rules_of(report, "note")
 

@@ -56,7 +56,7 @@ def test_defaults() -> None:
     m, _ = manifest.parse((CASES[0].parent / "valid-minimal.yaml").read_bytes(), "p.yaml")
     assert m is not None
     assert m.card == "README.md"
-    assert m.policy.allowed_formats == ("safetensors", "gguf")
+    assert m.policy.allowed_formats == ("safetensors", "gguf", "onnx")
     assert m.policy.license_allow is None
     assert m.artifacts == ()
 

@@ -102,9 +102,9 @@ def test_a_pointer_checkout_that_lineage_cannot_read_is_a_warning(tmp_path: Path
 
 
 def test_a_format_the_gate_cannot_inspect_fails_under_strict(tmp_path: Path) -> None:
-    (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(64))
-    manifest(tmp_path, HEAD + artifact_yaml(tmp_path, "model.onnx", tensors_digest=False)
-             + "policy:\n  allowed_formats: [onnx]\n")  # fmt: skip
+    (tmp_path / "model.msgpack").write_bytes(b"\x81\xa1a\x01" + bytes(64))
+    manifest(tmp_path, HEAD + artifact_yaml(tmp_path, "model.msgpack", tensors_digest=False)
+             + "policy:\n  allowed_formats: [msgpack]\n")  # fmt: skip
     code, found = report(tmp_path)
     assert code == 0 and found["PG306"][0]["severity"] == "note"
     code, found = report(tmp_path, "--strict")

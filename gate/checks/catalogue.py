@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from gate.checks import artifacts, declarations, lineage, shards
+from gate.checks import artifacts, declarations, lineage, onnx_models, shards
 from gate.evidence import Evidence
 from gate.findings import Finding
 
@@ -21,6 +21,7 @@ CHECKS: tuple[Check, ...] = (
     Check("artifacts", artifacts.declared, "declared files: digests, formats, pickles, lock"),
     Check("undeclared", artifacts.undeclared, "weight or executable files nobody declared"),
     Check("shards", shards.check, "sharded checkpoint indexes against their shards"),
+    Check("onnx", onnx_models.check, "ONNX external data beside the model, custom operators"),
     Check("lineage", lineage.check, "scratch and base-model claims against the weights"),
     Check("declarations", declarations.check, "licenses, license file, model card, policy"),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from gate.formats import HeaderReader, gguf, safetensors
+from gate.formats import HeaderReader, gguf, onnx, safetensors
 
 SNIFF_BYTES = 16  # the prefix every `magic` test sees
 INDEX_SUFFIX = ".safetensors.index.json"  # a sharded checkpoint's index (gate/checks/shards.py)
@@ -94,10 +94,16 @@ SPECS: tuple[FormatSpec, ...] = (
         tensors=True,
         announces=True,
     ),
-    FormatSpec("onnx", (".onnx",)),
+    FormatSpec(
+        "onnx",
+        (".onnx",),  # protobuf has no magic: the name says ONNX, the structure must agree
+        header=onnx.IncrementalHeader,
+        header_rule="PG313",
+        tensors=True,
+    ),
     FormatSpec("msgpack", (".msgpack",)),
     # Weight files by name whose format the schema does not name (checked by size and digest).
-    FormatSpec("other", (".ggml", ".pb", ".mlmodel", ".llamafile")),
+    FormatSpec("other", (".ggml", ".pb", ".mlmodel", ".llamafile", ".onnx_data")),
 )
 BY_NAME: dict[str, FormatSpec] = {s.name: s for s in SPECS}
 BY_SUFFIX: dict[str, FormatSpec] = {x: s for s in SPECS for x in s.suffixes}

@@ -28,3 +28,16 @@ def sniff(prefix: bytes, path: str, size: int) -> str:
     # Unknown bytes under a pickle-family name are a pickle (protocol 0/1 has no magic).
     named = registry.BY_SUFFIX.get(suffix)
     return named.name if named is not None else "other"
+
+
+def sniff_file(path: str) -> str | None:
+    """The format of a file on disk (None if it cannot be read)."""
+    from gate import paths
+
+    try:
+        with paths.open_regular(path) as f:
+            prefix = f.read(SNIFF_BYTES)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    return sniff(prefix, path, size)

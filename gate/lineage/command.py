@@ -57,13 +57,13 @@ def audit(
         if not cand.tensors:
             raise NothingToCheck(
                 f"{candidate}: {'; '.join(cand.problems) or 'no tensors'}",
-                hint="pass a folder with safetensors or GGUF weights",
+                hint="pass a folder with safetensors, GGUF or ONNX weights",
             )
         for ref in opened[1:]:  # a verdict against nothing would read as "independent"
             if not ref.tensors:
                 raise GateError(
                     f"reference {ref.display} is not a readable model: {'; '.join(ref.problems)}",
-                    hint="pass a model folder or a weight file (safetensors or GGUF),"
+                    hint="pass a model folder or a weight file (safetensors, GGUF or ONNX),"
                     " with its LFS content checked out",
                 )
         refs = [hub_refs[r][1] if r in hub_refs else next(local) for r in references]

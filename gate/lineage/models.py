@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gate import lfs, paths
 from gate.errors import FormatError
 from gate.formats import gguf as gguf_format
+from gate.formats import onnx as onnx_format
 from gate.formats import registry, sniff
 
 if TYPE_CHECKING:
@@ -317,7 +318,7 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
                 quant[r.dtype] = quant.get(r.dtype, 0) + r.nbytes
     _int8_rowwise(tensors, quant)
     if not tensors:
-        problems.append("no readable safetensors or GGUF tensors")
+        problems.append("no readable safetensors, GGUF or ONNX tensors")
     canon = _Canonical(arch, tensors)
     tensors = {n: canon.apply(t) for n, t in tensors.items()}
     return Model(
@@ -471,11 +472,40 @@ def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
     return refs, _gguf_config(header.metadata)
 
 
+def _onnx(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
+    """An ONNX model's stored tensors: inline ones in the file, external ones in their data
+    file, which must lie in the model's folder (the check's PG314 says why one does not)."""
+    header = onnx_format.read(file)
+    folder = os.path.dirname(file)
+    refs = []
+    for t in header.tensors:
+        if t.begin is not None and t.end is not None:
+            refs.append(
+                TensorRef(t.name, t.name, None, t.shape, t.dtype, file, t.begin, t.end - t.begin)
+            )
+            continue
+        if t.external is None:
+            continue  # values in a varint field (shape constants): not weights
+        real, problem = paths.resolve_inside(folder, t.external.location)
+        if problem is not None:
+            raise FormatError(f"tensor {t.name}: external data {t.external.location!r}: {problem}")
+        length = t.nbytes if t.external.length is None else t.external.length
+        if length is None or t.external.offset + length > _size(real):
+            raise FormatError(
+                f"tensor {t.name}: external data {t.external.location!r} is missing or too short"
+            )
+        refs.append(
+            TensorRef(t.name, t.name, None, t.shape, t.dtype, real, t.external.offset, length)
+        )
+    return refs, {}
+
+
 # The lineage reader of each tensor format of the registry (registry.TENSOR_FORMATS; a test
 # keeps the two in step): the file's tensors, and what its own metadata says of the model's
 # configuration (GGUF carries it; a safetensors model's is in config.json beside it).
 READERS: dict[str, Callable[[str], tuple[list[TensorRef], dict[str, Any]]]] = {
     "gguf": _gguf,
+    "onnx": _onnx,
     "safetensors": _safetensors,
 }
 
