@@ -33,6 +33,7 @@ def test_fuzz_script_short_run() -> None:
         "zip layout",
         "tar listing",
         "npy header",
+        "onnx structure",
         "every loader (polyglots)",
         "lineage engine",
     ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 
 from gate.errors import FormatError
@@ -63,6 +64,9 @@ DTYPES: dict[int, tuple[str, int]] = {
     28: ("F6_E3M2", 6),
 }
 STRING_TYPE = 8
+SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+MAX_USES = 8  # uses kept per value: a weight has one; shared shape constants need no more
+_QUOTED = re.compile(r"'([^']*)'")
 # Operator domains of the ONNX standard and of ONNX Runtime's contrib operators (quantized
 # MatMulNBits, attention fusions): implemented by every runtime that runs exports of
 # transformers. Anything else needs code the model does not carry.
@@ -103,6 +107,7 @@ class OnnxHeader:
     functions: tuple[str, ...]  # model-local functions, "domain:name"
     nodes: int
     tensors: tuple[OnnxTensor, ...]  # in the order the graph lists them
+    uses: dict[str, list[Use]] = dataclasses.field(default_factory=dict)  # value -> readers
 
     @property
     def custom_domains(self) -> list[str]:
@@ -214,9 +219,41 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
+@dataclasses.dataclass(frozen=True)
+class Use:
+    """A node reading a value: what the graph says a stored tensor is for."""
+
+    op: str  # op_type
+    index: int  # which input of the node
+    scope: str  # the exporting module's path ('model.layers.0.self_attn.q_proj'), or ""
+    trans_b: bool = False  # Gemm's transB
+
+
+@dataclasses.dataclass
+class _Attribute:
+    name: str = ""
+    value: int = 0
+    tensors: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)
+
+
+def _scope(name: str, scopes: str) -> str:
+    """The module path an exporter recorded for a node: torch.onnx's dynamo exporter in the
+    `pkg.torch.onnx.name_scopes` metadata (['', 'model', ..., 'model.layers.0.mlp.up_proj',
+    'linear']), the TorchScript exporter and Optimum in the node name
+    ('/model/layers.0/mlp/up_proj/MatMul'). "" when neither says."""
+    if scopes:
+        found = _QUOTED.findall(scopes)
+        if len(found) >= 2:
+            return str(found[-2])
+    if name.startswith("/") and name.count("/") >= 2:
+        return ".".join(p for p in name.split("/")[1:-1] if p)
+    return ""
+
+
 class _Walk:
     def __init__(self, src: _Source) -> None:
         self.src = src
+        self.uses: dict[str, list[Use]] = {}
         self.tensors: list[OnnxTensor] = []
         self.domains: dict[str, int] = {}
         self.functions: list[str] = []
@@ -260,6 +297,7 @@ class _Walk:
             functions=tuple(self.functions),
             nodes=self.nodes,
             tensors=tuple(self.tensors),
+            uses=self.uses,
         )
 
     def opset(self, start: int, end: int) -> tuple[str, int]:
@@ -304,8 +342,10 @@ class _Walk:
     def node(self, start: int, end: int, depth: int) -> None:
         self._depth(depth)
         self.nodes += 1
-        op = domain = ""
+        op = domain = name = scopes = ""
+        inputs: list[str] = []
         outputs: list[str] = []
+        trans_b = 0
         constants: list[tuple[int, int, str]] = []  # tensor attributes: (start, end, name)
         for number, wire, at, value in self.src.fields_of(start, end):
             if wire != 2:
@@ -314,34 +354,49 @@ class _Walk:
                 op = self.src.text(at, value, "op_type")
             elif number == 7:
                 domain = self.src.text(at, value, "node domain")
+            elif number == 3:
+                name = self.src.text(at, value, "node name")
+            elif number == 1:
+                inputs.append(self.src.text(at, value, "node input"))
             elif number == 2:
                 outputs.append(self.src.text(at, value, "node output"))
+            elif number == 9:
+                key, text = self.entry(at, at + value)
+                scopes = text if key == SCOPES_KEY else scopes
             elif number == 5:
-                constants += self.attribute(at, at + value, depth + 1)
+                attr = self.attribute(at, at + value, depth + 1)
+                constants += attr.tensors
+                trans_b = attr.value if attr.name == "transB" else trans_b
         self.domains[domain] = self.domains.get(domain, 0) + 1
-        for a, b, attr in constants:
+        scope = _scope(name, scopes)
+        for i, x in enumerate(inputs):
+            if x and len(self.uses.setdefault(x, [])) < MAX_USES:
+                self.uses[x].append(Use(op, i, scope, bool(trans_b)))
+        for a, b, attr_name in constants:
             # the graph knows a Constant's value by the node's output; other tensor attributes
             # keep their own name, else the node output and attribute name
             if op == "Constant" and outputs:
                 self.tensor(a, b, name=outputs[0])
             else:
-                self.tensor(a, b, default_name=f"{outputs[0] if outputs else op}:{attr}")
+                self.tensor(a, b, default_name=f"{outputs[0] if outputs else op}:{attr_name}")
 
-    def attribute(self, start: int, end: int, depth: int) -> list[tuple[int, int, str]]:
-        name = ""
-        tensors: list[tuple[int, int]] = []
+    def attribute(self, start: int, end: int, depth: int) -> _Attribute:
+        out = _Attribute()
         for number, wire, at, value in self.src.fields_of(start, end):
+            if number == 3 and wire == 0:
+                out.value = _signed(value)
             if wire != 2:
                 continue
             if number == 1:
-                name = self.src.text(at, value, "attribute name")
+                out.name = self.src.text(at, value, "attribute name")
             elif number in (5, 10):  # t, tensors
-                tensors.append((at, at + value))
+                out.tensors.append((at, at + value, ""))
             elif number in (6, 11):  # g, graphs
                 self.graph(at, at + value, depth + 1)
             elif number in (22, 23):  # sparse_tensor, sparse_tensors
                 self.sparse(at, at + value)
-        return [(a, b, name) for a, b in tensors]
+        out.tensors = [(a, b, out.name) for a, b, _ in out.tensors]
+        return out
 
     def sparse(self, start: int, end: int) -> None:
         parts = [

@@ -59,6 +59,7 @@ class TensorRef:
     nbytes: int
     scale: TensorRef | None = None  # INT8_ROWWISE: the per-row absolute maxima
     full_shape: tuple[int, ...] | None = None  # set when only sampled rows are present
+    transposed: bool = False  # a matrix stored [in, out] (ONNX MatMul), shown as torch's [out, in]
 
     @property
     def floating(self) -> bool:
@@ -104,6 +105,8 @@ class Model:
             deq = (q.astype(np.float32) * (absmax / 127.0)[:, None]).astype(np.float32)
             self.release(t)
             return self._finite(t, deq)
+        if t.dtype in _NUMPY and t.transposed:
+            return self._transposed(t, m, rows, cols)
         if t.dtype in _NUMPY:
             raw = np.frombuffer(m, dtype=_stored(t.dtype), count=t.size, offset=t.offset)
             raw = raw.reshape(t.shape)
@@ -136,6 +139,38 @@ class Model:
         if cols is not None and out.ndim == 2:
             out = out[:, cols]
         self.release(t)
+        return self._finite(t, out)
+
+    def stored(self, t: TensorRef) -> np.ndarray:
+        """A matrix's values as stored, in the shape shown (a view: nothing is decoded)."""
+        import numpy as np
+
+        view = np.frombuffer(
+            self._map(t.file), dtype=_stored(t.dtype), count=t.size, offset=t.offset
+        )
+        return view.reshape(t.shape[::-1]).T if t.transposed else view.reshape(t.shape)
+
+    def _transposed(
+        self, t: TensorRef, m: mmap.mmap, rows: np.ndarray | None, cols: np.ndarray | None
+    ) -> np.ndarray:
+        """A matrix stored [in, out]: rows asked for are columns of the file, so a sample is
+        gathered by stride; a whole matrix is decoded a block of stored rows at a time."""
+        import numpy as np
+
+        view = self.stored(t)
+        if rows is not None or cols is not None:
+            sub = view[rows] if rows is not None else view
+            sub = sub[:, cols] if cols is not None else sub
+            out = _float32(np.ascontiguousarray(sub), t.dtype)
+            self.release(t)
+            return self._finite(t, out)
+        out = np.empty(t.shape, dtype=np.float32)
+        stored = view.T  # the file's rows
+        row = t.nbytes // max(1, stored.shape[0])
+        step = max(1, DECODE_BYTES // max(1, row))
+        for start in range(0, stored.shape[0], step):
+            out[:, start : start + step] = _float32(stored[start : start + step], t.dtype).T
+            self.release(t, start * row, min(step, stored.shape[0] - start) * row)
         return self._finite(t, out)
 
     def _finite(self, t: TensorRef, out: np.ndarray) -> np.ndarray:
@@ -356,9 +391,12 @@ COMPARE_CHUNK = 8 << 20
 
 def same_bytes(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
     """Whether two tensors hold the same bytes: compared chunk by chunk, stopping at the first
-    difference, with each chunk released once compared."""
+    difference, with each chunk released once compared. A matrix stored transposed (ONNX
+    MatMul) is compared value by value in the shape both show."""
     if ta.nbytes != tb.nbytes:
         return False
+    if ta.transposed or tb.transposed:
+        return _same_values(a, ta, b, tb)
     start, chunk = 0, 1 << 16  # a small first chunk: derived tensors differ at once
     with a.raw(ta) as va, b.raw(tb) as vb:
         while start < ta.nbytes:
@@ -369,6 +407,21 @@ def same_bytes(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
             if not equal:
                 return False
             start, chunk = start + n, COMPARE_CHUNK
+    return True
+
+
+def _same_values(a: Model, ta: TensorRef, b: Model, tb: TensorRef) -> bool:
+    import numpy as np
+
+    if ta.shape != tb.shape or ta.dtype != tb.dtype or ta.dtype not in _NUMPY:
+        return False
+    va, vb = a.stored(ta), b.stored(tb)
+    step = max(1, COMPARE_CHUNK // max(1, ta.nbytes // max(1, ta.shape[0])))
+    for start in range(0, ta.shape[0], step):
+        if not np.array_equal(va[start : start + step], vb[start : start + step]):
+            return False
+    a.release(ta)
+    b.release(tb)
     return True
 
 
@@ -473,31 +526,72 @@ def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
 
 
 def _onnx(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
-    """An ONNX model's stored tensors: inline ones in the file, external ones in their data
-    file, which must lie in the model's folder (the check's PG314 says why one does not)."""
+    """An ONNX model's stored tensors, inline or in external data (which must lie in the
+    model's folder: the check's PG314 says why one does not), named and oriented as the module
+    that exported them: see _onnx_view."""
     header = onnx_format.read(file)
     folder = os.path.dirname(file)
     refs = []
+    names = {t.name for t in header.tensors}
     for t in header.tensors:
+        uses = header.uses.get(t.name, [])
+        name, transposed = _onnx_view(t, uses, names)
+        if not name.endswith((".weight", ".bias")) and not any(u.op in _ONNX_WEIGHTS for u in uses):
+            continue  # a constant the exporter computed (rotary tables, masks): not a weight
+        shape = t.shape[::-1] if transposed else t.shape
         if t.begin is not None and t.end is not None:
-            refs.append(
-                TensorRef(t.name, t.name, None, t.shape, t.dtype, file, t.begin, t.end - t.begin)
-            )
-            continue
-        if t.external is None:
+            where, offset, length = file, t.begin, t.end - t.begin
+        elif t.external is not None:
+            real, problem = paths.resolve_inside(folder, t.external.location)
+            if problem is not None:
+                raise FormatError(
+                    f"tensor {t.name}: external data {t.external.location!r}: {problem}"
+                )
+            wanted = t.nbytes if t.external.length is None else t.external.length
+            if wanted is None or t.external.offset + wanted > _size(real):
+                missing = f"external data {t.external.location!r} is missing or too short"
+                raise FormatError(f"tensor {t.name}: {missing}")
+            where, offset, length = real, t.external.offset, wanted
+        else:
             continue  # values in a varint field (shape constants): not weights
-        real, problem = paths.resolve_inside(folder, t.external.location)
-        if problem is not None:
-            raise FormatError(f"tensor {t.name}: external data {t.external.location!r}: {problem}")
-        length = t.nbytes if t.external.length is None else t.external.length
-        if length is None or t.external.offset + length > _size(real):
-            raise FormatError(
-                f"tensor {t.name}: external data {t.external.location!r} is missing or too short"
-            )
         refs.append(
-            TensorRef(t.name, t.name, None, t.shape, t.dtype, real, t.external.offset, length)
+            TensorRef(
+                name, name, None, shape, t.dtype, where, offset, length, transposed=transposed
+            )
         )
     return refs, {}
+
+
+# ops whose tensor inputs are learned weights (a tensor read only by others is a computed constant)
+_ONNX_WEIGHTS = frozenset(
+    {"MatMul", "Gemm", "Gather", "Conv", "ConvTranspose", "LayerNormalization", "MatMulNBits"}
+)
+
+
+def _onnx_view(
+    t: onnx_format.OnnxTensor, uses: list[onnx_format.Use], taken: set[str]
+) -> tuple[str, bool]:
+    """The name and orientation of an ONNX initializer as its exporting module had it.
+
+    Exporters name weights they rewrote anonymously (`val_105`, `onnx::MatMul_470`) but record
+    the module a node came from (see onnx.Use.scope): a matrix read only as MatMul's right
+    operand, or as Gemm's B, is that module's `.weight`, and a vector read only by the Add or
+    Gemm after it is its `.bias`. MatMul's right operand is stored [in, out] where torch's
+    Linear keeps [out, in] (Gemm with transB, the TorchScript exporter's choice, keeps torch's
+    layout), so it is shown transposed. A name that already says what it is (`.weight`,
+    `.bias`) is kept; so is one whose derived name another tensor already has."""
+    if len(uses) != 1:
+        return t.name, False
+    u = uses[0]
+    matrix = len(t.shape) == 2 and u.index == 1 and u.op in ("MatMul", "Gemm")
+    transposed = matrix and (u.op == "MatMul" or not u.trans_b)
+    bias = len(t.shape) == 1 and ((u.op == "Gemm" and u.index == 2) or u.op == "Add")
+    suffix = ".weight" if matrix else ".bias" if bias else ""
+    name = t.name
+    if suffix and u.scope and not t.name.endswith((".weight", ".bias")):
+        derived = u.scope + suffix
+        name = derived if derived not in taken else t.name
+    return name, transposed
 
 
 # The lineage reader of each tensor format of the registry (registry.TENSOR_FORMATS; a test

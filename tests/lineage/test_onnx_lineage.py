@@ -6,12 +6,14 @@ MatMul's transposed weights need roles from the graph: not yet.)"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from gate.lineage import models
 from gate.lineage import relation as relate
+from tests.helpers import write_st
 from tests.lineage.test_relation import RNG, layered, model
 
 onnx = pytest.importorskip("onnx")
@@ -73,3 +75,145 @@ def test_external_data_outside_the_model_folder_is_not_read(tmp_path: Path) -> N
     opened = models.open_model(str(tmp_path / "m"), "m")
     assert opened.tensors == {}
     assert any("`..` leads outside" in p for p in opened.problems)
+
+
+# ---------------------------------------------------------------------- real exports
+torch = pytest.importorskip("torch")
+
+
+class _Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 96)
+        self.out = torch.nn.Linear(96, 64, bias=False)
+
+    def forward(self, x: Any) -> Any:
+        return self.out(torch.relu(self.fc(x)))
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_Block(), _Block()])
+
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _state(net: Any, path: Path) -> models.Model:
+    write_st(
+        path / "model.safetensors", {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    )
+    return models.open_model(str(path), path.name)
+
+
+def _export(net: Any, path: Path, dynamo: bool = False) -> models.Model:
+    import warnings
+
+    path.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(1, 5, 64),), str(path / "model.onnx"), dynamo=dynamo)
+    return models.open_model(str(path), path.name)
+
+
+def test_the_torchscript_exporter_s_anonymous_transposed_weights_line_up(tmp_path: Path) -> None:
+    """torch.onnx's TorchScript exporter (and Optimum) folds Linear's weight into an anonymous
+    [in, out] initializer (`onnx::MatMul_19`) read by MatMul; the node name keeps the module."""
+    torch.manual_seed(0)
+    net = _Net().eval()
+    onnx_m = _export(net, tmp_path / "onnx")
+    assert onnx_m.tensors["layers.0.fc.weight"].transposed
+    assert onnx_m.tensors["layers.0.fc.weight"].shape == (96, 64)
+    (v,) = relate.compare(onnx_m, [_state(net, tmp_path / "st")]).verdicts
+    assert v.relation == "copy" and {e.test for e in v.tensors} == {"exact"}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    (v,) = relate.compare(
+        _export(net, tmp_path / "tuned"), [_state(_Net(), tmp_path / "x")]
+    ).verdicts
+    assert v.relation == "independent"  # a fresh _Net() is another model
+    torch.manual_seed(0)
+    (v,) = relate.compare(
+        _export(net, tmp_path / "t2"), [_state(_Net(), tmp_path / "base")]
+    ).verdicts
+    assert v.relation == "finetune"  # the seed-0 _Net() is the base the noise was added to
+
+
+def test_a_transposed_matrix_reads_like_its_source(tmp_path: Path) -> None:
+    w = RNG.standard_normal((300, 40)).astype(np.float32)
+    path = tmp_path / "t"
+    path.mkdir()
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "anon"], ["y"], name="/blk/proj/MatMul")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 300])],
+        initializer=[numpy_helper.from_array(w.T.copy(), "anon")],
+    )
+    onnx.save_model(helper.make_model(graph), str(path / "model.onnx"))
+    m = models.open_model(str(path), "t")
+    t = m.tensors["blk.proj.weight"]
+    assert t.transposed and t.shape == (300, 40)
+    assert np.array_equal(m.array(t), w)
+    rows, cols = np.array([0, 7, 299]), np.array([1, 39])
+    assert np.array_equal(m.array(t, rows, cols), w[rows][:, cols])
+    src = model(tmp_path / "src", {"blk.proj.weight": w})
+    assert models.same_bytes(m, t, src, src.tensors["blk.proj.weight"])
+    w[5, 5] += 1
+    other = model(tmp_path / "other", {"blk.proj.weight": w})
+    assert not models.same_bytes(m, t, other, other.tensors["blk.proj.weight"])
+
+
+@pytest.mark.slow
+def test_a_dynamo_export_of_a_transformers_model_is_a_copy_of_it(tmp_path: Path) -> None:
+    """torch.onnx's default exporter names rewritten weights `val_105` and records the module in
+    each node's `pkg.torch.onnx.name_scopes`; rotary tables and masks become initializers too."""
+    pytest.importorskip("onnxscript")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids: Any) -> Any:
+            return self.m(input_ids=ids, use_cache=False).logits
+
+    def export(m: Any, path: Path) -> models.Model:
+        import warnings
+
+        path.mkdir(parents=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Logits(m), (torch.randint(0, 128, (1, 8)),), str(path / "model.onnx"),
+                              dynamo=True, verbose=False)  # fmt: skip
+        return models.open_model(str(path), path.name)
+
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(cfg).eval()
+    base.save_pretrained(tmp_path / "base")
+    ref = models.open_model(str(tmp_path / "base"), "base")
+    (v,) = relate.compare(export(base, tmp_path / "onnx"), [ref]).verdicts
+    assert v.relation == "copy", v.details
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    (v,) = relate.compare(export(base, tmp_path / "tuned"), [ref]).verdicts
+    assert v.relation == "finetune" and v.dependent
+    torch.manual_seed(1)
+    (v,) = relate.compare(export(LlamaForCausalLM(cfg).eval(), tmp_path / "other"), [ref]).verdicts
+    assert v.relation == "independent"
