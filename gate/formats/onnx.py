@@ -91,6 +91,7 @@ class OnnxTensor:
     end: int | None = None
     external: External | None = None
     encoded: bool = False  # values in a varint field: not the bytes a tensor file would hold
+    varints: tuple[int, int] | None = None  # (start, length) of a packed varint field
 
     @property
     def nbytes(self) -> int | None:
@@ -227,6 +228,9 @@ class Use:
     index: int  # which input of the node
     scope: str  # the exporting module's path ('model.layers.0.self_attn.q_proj'), or ""
     trans_b: bool = False  # Gemm's transB
+    inputs: tuple[str, ...] = ()  # all the node's inputs (a quantized weight's scale and zero)
+    outputs: tuple[str, ...] = ()
+    axis: int = 1  # DequantizeLinear's axis (the default)
 
 
 @dataclasses.dataclass
@@ -345,7 +349,7 @@ class _Walk:
         op = domain = name = scopes = ""
         inputs: list[str] = []
         outputs: list[str] = []
-        trans_b = 0
+        trans_b, axis = 0, 1
         constants: list[tuple[int, int, str]] = []  # tensor attributes: (start, end, name)
         for number, wire, at, value in self.src.fields_of(start, end):
             if wire != 2:
@@ -367,11 +371,13 @@ class _Walk:
                 attr = self.attribute(at, at + value, depth + 1)
                 constants += attr.tensors
                 trans_b = attr.value if attr.name == "transB" else trans_b
+                axis = attr.value if attr.name == "axis" else axis
         self.domains[domain] = self.domains.get(domain, 0) + 1
         scope = _scope(name, scopes)
+        ins, outs = tuple(inputs), tuple(outputs)  # shared by every input's Use
         for i, x in enumerate(inputs):
             if x and len(self.uses.setdefault(x, [])) < MAX_USES:
-                self.uses[x].append(Use(op, i, scope, bool(trans_b)))
+                self.uses[x].append(Use(op, i, scope, bool(trans_b), ins, outs, axis))
         for a, b, attr_name in constants:
             # the graph knows a Constant's value by the node's output; other tensor attributes
             # keep their own name, else the node output and attribute name
@@ -476,7 +482,8 @@ class _Walk:
             if same:
                 self.tensors.append(OnnxTensor(name, dtype, shape, at, at + length))
             else:
-                self.tensors.append(OnnxTensor(name, dtype, shape, encoded=True))
+                varints = (at, length) if field in (5, 7, 11) and length >= 0 else None
+                self.tensors.append(OnnxTensor(name, dtype, shape, encoded=True, varints=varints))
         else:
             self.tensors.append(OnnxTensor(name, dtype, shape, encoded=need > 0))
         return name
@@ -521,6 +528,31 @@ def read(path: str) -> OnnxHeader:
     with paths.open_regular(path) as f:
         fd = f.fileno()
         return parse(os.fstat(fd).st_size, lambda at, n: os.pread(fd, n, at))
+
+
+MAX_VARINT_VALUES = 1 << 16  # small tensors only: zero points, shapes
+
+
+def varint_values(t: OnnxTensor, read_at: ReadAt) -> list[int]:
+    """The integers of a tensor kept in a packed varint field (int32_data, int64_data,
+    uint64_data: zero points, shapes), as signed values of the tensor's dtype."""
+    if t.varints is None:
+        raise FormatError(f"tensor {t.name!r} has no packed varint field")
+    at, length = t.varints
+    if length > MAX_VARINT_VALUES * 10:
+        raise FormatError(f"tensor {t.name!r}: over {MAX_VARINT_VALUES} varint values")
+    src = _Source(at + length, read_at)
+    values = src.packed_varints(at, length)
+    if len(values) != math.prod(t.shape):
+        raise FormatError(f"tensor {t.name!r}: {len(values)} values for dims {list(t.shape)}")
+    signed = t.dtype in ("I8", "I16", "I32", "I64")
+    out = []
+    for v in values:
+        v = _signed(v)
+        if signed and t.dtype != "I64":  # int32_data holds the value sign-extended
+            v = (v + (1 << 31)) % (1 << 32) - (1 << 31)
+        out.append(v)
+    return out
 
 
 def plan(header: OnnxHeader) -> Plan:

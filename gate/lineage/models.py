@@ -60,10 +60,13 @@ class TensorRef:
     scale: TensorRef | None = None  # INT8_ROWWISE: the per-row absolute maxima
     full_shape: tuple[int, ...] | None = None  # set when only sampled rows are present
     transposed: bool = False  # a matrix stored [in, out] (ONNX MatMul), shown as torch's [out, in]
+    # ONNX int8/uint8 weights: (scale, zero point or None, axis of the shown shape the
+    # per-channel vectors run along, or None for one scale): value = (q - zero) * scale
+    affine: tuple[TensorRef, TensorRef | tuple[int, ...] | None, int | None] | None = None
 
     @property
     def floating(self) -> bool:
-        return self.dtype in FLOAT_DTYPES
+        return self.dtype in FLOAT_DTYPES or self.affine is not None
 
     @property
     def size(self) -> int:
@@ -105,6 +108,8 @@ class Model:
             deq = (q.astype(np.float32) * (absmax / 127.0)[:, None]).astype(np.float32)
             self.release(t)
             return self._finite(t, deq)
+        if t.affine is not None:
+            return self._affine(t, t.affine, rows, cols)
         if t.dtype in _NUMPY and t.transposed:
             return self._transposed(t, m, rows, cols)
         if t.dtype in _NUMPY:
@@ -171,6 +176,38 @@ class Model:
         for start in range(0, stored.shape[0], step):
             out[:, start : start + step] = _float32(stored[start : start + step], t.dtype).T
             self.release(t, start * row, min(step, stored.shape[0] - start) * row)
+        return self._finite(t, out)
+
+    def _affine(
+        self,
+        t: TensorRef,
+        affine: tuple[TensorRef, TensorRef | tuple[int, ...] | None, int | None],
+        rows: np.ndarray | None,
+        cols: np.ndarray | None,
+    ) -> np.ndarray:
+        """An ONNX quantized weight, dequantized as DequantizeLinear defines it (ONNX operator
+        spec): (q - zero_point) * scale, per tensor or per channel along one axis."""
+        import numpy as np
+
+        scale_ref, zero_ref, axis = affine
+        q = self.stored(t)
+        q = q[rows] if rows is not None else q
+        q = q[:, cols] if cols is not None and q.ndim == 2 else q
+        scale = self.array(scale_ref).reshape(-1)
+        if zero_ref is None:
+            zero = np.zeros(1, np.float32)
+        elif isinstance(zero_ref, tuple):  # kept as varints in the ONNX file
+            zero = np.array(zero_ref, dtype=np.float32)
+        else:
+            zero = self.stored(zero_ref).astype(np.float32).reshape(-1)
+        if axis is not None:  # one value per row (axis 0) or column (axis 1) of the shown shape
+            pick = rows if axis == 0 else cols
+            if pick is not None:
+                scale, zero = scale[pick], (zero[pick] if zero.size > 1 else zero)
+            shape = (-1, 1) if axis == 0 else (1, -1)
+            scale, zero = scale.reshape(shape), zero.reshape(shape if zero.size > 1 else (1, 1))
+        out = ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+        self.release(t)
         return self._finite(t, out)
 
     def _finite(self, t: TensorRef, out: np.ndarray) -> np.ndarray:
@@ -349,7 +386,11 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
                 problems.append(f"{rel}: tensor {r.name} is stored twice")
                 continue
             tensors[r.name] = r
-            if r.dtype not in _NUMPY and r.floating:
+            if r.affine is not None:  # ONNX 8-bit weights
+                kind = "per-channel" if r.affine[2] is not None else "per-tensor"
+                label = f"ONNX {'int8' if r.dtype == 'I8' else 'uint8'} {kind}"
+                quant[label] = quant.get(label, 0) + r.nbytes
+            elif r.dtype not in _NUMPY and r.floating:
                 quant[r.dtype] = quant.get(r.dtype, 0) + r.nbytes
     _int8_rowwise(tensors, quant)
     if not tensors:
@@ -528,38 +569,127 @@ def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
 def _onnx(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
     """An ONNX model's stored tensors, inline or in external data (which must lie in the
     model's folder: the check's PG314 says why one does not), named and oriented as the module
-    that exported them: see _onnx_view."""
+    that exported them (_onnx_view), int8 weights with their scales (_onnx_quantized)."""
     header = onnx_format.read(file)
+    by_name = {t.name: t for t in header.tensors}
     folder = os.path.dirname(file)
     refs = []
-    names = {t.name for t in header.tensors}
     for t in header.tensors:
         uses = header.uses.get(t.name, [])
-        name, transposed = _onnx_view(t, uses, names)
+        quant = _onnx_quantized(t, uses, by_name, header)
+        if quant is not None:
+            consumer, scale, zero, axis = quant
+            name, transposed = _onnx_view(t, [consumer], set(by_name), weight=True)
+            if name == t.name and t.name.endswith("_quantized"):
+                name = t.name.removesuffix("_quantized")
+            shown = None if axis is None else (1 - axis if transposed else axis)
+            affine = (
+                _onnx_ref(scale, file, folder),
+                _onnx_zero(zero, file, folder),
+                shown,
+            )
+            refs.append(_onnx_ref(t, file, folder, name, transposed, affine))
+            continue
+        name, transposed = _onnx_view(t, uses, set(by_name))
         if not name.endswith((".weight", ".bias")) and not any(u.op in _ONNX_WEIGHTS for u in uses):
             continue  # a constant the exporter computed (rotary tables, masks): not a weight
-        shape = t.shape[::-1] if transposed else t.shape
-        if t.begin is not None and t.end is not None:
-            where, offset, length = file, t.begin, t.end - t.begin
-        elif t.external is not None:
-            real, problem = paths.resolve_inside(folder, t.external.location)
-            if problem is not None:
-                raise FormatError(
-                    f"tensor {t.name}: external data {t.external.location!r}: {problem}"
-                )
-            wanted = t.nbytes if t.external.length is None else t.external.length
-            if wanted is None or t.external.offset + wanted > _size(real):
-                missing = f"external data {t.external.location!r} is missing or too short"
-                raise FormatError(f"tensor {t.name}: {missing}")
-            where, offset, length = real, t.external.offset, wanted
-        else:
-            continue  # values in a varint field (shape constants): not weights
-        refs.append(
-            TensorRef(
-                name, name, None, shape, t.dtype, where, offset, length, transposed=transposed
-            )
-        )
+        if t.begin is not None or t.external is not None:  # else: varints (shape constants)
+            refs.append(_onnx_ref(t, file, folder, name, transposed))
     return refs, {}
+
+
+def _onnx_ref(
+    t: onnx_format.OnnxTensor,
+    file: str,
+    folder: str,
+    name: str | None = None,
+    transposed: bool = False,
+    affine: tuple[TensorRef, TensorRef | tuple[int, ...] | None, int | None] | None = None,
+) -> TensorRef:
+    name = name or t.name
+    shape = t.shape[::-1] if transposed else t.shape
+    if t.begin is not None and t.end is not None:
+        where, offset, length = file, t.begin, t.end - t.begin
+    elif t.external is not None:
+        real, problem = paths.resolve_inside(folder, t.external.location)
+        if problem is not None:
+            raise FormatError(f"tensor {t.name}: external data {t.external.location!r}: {problem}")
+        wanted = t.nbytes if t.external.length is None else t.external.length
+        if wanted is None or t.external.offset + wanted > _size(real):
+            missing = f"external data {t.external.location!r} is missing or too short"
+            raise FormatError(f"tensor {t.name}: {missing}")
+        where, offset, length = real, t.external.offset, wanted
+    else:
+        raise FormatError(f"tensor {t.name}: its values are varints, not stored bytes")
+    return TensorRef(
+        name,
+        name,
+        None,
+        shape,
+        t.dtype,
+        where,
+        offset,
+        length,
+        transposed=transposed,
+        affine=affine,
+    )
+
+
+def _onnx_zero(
+    t: onnx_format.OnnxTensor | None, file: str, folder: str
+) -> TensorRef | tuple[int, ...] | None:
+    """A zero point: stored bytes, or (as ONNX Runtime writes small tensors) varints."""
+    if t is None:
+        return None
+    if t.varints is None:
+        return _onnx_ref(t, file, folder)
+    with paths.open_regular(file) as f:
+        fd = f.fileno()
+        return tuple(onnx_format.varint_values(t, lambda at, n: os.pread(fd, n, at)))
+
+
+def _onnx_quantized(
+    t: onnx_format.OnnxTensor,
+    uses: list[onnx_format.Use],
+    by_name: dict[str, onnx_format.OnnxTensor],
+    header: onnx_format.OnnxHeader,
+) -> (
+    tuple[onnx_format.Use, onnx_format.OnnxTensor, onnx_format.OnnxTensor | None, int | None] | None
+):
+    """An 8-bit weight and how to dequantize it: (the node that uses it as a weight, scale,
+    zero point, stored axis of per-channel scales or None). Three layouts: QDQ's
+    DequantizeLinear(q, scale, zero, axis) before MatMul/Gemm/Gather; ONNX Runtime's dynamic
+    quantization, MatMulInteger(x, q, x_zero, q_zero) with the scale applied after it, and
+    the Gather of a quantized embedding table; the last two name the scale `<weight>_scale`
+    (ONNX Runtime's quantizer convention, onnxruntime/python/tools/quantization)."""
+    if t.dtype not in ("I8", "U8") or len(uses) != 1 or len(t.shape) != 2:
+        return None
+    u = uses[0]
+    base = t.name.removesuffix("_quantized")
+    if u.op == "DequantizeLinear" and u.index == 0:
+        scale = by_name.get(u.inputs[1]) if len(u.inputs) > 1 else None
+        zero = by_name.get(u.inputs[2]) if len(u.inputs) > 2 else None
+        readers = header.uses.get(u.outputs[0], []) if u.outputs else []
+        consumer = readers[0] if len(readers) == 1 else dataclasses.replace(u, op="Gather", index=0)
+        axis = u.axis % 2
+    elif (u.op == "MatMulInteger" and u.index == 1) or (u.op == "Gather" and u.index == 0):
+        scale = by_name.get(base + "_scale")
+        zero = by_name.get(u.inputs[3]) if u.op == "MatMulInteger" and len(u.inputs) > 3 else None
+        zero = zero or by_name.get(base + "_zero_point")
+        consumer = dataclasses.replace(u, op="MatMul") if u.op == "MatMulInteger" else u
+        axis = 1 if u.op == "MatMulInteger" else 0
+    else:
+        return None
+    if scale is None or scale.dtype not in ("F32", "F16", "BF16") or math.prod(scale.shape) < 1:
+        return None
+    channels = math.prod(scale.shape)
+    if channels == 1:
+        return consumer, scale, zero, None
+    if channels != t.shape[axis] or (
+        zero is not None and math.prod(zero.shape) not in (1, channels)
+    ):
+        return None
+    return consumer, scale, zero, axis
 
 
 # ops whose tensor inputs are learned weights (a tensor read only by others is a computed constant)
@@ -569,7 +699,7 @@ _ONNX_WEIGHTS = frozenset(
 
 
 def _onnx_view(
-    t: onnx_format.OnnxTensor, uses: list[onnx_format.Use], taken: set[str]
+    t: onnx_format.OnnxTensor, uses: list[onnx_format.Use], taken: set[str], weight: bool = False
 ) -> tuple[str, bool]:
     """The name and orientation of an ONNX initializer as its exporting module had it.
 
@@ -585,6 +715,7 @@ def _onnx_view(
     u = uses[0]
     matrix = len(t.shape) == 2 and u.index == 1 and u.op in ("MatMul", "Gemm")
     transposed = matrix and (u.op == "MatMul" or not u.trans_b)
+    matrix = matrix or (weight and len(t.shape) == 2)
     bias = len(t.shape) == 1 and ((u.op == "Gemm" and u.index == 2) or u.op == "Add")
     suffix = ".weight" if matrix else ".bias" if bias else ""
     name = t.name

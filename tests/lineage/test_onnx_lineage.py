@@ -217,3 +217,90 @@ def test_a_dynamo_export_of_a_transformers_model_is_a_copy_of_it(tmp_path: Path)
     torch.manual_seed(1)
     (v,) = relate.compare(export(LlamaForCausalLM(cfg).eval(), tmp_path / "other"), [ref]).verdicts
     assert v.relation == "independent"
+
+
+# ---------------------------------------------------------------------- quantized ONNX
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_onnx_runtime_s_dynamic_int8_quantization_is_quantized(
+    tmp_path: Path, per_channel: bool
+) -> None:
+    """ONNX Runtime's quantize_dynamic: MatMulInteger over `<w>_quantized` int8 weights, their
+    zero points (varints) as its 4th input, `<w>_scale` applied after it."""
+    import logging
+
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    torch.manual_seed(0)
+    net = _Net().eval()
+    _export(net, tmp_path / "f32")
+    (tmp_path / "q").mkdir()
+    logging.disable(logging.WARNING)  # "consider pre-processing": not for a test model
+    try:
+        quantization.quantize_dynamic(
+            str(tmp_path / "f32" / "model.onnx"),
+            str(tmp_path / "q" / "model.onnx"),
+            weight_type=quantization.QuantType.QInt8,
+            per_channel=per_channel,
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+    q = models.open_model(str(tmp_path / "q"), "q")
+    kind = "per-channel" if per_channel else "per-tensor"
+    assert q.quantization == f"ONNX int8 {kind}" and q.problems == []
+    ref = _state(net, tmp_path / "st")
+    w, r = q.tensors["layers.0.fc.weight"], ref.tensors["layers.0.fc.weight"]
+    assert w.dtype == "I8" and w.transposed and w.shape == (96, 64)
+    err = np.abs(q.array(w) - ref.array(r)).max()
+    assert 0 < err <= np.abs(ref.array(r)).max() / 127  # within half a step of the largest scale
+    rows, cols = np.array([3, 90]), np.array([0, 63])
+    assert np.array_equal(q.array(w, rows, cols), q.array(w)[rows][:, cols])
+    (v,) = relate.compare(q, [ref]).verdicts
+    assert v.relation == "quantized" and v.details["quantization"] == f"ONNX int8 {kind}"
+    (v,) = relate.compare(q, [_state(_Net(), tmp_path / "other")]).verdicts
+    assert v.relation == "independent"
+
+
+def test_a_qdq_weight_is_dequantized_per_channel(tmp_path: Path) -> None:
+    """QDQ: DequantizeLinear(q, scale, zero_point, axis) feeding MatMul (uint8, per column of
+    the stored [in, out] matrix = per output channel)."""
+    w = RNG.standard_normal((40, 70)).astype(np.float32)  # torch layout [out, in]
+    stored = w.T  # [in, out]
+    scale = (np.abs(stored).max(axis=0) / 127).astype(np.float32)
+    zero = np.full(40, 128, np.uint8)
+    q = np.clip(np.round(stored / scale) + 128, 0, 255).astype(np.uint8)
+    path = tmp_path / "qdq"
+    path.mkdir()
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="/blk/proj/DQ", axis=1
+            ),
+            helper.make_node("MatMul", ["x", "wd"], ["y"], name="/blk/proj/MatMul"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 70])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40])],
+        initializer=[
+            numpy_helper.from_array(q, "wq"),
+            numpy_helper.from_array(scale, "ws"),
+            numpy_helper.from_array(zero, "wz"),
+        ],
+    )
+    onnx.save_model(helper.make_model(graph), str(path / "model.onnx"))
+    m = models.open_model(str(path), "qdq")
+    t = m.tensors["blk.proj.weight"]
+    assert t.transposed and t.shape == (40, 70) and m.quantization == "ONNX uint8 per-channel"
+    expected = ((q.astype(np.float32) - 128) * scale).T
+    assert np.allclose(m.array(t), expected)
+    assert np.abs(m.array(t) - w).max() <= scale.max() / 2 + 1e-6
+
+
+def test_zero_points_kept_as_varints_are_signed() -> None:
+    from gate.formats import onnx as gate_onnx
+
+    zp = helper.make_tensor("z", TensorProto.INT8, [3], [-5, 0, 7])  # int32_data varints
+    data = zp.SerializeToString()
+    walk = gate_onnx._Walk(gate_onnx._Source(len(data), lambda at, n: data[at : at + n]))
+    walk.tensor(0, len(data))
+    (t,) = walk.tensors
+    assert t.encoded and t.varints is not None
+    assert gate_onnx.varint_values(t, lambda at, n: data[at : at + n]) == [-5, 0, 7]
