@@ -63,14 +63,34 @@ class TensorRef:
     # ONNX int8/uint8 weights: (scale, zero point or None, axis of the shown shape the
     # per-channel vectors run along, or None for one scale): value = (q - zero) * scale
     affine: tuple[TensorRef, TensorRef | tuple[int, ...] | None, int | None] | None = None
+    gptq: Gptq | None = None  # a GPTQ-packed linear weight (qweight; shape is [out, in])
 
     @property
     def floating(self) -> bool:
-        return self.dtype in FLOAT_DTYPES or self.affine is not None
+        return self.dtype in FLOAT_DTYPES or self.affine is not None or self.gptq is not None
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Gptq:
+    """The tensors and settings that dequantize one GPTQ- or AWQ-packed linear layer."""
+
+    qzeros: TensorRef  # int32 [groups, out / (32 / bits)], packed along the output dimension
+    scales: TensorRef  # float16 [groups, out]
+    g_idx: TensorRef | None  # int32 [in]: each input row's group (act-order permutes them)
+    bits: int
+    group_size: int  # -1: one group
+    v1: bool  # AutoGPTQ's original checkpoint format stores each zero point minus one
+    awq: bool = False  # AutoAWQ's GEMM layout: qweight [in, out / 8], interleaved channels
+
+
+# AutoAWQ's GEMM packing puts output channel 8w + AWQ_ORDER[i] in slot i of word w; channel
+# 8w + k is therefore in slot AWQ_SLOT[k] (awq/utils/packing_utils.py's reverse order).
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+AWQ_SLOT = tuple(AWQ_ORDER.index(k) for k in range(8))
 
 
 @dataclasses.dataclass
@@ -110,6 +130,8 @@ class Model:
             return self._finite(t, deq)
         if t.affine is not None:
             return self._affine(t, t.affine, rows, cols)
+        if t.gptq is not None:
+            return self._gptq(t, t.gptq, rows, cols)
         if t.dtype in _NUMPY and t.transposed:
             return self._transposed(t, m, rows, cols)
         if t.dtype in _NUMPY:
@@ -207,6 +229,50 @@ class Model:
             shape = (-1, 1) if axis == 0 else (1, -1)
             scale, zero = scale.reshape(shape), zero.reshape(shape if zero.size > 1 else (1, 1))
         out = ((q.astype(np.float32) - zero) * scale).astype(np.float32)
+        self.release(t)
+        return self._finite(t, out)
+
+    def _gptq(
+        self, t: TensorRef, g: Gptq, rows: np.ndarray | None, cols: np.ndarray | None
+    ) -> np.ndarray:
+        """A GPTQ or AWQ linear weight. GPTQ (AutoGPTQ/GPTQModel): qweight int32 [in / per,
+        out] holds `per` = 32 / bits values of consecutive input rows, lowest bits first; zero
+        points are packed the same way along the output dimension. AWQ (AutoAWQ GEMM): qweight
+        [in, out / 8] packs output channels, interleaved (AWQ_ORDER), zero points alike. Then
+        w[i, o] = scales[g, o] * (q[i, o] - zero[g, o]), g = g_idx[i] (GPTQ) or i // group.
+        Shown as torch's [out, in]: rows asked for are output channels."""
+        import numpy as np
+
+        per = 32 // g.bits
+        mask = (1 << g.bits) - 1
+        out_f, in_f = t.shape
+        packed = np.frombuffer(self._map(t.file), np.uint32, t.nbytes // 4, t.offset)
+        chans = np.arange(out_f) if rows is None else np.asarray(rows)
+        if g.awq:  # [in, out / 8]: each channel's word and slot
+            packed = packed.reshape(in_f, out_f // per)
+            slot = np.asarray(AWQ_SLOT, np.uint32)[chans % per] * g.bits
+            q = (packed[:, chans // per] >> slot[None, :]) & mask
+        else:  # GPTQ: [in / per, out], consecutive input rows in one word
+            packed = packed.reshape(in_f // per, out_f)
+            shifts = (np.arange(per, dtype=np.uint32) * g.bits)[None, :, None]
+            q = ((packed[:, chans][:, None, :] >> shifts) & mask).reshape(in_f, len(chans))
+        groups = self.stored(g.g_idx).astype(np.int64) if g.g_idx is not None else None
+        if groups is None:
+            size = in_f if g.group_size <= 0 else g.group_size
+            groups = np.arange(in_f) // size
+        zp = np.frombuffer(
+            self._map(g.qzeros.file), np.uint32, g.qzeros.nbytes // 4, g.qzeros.offset
+        )
+        zp = zp.reshape(g.qzeros.shape)
+        words, slots = chans // per, (chans % per).astype(np.uint32) * g.bits
+        if g.awq:
+            slots = np.asarray(AWQ_SLOT, np.uint32)[chans % per] * g.bits
+        zeros = ((zp[:, words] >> slots[None, :]) & mask).astype(np.float32) + (1 if g.v1 else 0)
+        scales = _float32(self.stored(g.scales)[:, chans], g.scales.dtype)
+        w = (q.astype(np.float32) - zeros[groups]) * scales[groups]  # [in, chans]
+        out = np.ascontiguousarray(w.T)
+        if cols is not None:
+            out = out[:, cols]
         self.release(t)
         return self._finite(t, out)
 
@@ -393,6 +459,7 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
             elif r.dtype not in _NUMPY and r.floating:
                 quant[r.dtype] = quant.get(r.dtype, 0) + r.nbytes
     _int8_rowwise(tensors, quant)
+    _fold_gptq(tensors, quant, _gptq_config(folder, config), problems)
     if not tensors:
         problems.append("no readable safetensors, GGUF or ONNX tensors")
     canon = _Canonical(arch, tensors)
@@ -489,6 +556,68 @@ def _int8_rowwise(tensors: dict[str, TensorRef], quant: dict[str, int]) -> None:
         del tensors[prefix + "SCB"]
         tensors.pop(prefix + "weight_format", None)
         quant[INT8_ROWWISE] = quant.get(INT8_ROWWISE, 0) + t.nbytes
+
+
+def _gptq_config(folder: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The GPTQ or AWQ (GEMM) settings of a checkpoint: config.json's quantization_config
+    (transformers, Optimum, GPTQModel, AutoAWQ) or quantize_config.json (AutoGPTQ)."""
+    qc = config.get("quantization_config")
+    if not isinstance(qc, dict):
+        qc = _json(os.path.join(folder, "quantize_config.json"))
+    if not isinstance(qc, dict):
+        return None
+    method = str(qc.get("quant_method", "gptq")).lower()
+    version = str(qc.get("version", "gemm")).lower()
+    return qc if method == "gptq" or (method == "awq" and version == "gemm") else None
+
+
+def _fold_gptq(
+    tensors: dict[str, TensorRef],
+    quant: dict[str, int],
+    qc: dict[str, Any] | None,
+    problems: list[str],
+) -> None:
+    """Fold each GPTQ or AWQ layer's qweight, qzeros, scales (and GPTQ's g_idx) into one
+    `<layer>.weight`."""
+    for name, t in list(tensors.items()):
+        if not name.endswith(".qweight") or t.dtype != "I32" or len(t.shape) != 2:
+            continue
+        prefix = name[: -len("qweight")]
+        qzeros, scales = tensors.get(prefix + "qzeros"), tensors.get(prefix + "scales")
+        g_idx = tensors.get(prefix + "g_idx")
+        if qzeros is None or scales is None:
+            continue
+        awq = qc is not None and str(qc.get("quant_method")).lower() == "awq"
+        bits = int(qc.get("bits", qc.get("w_bit", 4))) if qc else 4
+        if qc is None or bits not in ((4,) if awq else (2, 4, 8)):
+            why = "no GPTQ/AWQ quantization config" if qc is None else f"{bits}-bit packing"
+            problems.append(f"{prefix}qweight: packed weights not read ({why})")
+            continue
+        per = 32 // bits
+        in_f, out_f = (t.shape[0], t.shape[1] * per) if awq else (t.shape[0] * per, t.shape[1])
+        groups = scales.shape[0]
+        consistent = (
+            scales.shape == (groups, out_f)
+            and scales.dtype in ("F16", "BF16", "F32")
+            and qzeros.dtype == "I32"
+            and qzeros.shape == (groups, -(-out_f // per))
+            and (g_idx is None or (g_idx.dtype == "I32" and g_idx.shape == (in_f,)))
+        )
+        if not consistent:
+            problems.append(f"{prefix}qweight: GPTQ tensors of inconsistent shapes; not read")
+            continue
+        v1 = not awq and str(qc.get("checkpoint_format", "gptq")).lower() != "gptq_v2"
+        size = int(qc.get("group_size", qc.get("q_group_size", -1)))
+        spec = Gptq(qzeros, scales, None if awq else g_idx, bits, size, v1, awq)
+        weight = prefix + "weight"
+        tensors[weight] = dataclasses.replace(
+            t, name=weight, role=weight, shape=(out_f, in_f), gptq=spec
+        )
+        for part in ("qweight", "qzeros", "scales", "g_idx"):
+            if prefix + part != weight:
+                tensors.pop(prefix + part, None)
+        label = f"{'AWQ' if awq else 'GPTQ'} {bits}-bit"
+        quant[label] = quant.get(label, 0) + t.nbytes
 
 
 def _json(path: str) -> dict[str, Any] | None:
