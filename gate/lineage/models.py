@@ -64,10 +64,13 @@ class TensorRef:
     # per-channel vectors run along, or None for one scale): value = (q - zero) * scale
     affine: tuple[TensorRef, TensorRef | tuple[int, ...] | None, int | None] | None = None
     gptq: Gptq | None = None  # a GPTQ-packed linear weight (qweight; shape is [out, in])
+    bnb4: Bnb4 | None = None  # a bitsandbytes NF4/FP4 weight (two codes per byte)
+    mlx: Mlx | None = None  # an MLX affine-quantized weight (uint32 words along each row)
 
     @property
     def floating(self) -> bool:
-        return self.dtype in FLOAT_DTYPES or self.affine is not None or self.gptq is not None
+        packed = self.affine or self.gptq or self.bnb4 or self.mlx
+        return self.dtype in FLOAT_DTYPES or packed is not None
 
     @property
     def size(self) -> int:
@@ -85,6 +88,29 @@ class Gptq:
     group_size: int  # -1: one group
     v1: bool  # AutoGPTQ's original checkpoint format stores each zero point minus one
     awq: bool = False  # AutoAWQ's GEMM layout: qweight [in, out / 8], interleaved channels
+
+
+@dataclasses.dataclass(frozen=True)
+class Bnb4:
+    """A bitsandbytes 4-bit weight's quantization state, as transformers serialises it."""
+
+    absmax: TensorRef  # float32 per block, or uint8 codes when nested (double quantization)
+    quant_map: TensorRef  # float32 [16]: the NF4 or FP4 code book
+    blocksize: int
+    nested_absmax: TensorRef | None = None  # float32 per nested block
+    nested_quant_map: TensorRef | None = None  # float32 [256]
+    nested_blocksize: int = 256
+    nested_offset: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Mlx:
+    """An MLX quantized weight's per-group affine parameters."""
+
+    scales: TensorRef  # [rows, columns / group_size]
+    biases: TensorRef
+    bits: int
+    group_size: int
 
 
 # AutoAWQ's GEMM packing puts output channel 8w + AWQ_ORDER[i] in slot i of word w; channel
@@ -132,6 +158,10 @@ class Model:
             return self._affine(t, t.affine, rows, cols)
         if t.gptq is not None:
             return self._gptq(t, t.gptq, rows, cols)
+        if t.bnb4 is not None:
+            return self._bnb4(t, t.bnb4, rows, cols)
+        if t.mlx is not None:
+            return self._mlx(t, t.mlx, rows, cols)
         if t.dtype in _NUMPY and t.transposed:
             return self._transposed(t, m, rows, cols)
         if t.dtype in _NUMPY:
@@ -271,6 +301,67 @@ class Model:
         scales = _float32(self.stored(g.scales)[:, chans], g.scales.dtype)
         w = (q.astype(np.float32) - zeros[groups]) * scales[groups]  # [in, chans]
         out = np.ascontiguousarray(w.T)
+        if cols is not None:
+            out = out[:, cols]
+        self.release(t)
+        return self._finite(t, out)
+
+    def _bnb4(
+        self, t: TensorRef, b: Bnb4, rows: np.ndarray | None, cols: np.ndarray | None
+    ) -> np.ndarray:
+        """A bitsandbytes 4-bit weight, as its dequantize_4bit defines it: element k of the
+        row-major matrix is the code in the high nibble of byte k / 2 when k is even, the low
+        one when odd; value = quant_map[code] * absmax[k // blocksize]. With nested (double)
+        quantization absmax itself is uint8 codes: nested_quant_map[code] *
+        nested_absmax[block // nested_blocksize] + nested_offset."""
+        import numpy as np
+
+        n_rows = t.shape[0] if len(t.shape) >= 2 else 1
+        width = t.size // n_rows
+        picked = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+        k = (picked[:, None] * width + np.arange(width)[None, :]).reshape(-1)
+        packed = np.frombuffer(self._map(t.file), np.uint8, t.nbytes, t.offset)
+        byte = packed[k // 2]
+        codes = np.where(k % 2 == 0, byte >> 4, byte & 0x0F)
+        blocks = k // b.blocksize
+        if b.nested_absmax is None or b.nested_quant_map is None:
+            absmax = self.array(b.absmax).reshape(-1)[blocks]
+        else:
+            coded = self.stored(b.absmax).reshape(-1)[blocks]
+            nested = self.array(b.nested_absmax).reshape(-1)[blocks // b.nested_blocksize]
+            absmax = self.array(b.nested_quant_map)[coded] * nested + np.float32(b.nested_offset)
+        values = self.array(b.quant_map)[codes] * absmax
+        out = values.astype(np.float32).reshape(len(picked), width)
+        if len(t.shape) < 2:
+            out = out.reshape(t.shape)
+        elif cols is not None:
+            out = out[:, cols]
+        self.release(t)
+        return self._finite(t, out)
+
+    def _mlx(
+        self, t: TensorRef, q: Mlx, rows: np.ndarray | None, cols: np.ndarray | None
+    ) -> np.ndarray:
+        """An MLX quantized matrix, as mlx.core.dequantize defines it: each row's values
+        packed 32 / bits to a uint32, lowest bits first; value = scale * q + bias per group of
+        group_size consecutive columns."""
+        import numpy as np
+
+        per = 32 // q.bits
+        n_rows, width = t.shape
+        words = np.frombuffer(self._map(t.file), np.uint32, t.nbytes // 4, t.offset)
+        words = words.reshape(n_rows, width // per)
+        if rows is not None:
+            words = words[rows]
+        shifts = np.arange(per, dtype=np.uint32) * q.bits
+        codes = ((words[:, :, None] >> shifts) & ((1 << q.bits) - 1)).reshape(len(words), width)
+        scales, biases = self.stored(q.scales), self.stored(q.biases)
+        if rows is not None:
+            scales, biases = scales[rows], biases[rows]
+        group = np.arange(width) // q.group_size
+        scale = _float32(np.ascontiguousarray(scales), q.scales.dtype)[:, group]
+        bias = _float32(np.ascontiguousarray(biases), q.biases.dtype)[:, group]
+        out = (codes.astype(np.float32) * scale + bias).astype(np.float32)
         if cols is not None:
             out = out[:, cols]
         self.release(t)
@@ -460,6 +551,8 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
                 quant[r.dtype] = quant.get(r.dtype, 0) + r.nbytes
     _int8_rowwise(tensors, quant)
     _fold_gptq(tensors, quant, _gptq_config(folder, config), problems)
+    _fold_bnb4(tensors, quant, problems)
+    _fold_mlx(tensors, quant, config.get("quantization"), problems)
     if not tensors:
         problems.append("no readable safetensors, GGUF or ONNX tensors")
     canon = _Canonical(arch, tensors)
@@ -617,6 +710,95 @@ def _fold_gptq(
             if prefix + part != weight:
                 tensors.pop(prefix + part, None)
         label = f"{'AWQ' if awq else 'GPTQ'} {bits}-bit"
+        quant[label] = quant.get(label, 0) + t.nbytes
+
+
+def _fold_mlx(
+    tensors: dict[str, TensorRef], quant: dict[str, int], qc: Any, problems: list[str]
+) -> None:
+    """Fold each MLX quantized weight (uint32 `.weight` with `.scales` and `.biases`, as
+    mlx-lm saves them; config.json's `quantization` gives bits and group size)."""
+    if not isinstance(qc, dict):
+        return
+    bits, size = qc.get("bits"), qc.get("group_size")
+    for name, t in list(tensors.items()):
+        prefix = name.removesuffix("weight")
+        scales, biases = tensors.get(prefix + "scales"), tensors.get(prefix + "biases")
+        if not name.endswith(".weight") or t.dtype != "U32" or scales is None or biases is None:
+            continue
+        if bits not in (2, 4, 8) or not isinstance(size, int) or size <= 0 or len(t.shape) != 2:
+            problems.append(f"{name}: MLX {bits}-bit weights not read (bits 2, 4 or 8 only)")
+            continue
+        width = t.shape[1] * (32 // bits)
+        groups = (t.shape[0], width // size)
+        if width % size or scales.shape != groups or biases.shape != groups:
+            problems.append(f"{name}: MLX scales and biases do not match the weight; not read")
+            continue
+        tensors[name] = dataclasses.replace(
+            t, shape=(t.shape[0], width), mlx=Mlx(scales, biases, bits, size)
+        )
+        del tensors[prefix + "scales"], tensors[prefix + "biases"]
+        label = f"MLX {bits}-bit"
+        quant[label] = quant.get(label, 0) + t.nbytes
+
+
+BNB_STATE = ".quant_state.bitsandbytes__"
+MAX_BNB_STATE = 1 << 16  # the JSON of one layer's quantization state is ~200 bytes
+
+
+def _fold_bnb4(tensors: dict[str, TensorRef], quant: dict[str, int], problems: list[str]) -> None:
+    """Fold each bitsandbytes 4-bit weight and its serialised quant state (absmax, quant_map,
+    nested statistics, and the JSON `quant_state.bitsandbytes__nf4|fp4`) into one tensor."""
+    for name, state in list(tensors.items()):
+        if BNB_STATE not in name or state.dtype != "U8" or len(state.shape) != 1:
+            continue
+        weight = name[: name.index(BNB_STATE)]
+        t = tensors.get(weight)
+        parts = {
+            p: tensors.get(f"{weight}.{p}")
+            for p in ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
+        }
+        try:
+            if (
+                t is None
+                or t.dtype != "U8"
+                or parts["absmax"] is None
+                or parts["quant_map"] is None
+            ):
+                raise ValueError("tensors missing")
+            if state.nbytes > MAX_BNB_STATE:
+                raise ValueError("quant state over 64 KiB")
+            with paths.open_regular(state.file) as f:
+                info = json.loads(os.pread(f.fileno(), state.nbytes, state.offset))
+            shape = tuple(int(x) for x in info["shape"])
+            blocksize = int(info["blocksize"])
+            kind = str(info["quant_type"]).upper()
+            nested = parts["nested_absmax"] is not None
+            if (
+                kind not in ("NF4", "FP4")
+                or blocksize <= 0
+                or -(-math.prod(shape) // 2) != t.nbytes
+            ):
+                raise ValueError(f"{kind}, blocksize {blocksize}, shape {list(shape)}")
+            if parts["absmax"].size != -(-math.prod(shape) // blocksize):
+                raise ValueError("absmax does not cover the blocks")
+            spec = Bnb4(
+                parts["absmax"],
+                parts["quant_map"],
+                blocksize,
+                parts["nested_absmax"],
+                parts["nested_quant_map"],
+                int(info.get("nested_blocksize", 256)) if nested else 256,
+                float(info.get("nested_offset", 0.0)) if nested else 0.0,
+            )
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            problems.append(f"{weight}: bitsandbytes 4-bit weight not read ({e})")
+            continue
+        tensors[weight] = dataclasses.replace(t, shape=shape, bnb4=spec)
+        for key in list(tensors):
+            if key.startswith(weight + ".") and key != weight:
+                del tensors[key]
+        label = f"bitsandbytes {kind}"
         quant[label] = quant.get(label, 0) + t.nbytes
 
 
