@@ -231,12 +231,14 @@ class Use:
     inputs: tuple[str, ...] = ()  # all the node's inputs (a quantized weight's scale and zero)
     outputs: tuple[str, ...] = ()
     axis: int = 1  # DequantizeLinear's axis (the default)
+    ints: tuple[tuple[str, int], ...] = ()  # every integer attribute (MatMulNBits' K, N, bits)
 
 
 @dataclasses.dataclass
 class _Attribute:
     name: str = ""
     value: int = 0
+    has_value: bool = False
     tensors: list[tuple[int, int, str]] = dataclasses.field(default_factory=list)
 
 
@@ -350,6 +352,7 @@ class _Walk:
         inputs: list[str] = []
         outputs: list[str] = []
         trans_b, axis = 0, 1
+        ints: dict[str, int] = {}
         constants: list[tuple[int, int, str]] = []  # tensor attributes: (start, end, name)
         for number, wire, at, value in self.src.fields_of(start, end):
             if wire != 2:
@@ -372,12 +375,15 @@ class _Walk:
                 constants += attr.tensors
                 trans_b = attr.value if attr.name == "transB" else trans_b
                 axis = attr.value if attr.name == "axis" else axis
+                if attr.has_value and len(ints) < MAX_USES:
+                    ints[attr.name] = attr.value
         self.domains[domain] = self.domains.get(domain, 0) + 1
         scope = _scope(name, scopes)
         ins, outs = tuple(inputs), tuple(outputs)  # shared by every input's Use
+        attrs = tuple(ints.items())
         for i, x in enumerate(inputs):
             if x and len(self.uses.setdefault(x, [])) < MAX_USES:
-                self.uses[x].append(Use(op, i, scope, bool(trans_b), ins, outs, axis))
+                self.uses[x].append(Use(op, i, scope, bool(trans_b), ins, outs, axis, attrs))
         for a, b, attr_name in constants:
             # the graph knows a Constant's value by the node's output; other tensor attributes
             # keep their own name, else the node output and attribute name
@@ -390,7 +396,7 @@ class _Walk:
         out = _Attribute()
         for number, wire, at, value in self.src.fields_of(start, end):
             if number == 3 and wire == 0:
-                out.value = _signed(value)
+                out.value, out.has_value = _signed(value), True
             if wire != 2:
                 continue
             if number == 1:

@@ -66,10 +66,11 @@ class TensorRef:
     gptq: Gptq | None = None  # a GPTQ-packed linear weight (qweight; shape is [out, in])
     bnb4: Bnb4 | None = None  # a bitsandbytes NF4/FP4 weight (two codes per byte)
     mlx: Mlx | None = None  # an MLX affine-quantized weight (uint32 words along each row)
+    nbits: Nbits | None = None  # an ONNX MatMulNBits weight (blocks of 4- or 8-bit codes)
 
     @property
     def floating(self) -> bool:
-        packed = self.affine or self.gptq or self.bnb4 or self.mlx
+        packed = self.affine or self.gptq or self.bnb4 or self.mlx or self.nbits
         return self.dtype in FLOAT_DTYPES or packed is not None
 
     @property
@@ -111,6 +112,16 @@ class Mlx:
     biases: TensorRef
     bits: int
     group_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Nbits:
+    """ONNX Runtime's MatMulNBits (com.microsoft) quantization of one weight."""
+
+    scales: TensorRef  # [N, blocks] (or flat)
+    zeros: TensorRef | None  # uint8 codes packed like the weight, per block; None: 2^(bits-1)
+    bits: int
+    block_size: int
 
 
 # AutoAWQ's GEMM packing puts output channel 8w + AWQ_ORDER[i] in slot i of word w; channel
@@ -162,6 +173,8 @@ class Model:
             return self._bnb4(t, t.bnb4, rows, cols)
         if t.mlx is not None:
             return self._mlx(t, t.mlx, rows, cols)
+        if t.nbits is not None:
+            return self._nbits(t, t.nbits, rows, cols)
         if t.dtype in _NUMPY and t.transposed:
             return self._transposed(t, m, rows, cols)
         if t.dtype in _NUMPY:
@@ -367,6 +380,34 @@ class Model:
         self.release(t)
         return self._finite(t, out)
 
+    def _nbits(
+        self, t: TensorRef, q: Nbits, rows: np.ndarray | None, cols: np.ndarray | None
+    ) -> np.ndarray:
+        """A MatMulNBits weight, as ONNX Runtime's contrib operator defines it: B is [N,
+        blocks, block_size * bits / 8] bytes of codes along K, lowest bits first; zero points
+        (default 2^(bits-1)) are packed the same way per row; w[n, k] = (code - zero) *
+        scale, per block of block_size. Shown as [N, K]: torch's [out, in]."""
+        import numpy as np
+
+        n_out, k_in = t.shape
+        blocks = -(-k_in // q.block_size)
+        raw = np.frombuffer(self._map(t.file), np.uint8, t.nbytes, t.offset).reshape(n_out, -1)
+        picked = np.arange(n_out) if rows is None else np.asarray(rows)
+        codes = _unpack_low_first(raw[picked], q.bits)[:, :k_in]
+        scales = _float32(np.ascontiguousarray(self.stored(q.scales)), q.scales.dtype)
+        scales = scales.reshape(n_out, blocks)[picked]
+        if q.zeros is None:
+            zeros = np.full((len(picked), blocks), 1 << (q.bits - 1), np.float32)
+        else:
+            zraw = self.stored(q.zeros).reshape(n_out, -1)[picked]
+            zeros = _unpack_low_first(zraw, q.bits)[:, :blocks].astype(np.float32)
+        block = np.arange(k_in) // q.block_size
+        out = ((codes.astype(np.float32) - zeros[:, block]) * scales[:, block]).astype(np.float32)
+        if cols is not None:
+            out = out[:, cols]
+        self.release(t)
+        return self._finite(t, out)
+
     def _finite(self, t: TensorRef, out: np.ndarray) -> np.ndarray:
         """NaN and infinities carry no lineage signal and would poison every statistic:
         they are zeroed, and the model's problems say which tensors had them."""
@@ -543,7 +584,10 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
                 problems.append(f"{rel}: tensor {r.name} is stored twice")
                 continue
             tensors[r.name] = r
-            if r.affine is not None:  # ONNX 8-bit weights
+            if r.nbits is not None:
+                label = f"ONNX MatMulNBits {r.nbits.bits}-bit"
+                quant[label] = quant.get(label, 0) + r.nbytes
+            elif r.affine is not None:  # ONNX 8-bit weights
                 kind = "per-channel" if r.affine[2] is not None else "per-tensor"
                 label = f"ONNX {'int8' if r.dtype == 'I8' else 'uint8'} {kind}"
                 quant[label] = quant.get(label, 0) + r.nbytes
@@ -887,6 +931,19 @@ def _onnx(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
     refs = []
     for t in header.tensors:
         uses = header.uses.get(t.name, [])
+        nbits = _onnx_nbits(t, uses, by_name)
+        if nbits is not None:
+            u, shape, scale, zero, bits, size = nbits
+            name = u.scope + ".weight" if u.scope else t.name
+            spec = Nbits(
+                _onnx_ref(scale, file, folder),
+                None if zero is None else _onnx_ref(zero, file, folder),
+                bits,
+                size,
+            )
+            ref = _onnx_ref(t, file, folder, name if name not in by_name else t.name)
+            refs.append(dataclasses.replace(ref, shape=shape, nbits=spec))
+            continue
         quant = _onnx_quantized(t, uses, by_name, header)
         if quant is not None:
             consumer, scale, zero, axis = quant
@@ -902,7 +959,8 @@ def _onnx(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
             refs.append(_onnx_ref(t, file, folder, name, transposed, affine))
             continue
         name, transposed = _onnx_view(t, uses, set(by_name))
-        if not name.endswith((".weight", ".bias")) and not any(u.op in _ONNX_WEIGHTS for u in uses):
+        weight = any(u.index in _ONNX_WEIGHTS.get(u.op, ()) for u in uses)
+        if not name.endswith((".weight", ".bias")) and not weight:
             continue  # a constant the exporter computed (rotary tables, masks): not a weight
         if t.begin is not None or t.external is not None:  # else: varints (shape constants)
             refs.append(_onnx_ref(t, file, folder, name, transposed))
@@ -944,6 +1002,52 @@ def _onnx_ref(
         transposed=transposed,
         affine=affine,
     )
+
+
+def _unpack_low_first(raw: np.ndarray, bits: int) -> np.ndarray:
+    """Codes of `bits` (4 or 8) packed in bytes, lowest bits first, along the last axis."""
+    import numpy as np
+
+    if bits == 8:
+        return raw
+    return np.stack([raw & 0x0F, raw >> 4], axis=-1).reshape(*raw.shape[:-1], -1)
+
+
+def _onnx_nbits(
+    t: onnx_format.OnnxTensor,
+    uses: list[onnx_format.Use],
+    by_name: dict[str, onnx_format.OnnxTensor],
+) -> (
+    tuple[
+        onnx_format.Use,
+        tuple[int, int],
+        onnx_format.OnnxTensor,
+        onnx_format.OnnxTensor | None,
+        int,
+        int,
+    ]
+    | None
+):
+    """A MatMulNBits weight: (its node, shape [N, K], scales, zero points, bits, block size)."""
+    if len(uses) != 1 or uses[0].op != "MatMulNBits" or uses[0].index != 1 or t.dtype != "U8":
+        return None
+    u = uses[0]
+    attrs = dict(u.ints)
+    n, k, bits, size = (attrs.get(a, 0) for a in ("N", "K", "bits", "block_size"))
+    scale = by_name.get(u.inputs[2]) if len(u.inputs) > 2 else None
+    zero = by_name.get(u.inputs[3]) if len(u.inputs) > 3 and u.inputs[3] else None
+    if bits not in (4, 8) or n <= 0 or k <= 0 or size < 16 or size & (size - 1):
+        return None
+    blocks = -(-k // size)
+    if (
+        scale is None
+        or scale.dtype not in ("F32", "F16", "BF16")
+        or math.prod(scale.shape) != n * blocks
+    ):
+        return None
+    if t.nbytes != n * blocks * size * bits // 8 or (zero is not None and zero.dtype != "U8"):
+        return None
+    return u, (n, k), scale, zero, bits, size
 
 
 def _onnx_zero(
@@ -1003,10 +1107,16 @@ def _onnx_quantized(
     return consumer, scale, zero, axis
 
 
-# ops whose tensor inputs are learned weights (a tensor read only by others is a computed constant)
-_ONNX_WEIGHTS = frozenset(
-    {"MatMul", "Gemm", "Gather", "Conv", "ConvTranspose", "LayerNormalization", "MatMulNBits"}
-)
+# which inputs of an op are learned weights (a tensor read only elsewhere is a computed
+# constant, a scale or a zero point)
+_ONNX_WEIGHTS: dict[str, tuple[int, ...]] = {
+    "MatMul": (0, 1),
+    "Gemm": (0, 1, 2),
+    "Gather": (0,),
+    "Conv": (1, 2),
+    "ConvTranspose": (1, 2),
+    "LayerNormalization": (1, 2),
+}
 
 
 def _onnx_view(

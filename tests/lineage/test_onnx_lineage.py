@@ -304,3 +304,42 @@ def test_zero_points_kept_as_varints_are_signed() -> None:
     (t,) = walk.tensors
     assert t.encoded and t.varints is not None
     assert gate_onnx.varint_values(t, lambda at, n: data[at : at + n]) == [-5, 0, 7]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_matmul_nbits_4bit_is_dequantized_as_onnx_runtime_computes(
+    tmp_path: Path, symmetric: bool
+) -> None:
+    """ONNX Runtime's MatMulNBits quantizer (4-bit blocks along K, zero points packed per row
+    when asymmetric): the dequantized weights reproduce ONNX Runtime's own output."""
+    import logging
+
+    ort = pytest.importorskip("onnxruntime")
+    nbits = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")
+    torch.manual_seed(0)
+    net = _Net().eval()
+    _export(net, tmp_path / "f32")
+    logging.disable(logging.WARNING)
+    try:
+        quantizer = nbits.MatMulNBitsQuantizer(
+            onnx.load(str(tmp_path / "f32" / "model.onnx")), block_size=32, is_symmetric=symmetric
+        )
+        quantizer.process()
+    finally:
+        logging.disable(logging.NOTSET)
+    (tmp_path / "q").mkdir()
+    onnx.save_model(quantizer.model.model, str(tmp_path / "q" / "model.onnx"))
+    q = models.open_model(str(tmp_path / "q"), "q")
+    assert q.quantization == "ONNX MatMulNBits 4-bit" and q.problems == []
+    w = {name: q.array(t) for name, t in q.tensors.items()}
+    x = RNG.standard_normal((1, 5, 64)).astype(np.float32)
+    h = x
+    for i in range(2):
+        h = np.maximum(h @ w[f"layers.{i}.fc.weight"].T + w[f"layers.{i}.fc.bias"], 0)
+        h = h @ w[f"layers.{i}.out.weight"].T
+    session = ort.InferenceSession(str(tmp_path / "q" / "model.onnx"))
+    (name,) = [i.name for i in session.get_inputs()]
+    (got,) = session.run(None, {name: x})
+    assert np.allclose(got, h, atol=1e-4), np.abs(got - h).max()
+    (v,) = relate.compare(q, [_state(net, tmp_path / "st")]).verdicts
+    assert v.relation == "quantized" and v.details["quantization"] == "ONNX MatMulNBits 4-bit"
