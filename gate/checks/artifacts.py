@@ -290,7 +290,7 @@ def _format_findings(
             rules.PG306.finding(
                 at("path"),
                 f"{decl.path}: {scan.format} structure is not inspected by this version; only its"
-                " size and sha256 were verified",
+                " size, sha256 and what common loaders would run were verified",
                 declared=decl.format or scan.format,
                 found="not checked: no structural reader for this format yet",
             )

@@ -90,6 +90,8 @@ def scan_stream(f: BinaryIO, size: int, named: bool = False) -> PickleScan:
     f.seek(0)
     head = f.read(16)
     outer = _structure(head, size)
+    if outer == "hdf5":
+        _keras_h5(f, size, found)
     inner = _inner(f, head, size, "", found, 0)
     structure = outer or inner
     expect = (named and structure is None) or _magic(head)
@@ -187,6 +189,9 @@ def _zip(f: BinaryIO, where: str, found: _Found, depth: int) -> None:
     f.seek(0)
     files = [entry for entry in entries if not entry.is_dir]
     with zipfile.ZipFile(f) as archive:
+        names = {e.name for e in files}
+        if "config.json" in names and names & {"model.weights.h5", "metadata.json"}:
+            _keras_zip(archive, where, found)
         for entry in files:
             inner = f"{where}:{entry.name}" if where else entry.name
             try:  # a decoder error (a CRC checked at the entry's end) leaves the head short
@@ -197,6 +202,66 @@ def _zip(f: BinaryIO, where: str, found: _Found, depth: int) -> None:
             with archive.open(entry.name) as member:
                 stream = cast("BinaryIO", member)
                 _entry(stream, head, entry, inner, found, depth, only=len(files) == 1)
+
+
+MAX_KERAS_CONFIG = 64 << 20  # config.json of a .keras archive
+KERAS_LAMBDA = "keras.layers.Lambda"  # what a Lambda layer amounts to: code, never allowed
+# Keras 2 (tf.keras, HDF5) writes the model config as json.dumps(...) in a root attribute, a
+# Lambda layer as `"class_name": "Lambda"` with its function as marshalled bytecode.
+_H5_LAMBDA = (b'"class_name": "Lambda"', b'"function_type": "lambda"')
+
+
+def _keras_lambda(found: _Found, where: str, how: str, names: list[str]) -> None:
+    layers = ", ".join(repr(n) for n in names[:4]) + (" ..." if len(names) > 4 else "")
+    found.imports.add(KERAS_LAMBDA)
+    found.loads.append(
+        f"{how}{f' ({where})' if where else ''}: Lambda layer {layers} holds Python bytecode"
+        " that deserialising it runs"
+    )
+    found.pickle = True
+
+
+def _keras_zip(archive: Any, where: str, found: _Found) -> None:
+    """A Keras `.keras` archive's config.json, searched for Lambda layers (marshalled Python
+    functions: `keras.saving.load_model` rebuilds them, with safe_mode off or in tf.keras)."""
+    import json
+
+    try:
+        with archive.open("config.json") as member:
+            text = member.read(MAX_KERAS_CONFIG + 1)
+        if len(text) > MAX_KERAS_CONFIG:
+            raise ValueError(f"config.json over {MAX_KERAS_CONFIG} bytes")
+        config = json.loads(text)
+    except (ValueError, RecursionError, OSError) as e:  # fail closed: it may hold a Lambda
+        found.fail(where or "config.json", f"Keras config.json unreadable ({e})")
+        return
+    names: list[str] = []
+    stack: list[Any] = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                cfg = node.get("config")
+                names.append(str(cfg.get("name", "?")) if isinstance(cfg, dict) else "?")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if names:
+        _keras_lambda(found, where, "keras.saving.load_model", names)
+
+
+def _keras_h5(f: BinaryIO, size: int, found: _Found) -> None:
+    """A legacy Keras HDF5 model: its model_config attribute is plain JSON bytes somewhere in
+    the file (attributes are never compressed), searched for a Lambda layer."""
+    f.seek(0)
+    tail = b""
+    keep = max(len(p) for p in _H5_LAMBDA)
+    while chunk := f.read(1 << 20):
+        window = tail + chunk
+        if any(p in window for p in _H5_LAMBDA):
+            _keras_lambda(found, "", "tf.keras.models.load_model (Keras 2, HDF5)", ["?"])
+            return
+        tail = window[-keep:]
 
 
 def _entry(

@@ -69,10 +69,13 @@ SPECS: tuple[FormatSpec, ...] = (
     ),
     FormatSpec(
         "hdf5",
-        (".h5", ".hdf5", ".keras"),
+        (".h5", ".hdf5"),
         magic=lambda p, s, n: p.startswith(b"\x89HDF\r\n\x1a\n"),
         announces=True,
     ),
+    # Keras 3 (and tf.keras since 2.12) `.keras`: a zip of config.json, metadata.json and
+    # model.weights.h5. A Lambda layer in its config is code (formats.loaders finds it).
+    FormatSpec("keras", (".keras",), magic=lambda p, s, n: _zip(p) and s == ".keras"),
     FormatSpec("tflite", (".tflite",), magic=lambda p, s, n: p[4:8] == b"TFL3", announces=True),
     FormatSpec(
         "numpy",
