@@ -3,7 +3,8 @@
     python bench/lineage_accuracy.py [--zoo DIR] [--llama 4] [--gpt2 2] [--json out.json]
     python bench/lineage_accuracy.py --calibrate   # also rewrite gate/lineage/calibration.json
 
-Positives: each zoo model against its true base (merges: against all their parents).
+Positives: each zoo model against its true base (merges: against all their parents), in every
+format the zoo stores (safetensors, GGUF, ONNX, GPTQ, AWQ, NF4, MLX: one row each).
 Negatives: each zoo model against every base of its family it was not made from (same
 architecture, same data, other seed: the hardest negatives there are). Prints the confusion
 matrix of relations, TPR at the default alpha and the FPR observed on the negatives (with its 95%
@@ -97,6 +98,28 @@ def upper95(k: int, n: int) -> float:
     return 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k))
 
 
+def model_format(root: Path, name: str, t: dict[str, Any]) -> str:
+    """How a zoo model is stored: its truth's `format` (ONNX, 4-bit packings), else GGUF or
+    safetensors by its files (an adapter is safetensors too)."""
+    if "format" in t:
+        return str(t["format"])
+    return "gguf" if (root / name / "model.gguf").exists() else "safetensors"
+
+
+def by_format(rows: list[dict[str, Any]], negatives: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-format rows: positives named right, negatives called dependent."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        row = out.setdefault(r["format"], {"positives": 0, "right": 0, "negatives": 0, "fp": 0})
+        row["positives"] += 1
+        row["right"] += r["expected"] == r["found"]
+    for n in negatives:
+        row = out.setdefault(n["format"], {"positives": 0, "right": 0, "negatives": 0, "fp": 0})
+        row["negatives"] += 1
+        row["fp"] += n["dependent"]
+    return dict(sorted(out.items()))
+
+
 def run(root: Path, alpha: float) -> dict[str, Any]:
     truth = build.truth(root)
     positives, negatives = pairs(truth)
@@ -114,8 +137,10 @@ def run(root: Path, alpha: float) -> dict[str, Any]:
         detected = all(v.dependent or v.relation == "adapter" for v in rep.verdicts)
         tp += detected
         rows.append({"model": name, "expected": expected, "found": got, "detected": detected,
+                     "format": model_format(root, name, t),
                      "details": _recovered(t, rep)})  # fmt: skip
     neg_p: list[float] = []
+    neg_rows: list[dict[str, Any]] = []
     fp = 0
     for name, base in negatives:
         rep = compare(open_model(str(root / name), name), [open_model(str(root / base), base)],
@@ -123,6 +148,7 @@ def run(root: Path, alpha: float) -> dict[str, Any]:
         v = rep.verdicts[0]
         confusion[("independent", v.relation)] += 1
         fp += v.dependent
+        neg_rows.append({"format": model_format(root, name, truth[name]), "dependent": v.dependent})
         if v.log10_p is not None:
             neg_p.append(10**v.log10_p)
     elapsed = time.perf_counter() - t0
@@ -149,6 +175,7 @@ def run(root: Path, alpha: float) -> dict[str, Any]:
         },
         "merge_coefficient_max_error": max(merges) if merges else None,
         "layer_maps_correct": f"{sum(maps)}/{len(maps)}",
+        "formats": by_format(rows, neg_rows),
         "seconds": round(elapsed, 1),
         "rows": rows,
     }
@@ -209,8 +236,12 @@ def main() -> int:
         )
         CALIBRATION.write_text(json.dumps(table, indent=1) + "\n")
     for k, v in result.items():
-        if k not in ("rows", "confusion"):
+        if k not in ("rows", "confusion", "formats"):
             print(f"{k}: {v}")
+    print("per format: positives named right, negatives called dependent")
+    for fmt, row in result["formats"].items():
+        print(f"  {fmt:12} {row['right']:3d}/{row['positives']:<3d} right"
+              f"   {row['fp']}/{row['negatives']} false positives")  # fmt: skip
     print("confusion (expected -> found):")
     for k, v in result["confusion"].items():
         print(f"  {k}: {v}")

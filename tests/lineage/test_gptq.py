@@ -1,7 +1,7 @@
 """GPTQ checkpoints (AutoGPTQ / GPTQModel / transformers) dequantized for the lineage tiers.
 
 No GPTQ package installs here without its GPU kernels, so the packing is validated against an
-independent writer below that follows the published layout (AutoGPTQ's QuantLinear.pack: input
+independent writer (tests/zoo/packings.py) that follows the published layout (AutoGPTQ's QuantLinear.pack: input
 rows packed 32/bits per int32 lowest bits first, zero points packed the same way along the
 output dimension and stored minus one in the original "gptq" checkpoint format), on
 asymmetric 4-bit, 8-bit and 2-bit layers with and without act-order (a permuted g_idx)."""
@@ -18,45 +18,9 @@ from gate.lineage import models
 from gate.lineage import relation as relate
 from tests.helpers import write_st
 from tests.lineage.test_relation import layered, model
+from tests.zoo import packings
 
 RNG = np.random.default_rng(5)
-
-
-def pack_gptq(
-    w: np.ndarray, bits: int, group: int, act_order: bool, v1: bool
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """A torch-layout [out, in] weight as GPTQ tensors, and the values they dequantize to."""
-    out_f, in_f = w.shape
-    per, top = 32 // bits, (1 << bits) - 1
-    order = RNG.permutation(in_f) if act_order else np.arange(in_f)
-    g_idx = np.empty(in_f, np.int32)
-    g_idx[order] = np.arange(in_f) // group  # act-order: groups follow a permuted row order
-    groups = in_f // group
-    wt = w.T.astype(np.float64)  # [in, out]
-    scales = np.empty((groups, out_f), np.float16)
-    zeros = np.empty((groups, out_f), np.int64)
-    for g in range(groups):
-        rows = wt[g_idx == g]
-        lo, hi = np.minimum(rows.min(0), 0), np.maximum(rows.max(0), 0)
-        scale = np.maximum((hi - lo) / top, 1e-8).astype(np.float16)
-        scales[g] = scale
-        zeros[g] = np.clip(np.round(-lo / scale.astype(np.float64)), 1 if v1 else 0, top)
-    s, z = scales.astype(np.float64)[g_idx], zeros[g_idx]
-    q = np.clip(np.round(wt / s + z), 0, top).astype(np.uint64)
-    qweight = np.zeros((in_f // per, out_f), np.uint64)
-    for j in range(per):
-        qweight |= q[j::per] << np.uint64(j * bits)
-    stored = (zeros - 1) if v1 else zeros
-    qzeros = np.zeros((groups, out_f // per), np.uint64)
-    for j in range(per):
-        qzeros |= (stored[:, j::per].astype(np.uint64) & np.uint64(top)) << np.uint64(j * bits)
-    tensors = {
-        "qweight": qweight.astype(np.uint32).view(np.int32),
-        "qzeros": qzeros.astype(np.uint32).view(np.int32),
-        "scales": scales,
-        "g_idx": g_idx,
-    }
-    return tensors, ((q.astype(np.float64) - z) * s).T.astype(np.float32)
 
 
 def gptq_model(
@@ -66,7 +30,7 @@ def gptq_model(
     expected = {}
     for name, w in base.items():
         if w.ndim == 2 and name != "model.embed_tokens.weight":
-            parts, deq = pack_gptq(w, bits, 32, act_order, v1)
+            parts, deq = packings.gptq(w, bits, 32, act_order, v1, RNG)
             prefix = name.removesuffix("weight")
             out.update({prefix + k: v for k, v in parts.items()})
             expected[name] = deq
@@ -120,41 +84,13 @@ def test_gptq_without_its_config_is_said_not_read(tmp_path: Path) -> None:
     assert "model.layers.0.self_attn.q_proj.weight" not in m.tensors
 
 
-def pack_awq(w: np.ndarray, group: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """AutoAWQ's WQLinear_GEMM.from_linear layout: [in, out / 8] words, output channel
-    8c + order[i] in slot i, zero points packed the same way, w = (q - z) * s."""
-    order = [0, 2, 4, 6, 1, 3, 5, 7]
-    out_f, in_f = w.shape
-    wt = w.T.astype(np.float64)
-    groups = in_f // group
-    g = np.arange(in_f) // group
-    lo = np.minimum(wt.reshape(groups, group, out_f).min(1), 0)
-    hi = np.maximum(wt.reshape(groups, group, out_f).max(1), 0)
-    scales = np.ascontiguousarray(np.maximum((hi - lo) / 15, 1e-8), dtype=np.float16)
-    zeros = np.clip(np.round(-lo / scales.astype(np.float64)), 0, 15).astype(np.int64)
-    s, z = scales.astype(np.float64)[g], zeros[g]
-    q = np.clip(np.round(wt / s) + z, 0, 15).astype(np.uint64)
-    qweight = np.zeros((in_f, out_f // 8), np.uint64)
-    qzeros = np.zeros((groups, out_f // 8), np.uint64)
-    for col in range(out_f // 8):
-        for i in range(8):
-            qweight[:, col] |= q[:, col * 8 + order[i]] << np.uint64(4 * i)
-            qzeros[:, col] |= zeros[:, col * 8 + order[i]].astype(np.uint64) << np.uint64(4 * i)
-    tensors = {
-        "qweight": qweight.astype(np.uint32).view(np.int32),
-        "qzeros": qzeros.astype(np.uint32).view(np.int32),
-        "scales": scales,
-    }
-    return tensors, ((q.astype(np.float64) - z) * s).T.astype(np.float32)
-
-
 def test_awq_gemm_layers_dequantize_and_are_quantized(tmp_path: Path) -> None:
     base = layered(rows=96, cols=64)
     out: dict[str, np.ndarray] = {}
     expected = {}
     for name, w in base.items():
         if w.ndim == 2 and name != "model.embed_tokens.weight":
-            parts, expected[name] = pack_awq(w, 32)
+            parts, expected[name] = packings.awq(w, 32)
             out.update({name.removesuffix("weight") + k: v for k, v in parts.items()})
         else:
             out[name] = w.astype(np.float16)

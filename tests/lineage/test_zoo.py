@@ -35,7 +35,8 @@ def names() -> list[str]:
              ".ties", ".dare"]  # fmt: skip
     llama_only = [".gguf-q8_0", ".gguf-q4_0", ".int8", ".depth-pruned", ".depth-pruned-healed",
                   ".width-pruned", ".width-pruned-healed", ".vocab-expanded", ".permuted",
-                  ".scaled", ".rotated", ".all-attacks", ".passthrough"]  # fmt: skip
+                  ".scaled", ".rotated", ".all-attacks", ".passthrough",
+                  ".onnx-ft", ".gptq", ".awq", ".nf4", ".mlx"]  # fmt: skip
     return [f"llama-s0{k}" for k in kinds + llama_only] + [f"gpt2-s0{k}" for k in kinds]
 
 

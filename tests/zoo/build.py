@@ -44,11 +44,14 @@ PROGRESS_EVERY = 5.0  # seconds
 
 
 def key() -> str:
-    """The cache key: this file, the corpus and the versions of the libraries that train."""
+    """The cache key: this file, the packers, the corpus and the versions of the libraries that
+    train, export and pack."""
     from importlib.metadata import version
 
-    versions = " ".join(f"{d}={version(d)}" for d in ("torch", "transformers", "tokenizers"))
-    h = hashlib.sha256(Path(__file__).read_bytes() + CORPUS.read_bytes() + versions.encode())
+    libraries = ("torch", "transformers", "tokenizers", "onnx", "onnxscript", "bitsandbytes", "mlx")
+    versions = " ".join(f"{d}={version(d)}" for d in libraries)
+    sources = Path(__file__).read_bytes() + (HERE / "packings.py").read_bytes()
+    h = hashlib.sha256(sources + CORPUS.read_bytes() + versions.encode())
     return h.hexdigest()[:16]
 
 
@@ -293,6 +296,38 @@ class _Builder:
         self.expand_vocab(base, t)
         self.attacks(base, t)
         self.passthrough(base, other, t)
+        self.formats(base, t)
+
+    def formats(self, base: str, t: dict[str, Any]) -> None:
+        """The formats models are re-published in: an ONNX export of the short fine-tune
+        (torch.onnx's default exporter: anonymous, transposed weights named by their module
+        scopes), and 4-bit packings of the base (GPTQ with act-order, AWQ GEMM, bitsandbytes
+        NF4 with nested statistics, MLX), each beside the base's config and tokenizer."""
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        from tests.zoo import packings
+
+        source = f"{base}.ft-short"
+        path = self.out / f"{base}.onnx-ft"
+        path.mkdir()
+        for f in ("config.json", "tokenizer.json"):
+            shutil.copy(self.out / source / f, path / f)
+        _export_onnx(self.torch, self.clone(source), path / "model.onnx", self.data[:16][None])
+        self.saved(path.name, {"relation": "finetune", "format": "onnx", **t})
+        state = {k: v.float().numpy() for k, v in self.state(base).items()}
+        for kind in ("gptq", "awq", "nf4", "mlx"):
+            tensors, extra = packings.checkpoint(kind, state)
+            path = self.out / f"{base}.{kind}"
+            path.mkdir()
+            config = json.loads((self.out / base / "config.json").read_text())
+            (path / "config.json").write_text(json.dumps(config | extra, indent=1))
+            shutil.copy(self.out / base / "tokenizer.json", path / "tokenizer.json")
+            save_file(
+                {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                str(path / "model.safetensors"),
+            )
+            self.saved(path.name, {"relation": "quantized", "format": kind, **t})
 
     def save_sharded(self, name: str, like: str, state: dict[str, Any], **truth: Any) -> None:
         from safetensors.torch import save_file
@@ -565,6 +600,26 @@ class _Builder:
             layer_map=layer_map,
             **t,
         )
+
+
+def _export_onnx(torch: Any, model: Any, path: Path, ids: Any) -> None:
+    """torch.onnx's default (dynamo) exporter, as a user exporting logits would run it."""
+    import contextlib
+    import io
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed"
+
+    class Logits(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = model
+
+        def forward(self, x: Any) -> Any:
+            return self.m(input_ids=x, use_cache=False).logits
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        torch.onnx.export(Logits().eval(), (ids,), str(path), dynamo=True)
 
 
 def head_rows(torch: Any, hd: int, heads: Any) -> Any:
