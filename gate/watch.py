@@ -15,16 +15,21 @@ NAMES = (MANIFEST_NAME, LOCK_NAME, "README.md", ".gitattributes", *LICENSE_FILES
 SUFFIXES = (INDEX_SUFFIX, *sorted(WEIGHT_SUFFIXES))
 
 
+# weight files recognised by name alone (TensorFlow SavedModel checkpoints), as globs
+GLOBS = ("variables.index", "variables.data-*")
+
+
 def hook_files() -> str:
     """The `files:` regex of a pre-commit hook: these names and suffixes at any depth."""
     names = "|".join(re.escape(n) for n in NAMES)
     suffixes = "|".join(re.escape(s) for s in SUFFIXES)
-    return f"(^|/)({names}|[^/]*({suffixes}))$"
+    globs = "|".join(re.escape(g).replace(r"\*", "[^/]*") for g in GLOBS)
+    return f"(^|/)({names}|{globs}|[^/]*({suffixes}))$"
 
 
 def workflow_paths() -> list[str]:
     """A workflow's `on.<event>.paths:` globs: the same files at any depth."""
-    return [f"**/{n}" for n in NAMES] + [f"**/*{s}" for s in SUFFIXES]
+    return [f"**/{n}" for n in (*NAMES, *GLOBS)] + [f"**/*{s}" for s in SUFFIXES]
 
 
 if __name__ == "__main__":

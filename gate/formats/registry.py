@@ -105,8 +105,14 @@ SPECS: tuple[FormatSpec, ...] = (
         tensors=True,
     ),
     FormatSpec("msgpack", (".msgpack",)),
+    # Core ML: a `.mlmodel` (protobuf), or an `.mlpackage` folder whose weights are
+    # `Data/com.apple.CoreML/weights/weight.bin` (a MIL blob file, not a pickle: see sniff).
+    FormatSpec("coreml", (".mlmodel",)),
+    # TensorFlow SavedModel: `saved_model.pb` (the graph) and `variables/variables.index` and
+    # `variables.data-NNNNN-of-NNNNN` (the checkpoint), recognised by name (sniff).
+    FormatSpec("savedmodel", ()),
     # Weight files by name whose format the schema does not name (checked by size and digest).
-    FormatSpec("other", (".ggml", ".pb", ".mlmodel", ".llamafile", ".onnx_data")),
+    FormatSpec("other", (".ggml", ".pb", ".llamafile", ".onnx_data")),
 )
 BY_NAME: dict[str, FormatSpec] = {s.name: s for s in SPECS}
 BY_SUFFIX: dict[str, FormatSpec] = {x: s for s in SPECS for x in s.suffixes}

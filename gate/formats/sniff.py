@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from gate.formats import registry
 from gate.formats.registry import SNIFF_BYTES, WEIGHT_SUFFIXES
@@ -13,9 +14,21 @@ WEIGHT_STRUCTURES = {s.name: s.name for s in registry.SPECS if s.announces} | {"
 __all__ = ["PICKLE_SUFFIXES", "SNIFF_BYTES", "WEIGHT_STRUCTURES", "WEIGHT_SUFFIXES"]
 
 
+# TensorFlow SavedModel files, by name (their checkpoint shards have no suffix of their own)
+SAVEDMODEL = re.compile(r"(^|/)(saved_model\.pb|variables\.index|variables\.data-\d{5}-of-\d{5})$")
+
+
 def is_weight_name(path: str) -> bool:
     """Whether a file name says it holds weights (index files and pointers are judged apart)."""
-    return os.path.splitext(path)[1].lower() in WEIGHT_SUFFIXES
+    return os.path.splitext(path)[1].lower() in WEIGHT_SUFFIXES or bool(SAVEDMODEL.search(path))
+
+
+def in_mlpackage(path: str) -> bool:
+    """Whether a path lies inside a Core ML `.mlpackage` folder (its `weight.bin` is a MIL
+    blob file that Core ML reads; no loader unpickles it)."""
+    return any(
+        part.lower().endswith(".mlpackage") for part in path.replace("\\", "/").split("/")[:-1]
+    )
 
 
 def sniff(prefix: bytes, path: str, size: int) -> str:
@@ -25,6 +38,10 @@ def sniff(prefix: bytes, path: str, size: int) -> str:
     for spec in registry.SPECS:
         if spec.magic is not None and spec.magic(prefix, suffix, size):
             return spec.name
+    if SAVEDMODEL.search(path):
+        return "savedmodel"
+    if in_mlpackage(path):
+        return "coreml"
     # Unknown bytes under a pickle-family name are a pickle (protocol 0/1 has no magic).
     named = registry.BY_SUFFIX.get(suffix)
     return named.name if named is not None else "other"

@@ -46,7 +46,7 @@ def test_the_full_hook_watches_every_registered_suffix() -> None:
 
 def test_not_inspected_formats_are_the_ones_without_a_reader() -> None:
     not_inspected = {s.name for s in registry.SPECS if not s.inspected}
-    assert not_inspected == {"hdf5", "keras", "tflite", "numpy", "msgpack"}
+    assert not_inspected == {"hdf5", "keras", "tflite", "coreml", "savedmodel", "numpy", "msgpack"}
 
 
 def test_every_tensor_format_has_a_lineage_reader() -> None:
