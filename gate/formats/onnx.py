@@ -79,13 +79,13 @@ class External:
 
     location: str  # as written: relative to the model file's folder
     offset: int
-    length: int | None  # None: to the end of the file
+    length: int | None  # None: not written (the tensor's type and dims give its size)
 
 
 @dataclasses.dataclass(frozen=True)
 class OnnxTensor:
     name: str
-    dtype: str  # DTYPES name; "STRING" or "TYPE<n>" for types that hold no numbers
+    dtype: str  # a DTYPES name, or "STRING" (text, never digested)
     shape: tuple[int, ...]
     begin: int | None = None  # absolute range of its bytes in this file (raw or packed floats)
     end: int | None = None
@@ -368,7 +368,7 @@ class _Walk:
             elif number == 2:
                 outputs.append(self.src.text(at, value, "node output"))
             elif number == 9:
-                key, text = self.entry(at, at + value)
+                key, text = self.entry(at, at + value, only=SCOPES_KEY)
                 scopes = text if key == SCOPES_KEY else scopes
             elif number == 5:
                 attr = self.attribute(at, at + value, depth + 1)
@@ -494,14 +494,19 @@ class _Walk:
             self.tensors.append(OnnxTensor(name, dtype, shape, encoded=need > 0))
         return name
 
-    def entry(self, start: int, end: int) -> tuple[str, str]:
-        key = value = ""
+    def entry(self, start: int, end: int, only: str | None = None) -> tuple[str, str]:
+        """A StringStringEntryProto; only: read the value only under this key (node metadata
+        holds long stack traces nobody here needs)."""
+        key = ""
+        value: tuple[int, int] | None = None
         for number, wire, at, length in self.src.fields_of(start, end):
             if number == 1 and wire == 2:
-                key = self.src.text(at, length, "external_data key")
+                key = self.src.text(at, length, "entry key")
             elif number == 2 and wire == 2:
-                value = self.src.text(at, length, "external_data value")
-        return key, value
+                value = (at, length)
+        if value is None or (only is not None and key != only):
+            return key, ""
+        return key, self.src.text(value[0], value[1], "entry value")
 
     @staticmethod
     def external(name: str, entries: dict[str, str]) -> External:

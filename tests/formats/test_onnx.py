@@ -400,3 +400,22 @@ def test_random_bytes_parse_or_fail_cleanly(data: bytes) -> None:
     except FormatError:
         return
     gate_onnx.plan(header)  # a parsed header always plans
+
+
+def test_long_node_metadata_is_skipped_and_name_scopes_are_read(tmp_path: Path) -> None:
+    """torch.onnx writes a stack trace per node: kilobytes nobody here reads (a 100 KB one
+    would otherwise break the name cap), beside the module scopes the lineage reader uses."""
+    weights = _weights()
+    weights["fc2.t"] = weights.pop("fc2.weight").T.copy()
+    model = _model(weights)
+    node = model.graph.node[3]  # the MatMul reading fc2.t
+    helper.set_metadata_props(
+        node,
+        {
+            "pkg.torch.onnx.stack_trace": "x" * 100_000,
+            "pkg.torch.onnx.name_scopes": "['', 'model', 'model.fc2', 'linear']",
+        },
+    )
+    header = _read(_save(model, tmp_path / "m.onnx"))
+    (use,) = header.uses["fc2.t"]
+    assert (use.op, use.index, use.scope) == ("MatMul", 1, "model.fc2")
