@@ -695,6 +695,16 @@ def _int8_rowwise(tensors: dict[str, TensorRef], quant: dict[str, int]) -> None:
         quant[INT8_ROWWISE] = quant.get(INT8_ROWWISE, 0) + t.nbytes
 
 
+def _indices_below(t: TensorRef, limit: int) -> bool:
+    """Whether every value of a small integer tensor (g_idx) lies in [0, limit)."""
+    import numpy as np
+
+    with paths.open_regular(t.file) as f:
+        data = os.pread(f.fileno(), t.nbytes, t.offset)
+    values = np.frombuffer(data, dtype=_stored(t.dtype), count=t.size)
+    return bool(values.size == 0 or (values.min() >= 0 and values.max() < limit))
+
+
 def _gptq_config(folder: str, config: dict[str, Any]) -> dict[str, Any] | None:
     """The GPTQ or AWQ (GEMM) settings of a checkpoint: config.json's quantization_config
     (transformers, Optimum, GPTQModel, AutoAWQ) or quantize_config.json (AutoGPTQ)."""
@@ -740,6 +750,8 @@ def _fold_gptq(
             and qzeros.shape == (groups, -(-out_f // per))
             and (g_idx is None or (g_idx.dtype == "I32" and g_idx.shape == (in_f,)))
         )
+        if consistent and g_idx is not None and not awq:
+            consistent = _indices_below(g_idx, groups)
         if not consistent:
             problems.append(f"{prefix}qweight: GPTQ tensors of inconsistent shapes; not read")
             continue
@@ -817,22 +829,33 @@ def _fold_bnb4(tensors: dict[str, TensorRef], quant: dict[str, int], problems: l
             shape = tuple(int(x) for x in info["shape"])
             blocksize = int(info["blocksize"])
             kind = str(info["quant_type"]).upper()
-            nested = parts["nested_absmax"] is not None
+            nested_absmax = parts["nested_absmax"]
+            nested = nested_absmax is not None
             if (
                 kind not in ("NF4", "FP4")
                 or blocksize <= 0
                 or -(-math.prod(shape) // 2) != t.nbytes
             ):
                 raise ValueError(f"{kind}, blocksize {blocksize}, shape {list(shape)}")
-            if parts["absmax"].size != -(-math.prod(shape) // blocksize):
-                raise ValueError("absmax does not cover the blocks")
+            blocks = -(-math.prod(shape) // blocksize)
+            if parts["absmax"].size != blocks or parts["quant_map"].size != 16:
+                raise ValueError("absmax or quant_map of the wrong size")
+            nested_size = int(info.get("nested_blocksize", 256)) if nested else 256
+            if nested and (
+                parts["nested_quant_map"] is None
+                or parts["nested_quant_map"].size != 256
+                or nested_size <= 0
+                or nested_absmax is None
+                or nested_absmax.size != -(-blocks // nested_size)
+            ):
+                raise ValueError("nested statistics of the wrong size")
             spec = Bnb4(
                 parts["absmax"],
                 parts["quant_map"],
                 blocksize,
                 parts["nested_absmax"],
                 parts["nested_quant_map"],
-                int(info.get("nested_blocksize", 256)) if nested else 256,
+                nested_size,
                 float(info.get("nested_offset", 0.0)) if nested else 0.0,
             )
         except (ValueError, KeyError, TypeError, OSError) as e:
@@ -1045,7 +1068,9 @@ def _onnx_nbits(
         or math.prod(scale.shape) != n * blocks
     ):
         return None
-    if t.nbytes != n * blocks * size * bits // 8 or (zero is not None and zero.dtype != "U8"):
+    if t.nbytes != n * blocks * size * bits // 8:
+        return None
+    if zero is not None and (zero.dtype != "U8" or zero.nbytes != n * -(-blocks * bits // 8)):
         return None
     return u, (n, k), scale, zero, bits, size
 

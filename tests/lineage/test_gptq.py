@@ -108,3 +108,19 @@ def test_awq_gemm_layers_dequantize_and_are_quantized(tmp_path: Path) -> None:
         assert np.allclose(m.array(m.tensors[name], rows), deq[rows], atol=1e-3)
     (v,) = relate.compare(m, [model(tmp_path / "base", base)]).verdicts
     assert v.relation == "quantized" and v.details["quantization"] == "AWQ 4-bit"
+
+
+def test_a_hostile_g_idx_is_refused_not_indexed(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    gptq_model(tmp_path / "q", layered(rows=96, cols=64), 4, act_order=True)
+    path = tmp_path / "q" / "model.safetensors"
+    tensors = load_file(str(path))
+    key = "model.layers.0.mlp.up_proj.g_idx"
+    tensors[key] = np.full_like(tensors[key], 1_000_000)  # a group that does not exist
+    save_file(tensors, str(path))
+    m = models.open_model(str(tmp_path / "q"), "q")
+    assert any("up_proj.qweight: GPTQ tensors of inconsistent shapes" in p for p in m.problems)
+    assert "model.layers.0.mlp.up_proj.weight" not in m.tensors
+    (v,) = relate.compare(m, [model(tmp_path / "base", layered(rows=96, cols=64))]).verdicts
+    assert v.relation == "quantized"  # the other layers still say so
