@@ -419,3 +419,27 @@ def test_long_node_metadata_is_skipped_and_name_scopes_are_read(tmp_path: Path) 
     header = _read(_save(model, tmp_path / "m.onnx"))
     (use,) = header.uses["fc2.t"]
     assert (use.op, use.index, use.scope) == ("MatMul", 1, "model.fc2")
+
+
+def test_a_warm_check_reads_no_onnx_structure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gate.cache import StatCache
+    from gate.scanner import Scanner
+    from tests.helpers import check_target
+
+    (tmp_path / "r").mkdir()
+    root = _repo(tmp_path / "r", external=True)
+    manifest(root, HEAD + artifact_yaml(root, "model.onnx", "model.onnx_data"))
+    target = checks.Target.resolve(str(root), None)
+    cache = StatCache(str(tmp_path / "cache"))
+    assert errors(check_target(target, scanner=Scanner(cache))) == []
+    cache.flush()  # as the command line does when it closes the cache
+    calls = []
+    real_read = gate_onnx.read
+    monkeypatch.setattr(gate_onnx, "read", lambda path: calls.append(path) or real_read(path))
+    report = check_target(target, scanner=Scanner(cache))
+    assert errors(report) == [] and calls == []  # the summary came from the stat cache
+    (root / "model.onnx_data").write_bytes((root / "model.onnx_data").read_bytes()[:-4])
+    manifest(root, HEAD + artifact_yaml(root, "model.onnx", "model.onnx_data"))
+    assert "PG314" in errors(check_target(target, scanner=Scanner(cache)))  # sizes re-checked
