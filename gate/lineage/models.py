@@ -332,19 +332,26 @@ class Model:
         n_rows = t.shape[0] if len(t.shape) >= 2 else 1
         width = t.size // n_rows
         picked = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
-        k = (picked[:, None] * width + np.arange(width)[None, :]).reshape(-1)
         packed = np.frombuffer(self._map(t.file), np.uint8, t.nbytes, t.offset)
-        byte = packed[k // 2]
-        codes = np.where(k % 2 == 0, byte >> 4, byte & 0x0F)
-        blocks = k // b.blocksize
         if b.nested_absmax is None or b.nested_quant_map is None:
-            absmax = self.array(b.absmax).reshape(-1)[blocks]
-        else:
-            coded = self.stored(b.absmax).reshape(-1)[blocks]
-            nested = self.array(b.nested_absmax).reshape(-1)[blocks // b.nested_blocksize]
-            absmax = self.array(b.nested_quant_map)[coded] * nested + np.float32(b.nested_offset)
-        values = self.array(b.quant_map)[codes] * absmax
-        out = values.astype(np.float32).reshape(len(picked), width)
+            absmax = self.array(b.absmax).reshape(-1)
+        else:  # every block's absmax at once: 1/blocksize of the elements
+            coded = self.stored(b.absmax).reshape(-1)
+            nested = self.array(b.nested_absmax).reshape(-1)
+            index = np.arange(coded.size) // b.nested_blocksize
+            absmax = self.array(b.nested_quant_map)[coded] * nested[index]
+            absmax = (absmax + np.float32(b.nested_offset)).astype(np.float32)
+        code_book = self.array(b.quant_map)
+        out = np.empty((len(picked), width), np.float32)
+        # rows a few MiB at a time: the element indices are int64, 16x the packed bytes
+        step = max(1, DECODE_BYTES // (8 * max(1, width)))
+        for start in range(0, len(picked), step):
+            part = picked[start : start + step]
+            k = (part[:, None] * width + np.arange(width)[None, :]).reshape(-1)
+            byte = packed[k // 2]
+            codes = np.where(k % 2 == 0, byte >> 4, byte & 0x0F)
+            values = code_book[codes] * absmax[k // b.blocksize]
+            out[start : start + step] = values.reshape(len(part), width)
         if len(t.shape) < 2:
             out = out.reshape(t.shape)
         elif cols is not None:

@@ -73,3 +73,11 @@ def test_a_broken_quant_state_is_said_not_read(tmp_path: Path) -> None:
         "model.layers.0.mlp.up_proj.weight" not in m.tensors
         or not m.tensors["model.layers.0.mlp.up_proj.weight"].floating
     )
+
+
+def test_bnb_4bit_decodes_in_row_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = layered(rows=96, cols=64)
+    m, expected = bnb_model(tmp_path / "q", base, "nf4", True)
+    monkeypatch.setattr(models, "DECODE_BYTES", 1024)  # two rows per block
+    for name, want in expected.items():
+        assert np.allclose(m.array(m.tensors[name]), want, rtol=1e-6, atol=1e-6), name
