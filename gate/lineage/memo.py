@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import blake3
 
 from gate import hashing, paths
-from gate.lineage.models import MAX_JSON_BYTES, META_FILES, ModelError, model_files
+from gate.lineage.models import META_FILES, ModelError, model_files
 from gate.lineage.result import Verdict
+from gate.lineage.tensors import MAX_JSON_BYTES
 
 if TYPE_CHECKING:
     from gate.cache import StatCache

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gate.lineage import adapters, layermap, merges, models, stats
-from gate.lineage.models import Model, TensorRef, iter_float, sample_rows
+from gate.lineage.models import Model, iter_float, sample_rows
 from gate.lineage.result import (
     DEFAULT_ALPHA,
     EXACT_LOG10_P,
@@ -28,6 +28,7 @@ from gate.lineage.result import (
     TensorEvidence,
     Verdict,
 )
+from gate.lineage.tensors import TensorRef
 
 if TYPE_CHECKING:
     import numpy as np
@@ -374,11 +375,11 @@ class _Compare:
 
     @staticmethod
     def cand_np_dtype(t: TensorRef) -> Any:
-        from gate.lineage.models import _numpy_dtype
+        from gate.lineage.tensors import numpy_dtype
 
         if t.dtype not in ("F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"):
             raise KeyError(t.dtype)
-        return _numpy_dtype(t.dtype)
+        return numpy_dtype(t.dtype)
 
     def robust(self, c: np.ndarray, r: np.ndarray) -> list[stats.Outcome]:
         """Permutation-, sign- and scale-robust matching, in place and after mapping the

@@ -26,7 +26,8 @@ from gate.errors import FormatError
 from gate.formats import safetensors
 from gate.hubclient import Hub, HubError, HubFile
 from gate.lineage.exact import FLOAT_DTYPES
-from gate.lineage.models import Model, TensorRef, open_model, sample_rows
+from gate.lineage.models import Model, open_model, sample_rows
+from gate.lineage.tensors import TensorRef
 
 if TYPE_CHECKING:
     import numpy as np

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gate.lineage import models
+from gate.lineage import models, tensors
 from gate.lineage import relation as relate
 from tests.helpers import write_st
 from tests.lineage.test_relation import layered, model
@@ -78,6 +78,6 @@ def test_a_broken_quant_state_is_said_not_read(tmp_path: Path) -> None:
 def test_bnb_4bit_decodes_in_row_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = layered(rows=96, cols=64)
     m, expected = bnb_model(tmp_path / "q", base, "nf4", True)
-    monkeypatch.setattr(models, "DECODE_BYTES", 1024)  # two rows per block
+    monkeypatch.setattr(tensors, "DECODE_BYTES", 1024)  # two rows per block
     for name, want in expected.items():
         assert np.allclose(m.array(m.tensors[name]), want, rtol=1e-6, atol=1e-6), name

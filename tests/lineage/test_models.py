@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gate.lineage import models
+from gate.lineage import models, tensors
 from tests.helpers import write_st
 
 
@@ -19,7 +19,7 @@ def test_blocked_decoding_equals_one_conversion(
     data[20, 3] = np.nan
     data[33, 0] = np.inf
     write_st(tmp_path / "model.safetensors", {"w": data, "v": data[0].copy()})
-    monkeypatch.setattr(models, "DECODE_BYTES", 100)  # 3 rows (32 bytes each) a block
+    monkeypatch.setattr(tensors, "DECODE_BYTES", 100)  # 3 rows (32 bytes each) a block
     model = models.open_model(str(tmp_path))
     try:
         t = model.tensors[next(n for n in model.tensors if model.tensors[n].shape == (37, 16))]
@@ -36,9 +36,9 @@ def test_bf16_widens_exactly_as_ml_dtypes_does() -> None:
     import ml_dtypes
 
     bits = np.arange(1 << 16, dtype=np.uint16)  # every bf16 value: zeros, subnormals, inf, NaN
-    got = models._float32(bits, "BF16")
+    got = tensors.to_float32(bits, "BF16")
     want = bits.view(ml_dtypes.bfloat16).astype(np.float32)
     assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
     assert np.array_equal(
-        models._float32(bits.reshape(256, 256)[::2], "BF16"), got.reshape(256, 256)[::2]
+        tensors.to_float32(bits.reshape(256, 256)[::2], "BF16"), got.reshape(256, 256)[::2]
     )
