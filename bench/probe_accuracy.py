@@ -39,7 +39,10 @@ from gate.lineage.relation import compare as weights_compare  # noqa: E402
 from tests.zoo import build  # noqa: E402
 
 ALPHA = 0.01
-UNLOADABLE = (".gguf-q8_0", ".gguf-q4_0", ".int8", ".lora-adapter")
+# what transformers cannot run here: GGUF, LLM.int8 without CUDA, a bare adapter, and the
+# formats zoo (ONNX; GPTQ/AWQ need GPU kernel packages; NF4 needs CUDA; MLX is not transformers')
+UNLOADABLE = (".gguf-q8_0", ".gguf-q4_0", ".int8", ".lora-adapter", ".onnx-ft", ".gptq", ".awq",
+              ".nf4", ".mlx")  # fmt: skip
 
 
 def _index(folder: Path) -> None:
