@@ -5,6 +5,7 @@ bitsandbytes' own dequantize_4bit (its CPU backend)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,13 +15,19 @@ from gate.lineage import relation as relate
 from tests.helpers import write_st
 from tests.lineage.test_relation import layered, model
 
-torch = pytest.importorskip("torch")
-functional = pytest.importorskip("bitsandbytes.functional")
+
+@pytest.fixture(scope="module")
+def functional() -> Any:
+    """bitsandbytes, imported when a test here runs (its import takes seconds: not at
+    collection, where every xdist worker would pay it)."""
+    return pytest.importorskip("bitsandbytes.functional")
 
 
 def bnb_model(
-    path: Path, base: dict[str, np.ndarray], kind: str, nested: bool
+    path: Path, base: dict[str, np.ndarray], kind: str, nested: bool, functional: Any
 ) -> tuple[models.Model, dict[str, np.ndarray]]:
+    import torch
+
     out: dict[str, np.ndarray] = {}
     expected = {}
     for name, w in base.items():
@@ -39,9 +46,11 @@ def bnb_model(
 
 
 @pytest.mark.parametrize(("kind", "nested"), [("nf4", True), ("nf4", False), ("fp4", False)])
-def test_bnb_4bit_dequantizes_as_bitsandbytes_does(tmp_path: Path, kind: str, nested: bool) -> None:
+def test_bnb_4bit_dequantizes_as_bitsandbytes_does(
+    tmp_path: Path, kind: str, nested: bool, functional: Any
+) -> None:
     base = layered(rows=96, cols=64)
-    m, expected = bnb_model(tmp_path / "q", base, kind, nested)
+    m, expected = bnb_model(tmp_path / "q", base, kind, nested, functional)
     assert m.problems == [] and m.quantization == f"bitsandbytes {kind.upper()}"
     assert not any(".absmax" in n or "quant_state" in n for n in m.tensors)
     for name, want in expected.items():
@@ -58,9 +67,9 @@ def test_bnb_4bit_dequantizes_as_bitsandbytes_does(tmp_path: Path, kind: str, ne
     assert v.relation == "independent"
 
 
-def test_a_broken_quant_state_is_said_not_read(tmp_path: Path) -> None:
+def test_a_broken_quant_state_is_said_not_read(tmp_path: Path, functional: Any) -> None:
     base = layered(rows=96, cols=64)
-    bnb_model(tmp_path / "q", base, "nf4", False)
+    bnb_model(tmp_path / "q", base, "nf4", False, functional)
     from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(tmp_path / "q" / "model.safetensors"))
@@ -75,9 +84,11 @@ def test_a_broken_quant_state_is_said_not_read(tmp_path: Path) -> None:
     )
 
 
-def test_bnb_4bit_decodes_in_row_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bnb_4bit_decodes_in_row_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, functional: Any
+) -> None:
     base = layered(rows=96, cols=64)
-    m, expected = bnb_model(tmp_path / "q", base, "nf4", True)
+    m, expected = bnb_model(tmp_path / "q", base, "nf4", True, functional)
     monkeypatch.setattr(tensors, "DECODE_BYTES", 1024)  # two rows per block
     for name, want in expected.items():
         assert np.allclose(m.array(m.tensors[name]), want, rtol=1e-6, atol=1e-6), name
