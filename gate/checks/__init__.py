@@ -34,9 +34,9 @@ def check(
     built from its settings)."""
     options = options or Options()
     scanner = scanner or Scanner()
-    # the declared files are read while the manifest is validated and the checks set up
-    manifest, problems = load_manifest(target, scanner.cache, prefetch(target, scanner))
     try:
+        # the declared files are read while the manifest is validated and the checks set up
+        manifest, problems = load_manifest(target, scanner.cache, prefetch(target, scanner))
         if manifest is None:
             return report(target, problems, (), options.fail_on, manifest_invalid=True)
         from gate import hubmodels
@@ -44,7 +44,7 @@ def check(
 
         ev = gather(target, manifest, options, scanner, connect)
     finally:
-        scanner.cancel()  # reads nobody claimed: the manifest was invalid, or gather failed
+        scanner.cancel()  # reads nobody claimed: the manifest was invalid, or something failed
     findings = hubmodels.once_per_model([f for c in CHECKS for f in c.run(ev)])
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     if options.strict:
