@@ -25,6 +25,7 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
     that exported them (_onnx_view), int8 weights with their scales (_onnx_quantized)."""
     header = onnx_format.read(file)
     by_name = {t.name: t for t in header.tensors}
+    taken = set(by_name)  # names a derived name must not collide with (grows as we go)
     folder = os.path.dirname(file)
     refs = []
     for t in header.tensors:
@@ -39,13 +40,14 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
                 bits,
                 size,
             )
-            ref = _onnx_ref(t, file, folder, name if name not in by_name else t.name)
+            ref = _onnx_ref(t, file, folder, name if name not in taken else t.name)
             refs.append(dataclasses.replace(ref, shape=shape, nbits=spec))
+            taken.add(refs[-1].name)
             continue
         quant = _onnx_quantized(t, uses, by_name, header)
         if quant is not None:
             consumer, scale, zero, axis = quant
-            name, transposed = _onnx_view(t, [consumer], set(by_name), weight=True)
+            name, transposed = _onnx_view(t, [consumer], taken, weight=True)
             if name == t.name and t.name.endswith("_quantized"):
                 name = t.name.removesuffix("_quantized")
             shown = None if axis is None else (1 - axis if transposed else axis)
@@ -55,13 +57,15 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
                 shown,
             )
             refs.append(_onnx_ref(t, file, folder, name, transposed, affine))
+            taken.add(name)
             continue
-        name, transposed = _onnx_view(t, uses, set(by_name))
+        name, transposed = _onnx_view(t, uses, taken)
         weight = any(u.index in _ONNX_WEIGHTS.get(u.op, ()) for u in uses)
         if not name.endswith((".weight", ".bias")) and not weight:
             continue  # a constant the exporter computed (rotary tables, masks): not a weight
         if t.begin is not None or t.external is not None:  # else: varints (shape constants)
             refs.append(_onnx_ref(t, file, folder, name, transposed))
+            taken.add(name)
     return refs, {}
 
 

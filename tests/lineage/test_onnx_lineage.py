@@ -343,3 +343,21 @@ def test_matmul_nbits_4bit_is_dequantized_as_onnx_runtime_computes(
     assert np.allclose(got, h, atol=1e-4), np.abs(got - h).max()
     (v,) = relate.compare(q, [_state(net, tmp_path / "st")]).verdicts
     assert v.relation == "quantized" and v.details["quantization"] == "ONNX MatMulNBits 4-bit"
+
+
+def test_two_weights_of_one_module_keep_distinct_names(tmp_path: Path) -> None:
+    a, b = (RNG.standard_normal((40, 30)).astype(np.float32) for _ in range(2))
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "anon_a"], ["y"], name="/blk/proj/MatMul"),
+            helper.make_node("MatMul", ["y2", "anon_b"], ["z"], name="/blk/proj/MatMul_1"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 30])],
+        initializer=[numpy_helper.from_array(a, "anon_a"), numpy_helper.from_array(b, "anon_b")],
+    )
+    (tmp_path / "m").mkdir()
+    onnx.save_model(helper.make_model(graph), str(tmp_path / "m" / "model.onnx"))
+    m = models.open_model(str(tmp_path / "m"), "m")
+    assert set(m.tensors) == {"blk.proj.weight", "anon_b"} and m.problems == []
