@@ -99,7 +99,7 @@ def decode(
 
 
 def fold(
-    tensors: dict[str, TensorRef],
+    refs: dict[str, TensorRef],
     quant: dict[str, int],
     folder: str,
     config: dict[str, Any],
@@ -107,9 +107,9 @@ def fold(
 ) -> None:
     """Fold every packed layout of a safetensors model into one tensor per layer; quant
     counts the bytes of each quantization kind, problems says what could not be read."""
-    _fold_gptq(tensors, quant, _gptq_config(folder, config), problems)
-    _fold_bnb4(tensors, quant, problems)
-    _fold_mlx(tensors, quant, config.get("quantization"), problems)
+    _fold_gptq(refs, quant, _gptq_config(folder, config), problems)
+    _fold_bnb4(refs, quant, problems)
+    _fold_mlx(refs, quant, config.get("quantization"), problems)
 
 
 def _affine(
@@ -322,19 +322,19 @@ def _gptq_config(folder: str, config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _fold_gptq(
-    tensors: dict[str, TensorRef],
+    refs: dict[str, TensorRef],
     quant: dict[str, int],
     qc: dict[str, Any] | None,
     problems: list[str],
 ) -> None:
     """Fold each GPTQ or AWQ layer's qweight, qzeros, scales (and GPTQ's g_idx) into one
     `<layer>.weight`."""
-    for name, t in list(tensors.items()):
+    for name, t in list(refs.items()):
         if not name.endswith(".qweight") or t.dtype != "I32" or len(t.shape) != 2:
             continue
         prefix = name[: -len("qweight")]
-        qzeros, scales = tensors.get(prefix + "qzeros"), tensors.get(prefix + "scales")
-        g_idx = tensors.get(prefix + "g_idx")
+        qzeros, scales = refs.get(prefix + "qzeros"), refs.get(prefix + "scales")
+        g_idx = refs.get(prefix + "g_idx")
         if qzeros is None or scales is None:
             continue
         awq = qc is not None and str(qc.get("quant_method")).lower() == "awq"
@@ -362,27 +362,27 @@ def _fold_gptq(
         size = int(qc.get("group_size", qc.get("q_group_size", -1)))
         spec = Gptq(qzeros, scales, None if awq else g_idx, bits, size, v1, awq)
         weight = prefix + "weight"
-        tensors[weight] = dataclasses.replace(
+        refs[weight] = dataclasses.replace(
             t, name=weight, role=weight, shape=(out_f, in_f), gptq=spec
         )
         for part in ("qweight", "qzeros", "scales", "g_idx"):
             if prefix + part != weight:
-                tensors.pop(prefix + part, None)
+                refs.pop(prefix + part, None)
         label = f"{'AWQ' if awq else 'GPTQ'} {bits}-bit"
         quant[label] = quant.get(label, 0) + t.nbytes
 
 
 def _fold_mlx(
-    tensors: dict[str, TensorRef], quant: dict[str, int], qc: Any, problems: list[str]
+    refs: dict[str, TensorRef], quant: dict[str, int], qc: Any, problems: list[str]
 ) -> None:
     """Fold each MLX quantized weight (uint32 `.weight` with `.scales` and `.biases`, as
     mlx-lm saves them; config.json's `quantization` gives bits and group size)."""
     if not isinstance(qc, dict):
         return
     bits, size = qc.get("bits"), qc.get("group_size")
-    for name, t in list(tensors.items()):
+    for name, t in list(refs.items()):
         prefix = name.removesuffix("weight")
-        scales, biases = tensors.get(prefix + "scales"), tensors.get(prefix + "biases")
+        scales, biases = refs.get(prefix + "scales"), refs.get(prefix + "biases")
         if not name.endswith(".weight") or t.dtype != "U32" or scales is None or biases is None:
             continue
         if bits not in (2, 4, 8) or not isinstance(size, int) or size <= 0 or len(t.shape) != 2:
@@ -393,10 +393,10 @@ def _fold_mlx(
         if width % size or scales.shape != groups or biases.shape != groups:
             problems.append(f"{name}: MLX scales and biases do not match the weight; not read")
             continue
-        tensors[name] = dataclasses.replace(
+        refs[name] = dataclasses.replace(
             t, shape=(t.shape[0], width), mlx=Mlx(scales, biases, bits, size)
         )
-        del tensors[prefix + "scales"], tensors[prefix + "biases"]
+        del refs[prefix + "scales"], refs[prefix + "biases"]
         label = f"MLX {bits}-bit"
         quant[label] = quant.get(label, 0) + t.nbytes
 
@@ -405,16 +405,16 @@ BNB_STATE = ".quant_state.bitsandbytes__"
 MAX_BNB_STATE = 1 << 16  # the JSON of one layer's quantization state is ~200 bytes
 
 
-def _fold_bnb4(tensors: dict[str, TensorRef], quant: dict[str, int], problems: list[str]) -> None:
+def _fold_bnb4(refs: dict[str, TensorRef], quant: dict[str, int], problems: list[str]) -> None:
     """Fold each bitsandbytes 4-bit weight and its serialised quant state (absmax, quant_map,
     nested statistics, and the JSON `quant_state.bitsandbytes__nf4|fp4`) into one tensor."""
-    for name, state in list(tensors.items()):
+    for name, state in list(refs.items()):
         if BNB_STATE not in name or state.dtype != "U8" or len(state.shape) != 1:
             continue
         weight = name[: name.index(BNB_STATE)]
-        t = tensors.get(weight)
+        t = refs.get(weight)
         parts = {
-            p: tensors.get(f"{weight}.{p}")
+            p: refs.get(f"{weight}.{p}")
             for p in ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
         }
         try:
@@ -464,9 +464,9 @@ def _fold_bnb4(tensors: dict[str, TensorRef], quant: dict[str, int], problems: l
         except (ValueError, KeyError, TypeError, OSError) as e:
             problems.append(f"{weight}: bitsandbytes 4-bit weight not read ({e})")
             continue
-        tensors[weight] = dataclasses.replace(t, shape=shape, bnb4=spec)
-        for key in list(tensors):
+        refs[weight] = dataclasses.replace(t, shape=shape, bnb4=spec)
+        for key in list(refs):
             if key.startswith(weight + ".") and key != weight:
-                del tensors[key]
+                del refs[key]
         label = f"bitsandbytes {kind}"
         quant[label] = quant.get(label, 0) + t.nbytes
