@@ -78,9 +78,7 @@ class _Found:
 def scan(path: str, name: str | None = None) -> PickleScan:
     """Every pickle a common loader could read in the file at path; name: its name in the
     repository (a pickle-family suffix makes unreadable content an error, not a non-pickle)."""
-    where = name or path  # a weight.bin inside a Core ML package is a MIL blob, not a pickle
-    named = os.path.splitext(where)[1].lower() in sniff.PICKLE_SUFFIXES
-    named = named and not sniff.in_mlpackage(where)
+    named = sniff.named(name or path) == "pickle"  # not a Core ML package's weight.bin
     with paths.open_regular(path) as raw, io.BufferedReader(raw) as f:
         size = os.fstat(raw.fileno()).st_size
         return scan_stream(f, size, named)

@@ -66,6 +66,7 @@ DTYPES: dict[int, tuple[str, int]] = {
 STRING_TYPE = 8
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 MAX_USES = 8  # uses kept per value: a weight has one; shared shape constants need no more
+MAX_INTS = 32  # integer attributes kept per node (ONNX operators define a handful)
 _QUOTED = re.compile(r"'([^']*)'")
 # Operator domains of the ONNX standard and of ONNX Runtime's contrib operators (quantized
 # MatMulNBits, attention fusions): implemented by every runtime that runs exports of
@@ -227,11 +228,20 @@ class Use:
     op: str  # op_type
     index: int  # which input of the node
     scope: str  # the exporting module's path ('model.layers.0.self_attn.q_proj'), or ""
-    trans_b: bool = False  # Gemm's transB
     inputs: tuple[str, ...] = ()  # all the node's inputs (a quantized weight's scale and zero)
     outputs: tuple[str, ...] = ()
-    axis: int = 1  # DequantizeLinear's axis (the default)
-    ints: tuple[tuple[str, int], ...] = ()  # every integer attribute (MatMulNBits' K, N, bits)
+    ints: tuple[tuple[str, int], ...] = ()  # its integer attributes (transB, axis, K, N, bits)
+
+    def attr(self, name: str, default: int = 0) -> int:
+        return next((v for k, v in self.ints if k == name), default)
+
+    @property
+    def trans_b(self) -> bool:
+        return self.attr("transB") != 0  # Gemm
+
+    @property
+    def axis(self) -> int:
+        return self.attr("axis", 1)  # DequantizeLinear (1 when not written)
 
 
 @dataclasses.dataclass
@@ -351,7 +361,6 @@ class _Walk:
         op = domain = name = scopes = ""
         inputs: list[str] = []
         outputs: list[str] = []
-        trans_b, axis = 0, 1
         ints: dict[str, int] = {}
         constants: list[tuple[int, int, str]] = []  # tensor attributes: (start, end, name)
         for number, wire, at, value in self.src.fields_of(start, end):
@@ -373,9 +382,7 @@ class _Walk:
             elif number == 5:
                 attr = self.attribute(at, at + value, depth + 1)
                 constants += attr.tensors
-                trans_b = attr.value if attr.name == "transB" else trans_b
-                axis = attr.value if attr.name == "axis" else axis
-                if attr.has_value and len(ints) < MAX_USES:
+                if attr.has_value and len(ints) < MAX_INTS:
                     ints[attr.name] = attr.value
         self.domains[domain] = self.domains.get(domain, 0) + 1
         scope = _scope(name, scopes)
@@ -383,7 +390,7 @@ class _Walk:
         attrs = tuple(ints.items())
         for i, x in enumerate(inputs):
             if x and len(self.uses.setdefault(x, [])) < MAX_USES:
-                self.uses[x].append(Use(op, i, scope, bool(trans_b), ins, outs, axis, attrs))
+                self.uses[x].append(Use(op, i, scope, ins, outs, attrs))
         for a, b, attr_name in constants:
             # the graph knows a Constant's value by the node's output; other tensor attributes
             # keep their own name, else the node output and attribute name

@@ -23,28 +23,28 @@ def is_weight_name(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in WEIGHT_SUFFIXES or bool(SAVEDMODEL.search(path))
 
 
-def in_mlpackage(path: str) -> bool:
-    """Whether a path lies inside a Core ML `.mlpackage` folder (its `weight.bin` is a MIL
-    blob file that Core ML reads; no loader unpickles it)."""
-    return any(
-        part.lower().endswith(".mlpackage") for part in path.replace("\\", "/").split("/")[:-1]
-    )
+def named(path: str) -> str:
+    """The format a path's name alone says: SavedModel files by name, anything inside a Core
+    ML `.mlpackage` folder (its `weight.bin` is a MIL blob file, no loader unpickles it), else
+    the suffix's format, else `other`. Content (the magic) overrides it: see sniff."""
+    if SAVEDMODEL.search(path):
+        return "savedmodel"
+    folders = path.replace("\\", "/").split("/")[:-1]
+    if any(part.lower().endswith(".mlpackage") for part in folders):
+        return "coreml"
+    spec = registry.BY_SUFFIX.get(os.path.splitext(path)[1].lower())
+    return spec.name if spec is not None else "other"
 
 
 def sniff(prefix: bytes, path: str, size: int) -> str:
     """The format id (schema `format`) of a file from its first SNIFF_BYTES bytes: the first
-    registry entry whose magic matches, else the one its suffix names, else `other`."""
+    registry entry whose magic matches, else the one its name says (`named`)."""
     suffix = os.path.splitext(path)[1].lower()
     for spec in registry.SPECS:
         if spec.magic is not None and spec.magic(prefix, suffix, size):
             return spec.name
-    if SAVEDMODEL.search(path):
-        return "savedmodel"
-    if in_mlpackage(path):
-        return "coreml"
     # Unknown bytes under a pickle-family name are a pickle (protocol 0/1 has no magic).
-    named = registry.BY_SUFFIX.get(suffix)
-    return named.name if named is not None else "other"
+    return named(path)
 
 
 def sniff_file(path: str) -> str | None:

@@ -126,8 +126,7 @@ def _onnx_nbits(
     if len(uses) != 1 or uses[0].op != "MatMulNBits" or uses[0].index != 1 or t.dtype != "U8":
         return None
     u = uses[0]
-    attrs = dict(u.ints)
-    n, k, bits, size = (attrs.get(a, 0) for a in ("N", "K", "bits", "block_size"))
+    n, k, bits, size = (u.attr(a) for a in ("N", "K", "bits", "block_size"))
     scale = by_name.get(u.inputs[2]) if len(u.inputs) > 2 else None
     zero = by_name.get(u.inputs[3]) if len(u.inputs) > 3 and u.inputs[3] else None
     if bits not in (4, 8) or n <= 0 or k <= 0 or size < 16 or size & (size - 1):

@@ -84,18 +84,24 @@ AWQ_SLOT = tuple(AWQ_ORDER.index(k) for k in range(8))
 def decode(
     model: Model, t: TensorRef, rows: np.ndarray | None, cols: np.ndarray | None
 ) -> np.ndarray | None:
-    """The tensor (or its rows and columns) as float32 when it is packed; None when not."""
+    """The tensor (or its rows and columns) as float32 when it is packed; None when not.
+    Each decoder returns the rows asked for; the columns are taken here."""
     if t.affine is not None:
-        return _affine(model, t, t.affine, rows, cols)
+        return _affine(model, t, t.affine, rows, cols)  # columns map to its stored layout
     if t.gptq is not None:
-        return _gptq(model, t, t.gptq, rows, cols)
-    if t.bnb4 is not None:
-        return _bnb4(model, t, t.bnb4, rows, cols)
-    if t.mlx is not None:
-        return _mlx(model, t, t.mlx, rows, cols)
-    if t.nbits is not None:
-        return _nbits(model, t, t.nbits, rows, cols)
-    return None
+        out = _gptq(model, t, t.gptq, rows)
+    elif t.bnb4 is not None:
+        out = _bnb4(model, t, t.bnb4, rows)
+    elif t.mlx is not None:
+        out = _mlx(model, t, t.mlx, rows)
+    elif t.nbits is not None:
+        out = _nbits(model, t, t.nbits, rows)
+    else:
+        return None
+    if cols is not None and out.ndim == 2:
+        out = out[:, cols]
+    model.release(t)
+    return model.finite(t, out)
 
 
 def fold(
@@ -145,9 +151,7 @@ def _affine(
     return model.finite(t, out)
 
 
-def _gptq(
-    model: Model, t: TensorRef, g: Gptq, rows: np.ndarray | None, cols: np.ndarray | None
-) -> np.ndarray:
+def _gptq(model: Model, t: TensorRef, g: Gptq, rows: np.ndarray | None) -> np.ndarray:
     """A GPTQ or AWQ linear weight. GPTQ (AutoGPTQ/GPTQModel): qweight int32 [in / per,
     out] holds `per` = 32 / bits values of consecutive input rows, lowest bits first; zero
     points are packed the same way along the output dimension. AWQ (AutoAWQ GEMM): qweight
@@ -161,10 +165,13 @@ def _gptq(
     out_f, in_f = t.shape
     packed = np.frombuffer(model.mapped(t.file), np.uint32, t.nbytes // 4, t.offset)
     chans = np.arange(out_f) if rows is None else np.asarray(rows)
-    if g.awq:  # [in, out / 8]: each channel's word and slot
+    # where each output channel sits in a word packed along the outputs (AWQ's weights, both
+    # layouts' zero points): word chans // per, at a shift AWQ interleaves
+    words = chans // per
+    slots = np.asarray(AWQ_SLOT if g.awq else range(per), np.uint32)[chans % per] * g.bits
+    if g.awq:  # [in, out / 8]
         packed = packed.reshape(in_f, out_f // per)
-        slot = np.asarray(AWQ_SLOT, np.uint32)[chans % per] * g.bits
-        q = (packed[:, chans // per] >> slot[None, :]) & mask
+        q = (packed[:, words] >> slots[None, :]) & mask
     else:  # GPTQ: [in / per, out], consecutive input rows in one word
         packed = packed.reshape(in_f // per, out_f)
         shifts = (np.arange(per, dtype=np.uint32) * g.bits)[None, :, None]
@@ -177,22 +184,14 @@ def _gptq(
         model.mapped(g.qzeros.file), np.uint32, g.qzeros.nbytes // 4, g.qzeros.offset
     )
     zp = zp.reshape(g.qzeros.shape)
-    words, slots = chans // per, (chans % per).astype(np.uint32) * g.bits
-    if g.awq:
-        slots = np.asarray(AWQ_SLOT, np.uint32)[chans % per] * g.bits
     zeros = ((zp[:, words] >> slots[None, :]) & mask).astype(np.float32) + (1 if g.v1 else 0)
     scales = tensors.to_float32(model.stored(g.scales)[:, chans], g.scales.dtype)
     w = (q.astype(np.float32) - zeros[groups]) * scales[groups]  # [in, chans]
     out = np.ascontiguousarray(w.T)
-    if cols is not None:
-        out = out[:, cols]
-    model.release(t)
-    return model.finite(t, out)
+    return out
 
 
-def _bnb4(
-    model: Model, t: TensorRef, b: Bnb4, rows: np.ndarray | None, cols: np.ndarray | None
-) -> np.ndarray:
+def _bnb4(model: Model, t: TensorRef, b: Bnb4, rows: np.ndarray | None) -> np.ndarray:
     """A bitsandbytes 4-bit weight, as its dequantize_4bit defines it: element k of the
     row-major matrix is the code in the high nibble of byte k / 2 when k is even, the low
     one when odd; value = quant_map[code] * absmax[k // blocksize]. With nested (double)
@@ -223,17 +222,10 @@ def _bnb4(
         codes = np.where(k % 2 == 0, byte >> 4, byte & 0x0F)
         values = code_book[codes] * absmax[k // b.blocksize]
         out[start : start + step] = values.reshape(len(part), width)
-    if len(t.shape) < 2:
-        out = out.reshape(t.shape)
-    elif cols is not None:
-        out = out[:, cols]
-    model.release(t)
-    return model.finite(t, out)
+    return out.reshape(t.shape) if len(t.shape) < 2 else out
 
 
-def _mlx(
-    model: Model, t: TensorRef, q: Mlx, rows: np.ndarray | None, cols: np.ndarray | None
-) -> np.ndarray:
+def _mlx(model: Model, t: TensorRef, q: Mlx, rows: np.ndarray | None) -> np.ndarray:
     """An MLX quantized matrix, as mlx.core.dequantize defines it: each row's values
     packed 32 / bits to a uint32, lowest bits first; value = scale * q + bias per group of
     group_size consecutive columns."""
@@ -253,16 +245,11 @@ def _mlx(
     group = np.arange(width) // q.group_size
     scale = tensors.to_float32(np.ascontiguousarray(scales), q.scales.dtype)[:, group]
     bias = tensors.to_float32(np.ascontiguousarray(biases), q.biases.dtype)[:, group]
-    out = (codes.astype(np.float32) * scale + bias).astype(np.float32)
-    if cols is not None:
-        out = out[:, cols]
-    model.release(t)
-    return model.finite(t, out)
+    out: np.ndarray = (codes.astype(np.float32) * scale + bias).astype(np.float32)
+    return out
 
 
-def _nbits(
-    model: Model, t: TensorRef, q: Nbits, rows: np.ndarray | None, cols: np.ndarray | None
-) -> np.ndarray:
+def _nbits(model: Model, t: TensorRef, q: Nbits, rows: np.ndarray | None) -> np.ndarray:
     """A MatMulNBits weight, as ONNX Runtime's contrib operator defines it: B is [N,
     blocks, block_size * bits / 8] bytes of codes along K, lowest bits first; zero points
     (default 2^(bits-1)) are packed the same way per row; w[n, k] = (code - zero) *
@@ -282,11 +269,8 @@ def _nbits(
         zraw = model.stored(q.zeros).reshape(n_out, -1)[picked]
         zeros = _unpack_low_first(zraw, q.bits)[:, :blocks].astype(np.float32)
     block = np.arange(k_in) // q.block_size
-    out = ((codes.astype(np.float32) - zeros[:, block]) * scales[:, block]).astype(np.float32)
-    if cols is not None:
-        out = out[:, cols]
-    model.release(t)
-    return model.finite(t, out)
+    out: np.ndarray = (codes.astype(np.float32) - zeros[:, block]) * scales[:, block]
+    return out.astype(np.float32)
 
 
 def _unpack_low_first(raw: np.ndarray, bits: int) -> np.ndarray:
