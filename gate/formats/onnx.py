@@ -110,6 +110,7 @@ class OnnxHeader:
     nodes: int
     tensors: tuple[OnnxTensor, ...]  # in the order the graph lists them
     uses: dict[str, list[Use]] = dataclasses.field(default_factory=dict)  # value -> readers
+    graph: tuple[Node, ...] = ()  # the main graph's nodes, in the file's (topological) order
 
     @property
     def custom_domains(self) -> list[str]:
@@ -244,6 +245,16 @@ class Use:
         return self.attr("axis", 1)  # DequantizeLinear (1 when not written)
 
 
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """A node of the main graph, as the lineage reader's topology pass needs it."""
+
+    op: str
+    domain: str  # "" for the standard operators
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
 @dataclasses.dataclass
 class _Attribute:
     name: str = ""
@@ -274,6 +285,7 @@ class _Walk:
         self.domains: dict[str, int] = {}
         self.functions: list[str] = []
         self.nodes = 0
+        self.graph_nodes: list[Node] = []
 
     def _need(self, wire: int, want: int, what: str, at: int) -> None:
         if wire != want:
@@ -314,6 +326,7 @@ class _Walk:
             nodes=self.nodes,
             tensors=tuple(self.tensors),
             uses=self.uses,
+            graph=tuple(self.graph_nodes),
         )
 
     def opset(self, start: int, end: int) -> tuple[str, int]:
@@ -335,7 +348,7 @@ class _Walk:
             if wire != 2:
                 continue
             if number == 1:
-                self.node(at, at + value, depth + 1)
+                self.node(at, at + value, depth + 1, main=depth == 1)
             elif number == 5:
                 self.tensor(at, at + value)
             elif number == 15:
@@ -355,7 +368,7 @@ class _Walk:
                 self.node(at, at + value, depth + 1)
         self.functions.append(f"{domain}:{name}")
 
-    def node(self, start: int, end: int, depth: int) -> None:
+    def node(self, start: int, end: int, depth: int, main: bool = False) -> None:
         self._depth(depth)
         self.nodes += 1
         op = domain = name = scopes = ""
@@ -388,6 +401,8 @@ class _Walk:
         scope = _scope(name, scopes)
         ins, outs = tuple(inputs), tuple(outputs)  # shared by every input's Use
         attrs = tuple(ints.items())
+        if main:  # the model's graph (not a function body or an If/Loop subgraph)
+            self.graph_nodes.append(Node(op, domain, ins, outs))
         for i, x in enumerate(inputs):
             if x and len(self.uses.setdefault(x, [])) < MAX_USES:
                 self.uses[x].append(Use(op, i, scope, ins, outs, attrs))

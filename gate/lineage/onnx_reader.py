@@ -16,7 +16,7 @@ from typing import Any
 from gate import paths
 from gate.errors import FormatError
 from gate.formats import onnx as onnx_format
-from gate.lineage import packed, tensors
+from gate.lineage import onnx_roles, packed, tensors
 
 
 def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
@@ -26,6 +26,8 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
     header = onnx_format.read(file)
     by_name = {t.name: t for t in header.tensors}
     taken = set(by_name)  # names a derived name must not collide with (grows as we go)
+    # roles from the graph's topology, for weights no module path names (onnx_roles)
+    topo = onnx_roles.roles(header.graph, {t.name: t.shape for t in header.tensors})
     folder = os.path.dirname(file)
     refs = []
     for t in header.tensors:
@@ -33,7 +35,7 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
         nbits = _onnx_nbits(t, uses, by_name)
         if nbits is not None:
             u, shape, scale, zero, bits, size = nbits
-            name = u.scope + ".weight" if u.scope else t.name
+            name = u.scope + ".weight" if u.scope else topo.get(t.name, t.name)
             spec = packed.Nbits(
                 _onnx_ref(scale, file, folder),
                 None if zero is None else _onnx_ref(zero, file, folder),
@@ -48,8 +50,8 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
         if quant is not None:
             consumer, scale, zero, axis = quant
             name, transposed = _onnx_view(t, [consumer], taken, weight=True)
-            if name == t.name and t.name.endswith("_quantized"):
-                name = t.name.removesuffix("_quantized")
+            if name == t.name:
+                name = _untaken(topo.get(t.name), taken) or t.name.removesuffix("_quantized")
             shown = None if axis is None else (1 - axis if transposed else axis)
             affine = (
                 _onnx_ref(scale, file, folder),
@@ -60,6 +62,8 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
             taken.add(name)
             continue
         name, transposed = _onnx_view(t, uses, taken)
+        if name == t.name and not name.endswith((".weight", ".bias")):
+            name = _untaken(topo.get(t.name), taken) or name
         weight = any(u.index in _ONNX_WEIGHTS.get(u.op, ()) for u in uses)
         if not name.endswith((".weight", ".bias")) and not weight:
             continue  # a constant the exporter computed (rotary tables, masks): not a weight
@@ -67,6 +71,10 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
             refs.append(_onnx_ref(t, file, folder, name, transposed))
             taken.add(name)
     return refs, {}
+
+
+def _untaken(name: str | None, taken: set[str]) -> str | None:
+    return name if name is not None and name not in taken else None
 
 
 def _onnx_ref(
