@@ -23,6 +23,7 @@ from gate.formats import gguf as gguf_format
 from gate.formats import registry, sniff
 from gate.lineage import onnx_reader, packed, tensors
 from gate.lineage.tensors import (
+    FLOAT_DTYPES,
     INT8_ROWWISE,
     NUMPY_DTYPES,
     TensorRef,
@@ -265,14 +266,15 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
             problems.append(f"{rel}: {fmt} tensors are not read by the lineage tiers")
             continue
         try:
-            refs, own = reader(file)
+            refs, own, unread = reader(file)
+            problems += [f"{rel}: {p}" for p in unread]
             arch = arch or str(own.get("model_type") or "")
             config = config or own
         except (FormatError, OSError) as e:
             problems.append(f"{rel}: {getattr(e, 'strerror', None) or e}")
             continue
         for r in refs:
-            if r.floating and r.dtype not in NUMPY_DTYPES and not _dequantizable(r.dtype):
+            if r.dtype in FLOAT_DTYPES - NUMPY_DTYPES and not _dequantizable(r.dtype):
                 problems.append(f"{rel}: tensor {r.name}: {r.dtype} cannot be dequantized; skipped")
                 continue
             if r.name in tensors:
@@ -282,9 +284,9 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
             if r.nbits is not None:
                 label = f"ONNX MatMulNBits {r.nbits.bits}-bit"
                 quant[label] = quant.get(label, 0) + r.nbytes
-            elif r.affine is not None:  # ONNX 8-bit weights
-                kind = "per-channel" if r.affine[2] is not None else "per-tensor"
-                label = f"ONNX {'int8' if r.dtype == 'I8' else 'uint8'} {kind}"
+            elif r.affine is not None:  # ONNX 8- and 4-bit weights
+                kind = {"I8": "int8", "U8": "uint8", "I4": "int4", "U4": "uint4"}[r.dtype]
+                label = f"ONNX {kind} {r.affine.label}"
                 quant[label] = quant.get(label, 0) + r.nbytes
             elif r.dtype not in NUMPY_DTYPES and r.floating:
                 quant[r.dtype] = quant.get(r.dtype, 0) + r.nbytes
@@ -410,26 +412,30 @@ def _vocab(folder: str) -> dict[str, int] | None:
     return {k: v for k, v in vocab.items() if isinstance(k, str) and isinstance(v, int)}
 
 
-def _safetensors(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
+def _safetensors(file: str) -> tuple[list[TensorRef], dict[str, Any], list[str]]:
     from gate.hashing import read_safetensors_header
 
     header = read_safetensors_header(file)
-    return [
-        TensorRef(
-            t.name,
-            t.name,
-            None,
-            t.shape,
-            t.dtype,
-            file,
-            header.data_start + t.begin,
-            t.end - t.begin,
-        )
-        for t in header.tensors
-    ], {}
+    return (
+        [
+            TensorRef(
+                t.name,
+                t.name,
+                None,
+                t.shape,
+                t.dtype,
+                file,
+                header.data_start + t.begin,
+                t.end - t.begin,
+            )
+            for t in header.tensors
+        ],
+        {},
+        [],
+    )
 
 
-def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
+def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any], list[str]]:
     with paths.open_regular(file) as f:
         size = os.fstat(f.fileno()).st_size
         fd = f.fileno()
@@ -451,13 +457,14 @@ def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any]]:
                 t.end - t.begin,
             )
         )
-    return refs, _gguf_config(header.metadata)
+    return refs, _gguf_config(header.metadata), []
 
 
 # The lineage reader of each tensor format of the registry (registry.TENSOR_FORMATS; a test
 # keeps the two in step): the file's tensors, and what its own metadata says of the model's
-# configuration (GGUF carries it; a safetensors model's is in config.json beside it).
-READERS: dict[str, Callable[[str], tuple[list[TensorRef], dict[str, Any]]]] = {
+# configuration (GGUF carries it; a safetensors model's is in config.json beside it), and
+# what in it could not be read.
+READERS: dict[str, Callable[[str], tuple[list[TensorRef], dict[str, Any], list[str]]]] = {
     "gguf": _gguf,
     "onnx": onnx_reader.read,
     "safetensors": _safetensors,

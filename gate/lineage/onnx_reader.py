@@ -19,7 +19,7 @@ from gate.formats import onnx as onnx_format
 from gate.lineage import onnx_roles, packed, tensors
 
 
-def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
+def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any], list[str]]:
     """An ONNX model's stored tensors, inline or in external data (which must lie in the
     model's folder: the check's PG314 says why one does not), named and oriented as the module
     that exported them (_onnx_view), int8 weights with their scales (_onnx_quantized)."""
@@ -29,7 +29,7 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
     # roles from the graph's topology, for weights no module path names (onnx_roles)
     topo = onnx_roles.roles(header.graph, {t.name: t.shape for t in header.tensors})
     folder = os.path.dirname(file)
-    refs = []
+    refs, problems = [], []
     for t in header.tensors:
         uses = header.uses.get(t.name, [])
         nbits = _onnx_nbits(t, uses, by_name)
@@ -48,18 +48,19 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
             continue
         quant = _onnx_quantized(t, uses, by_name, header)
         if quant is not None:
-            consumer, scale, zero, axis = quant
+            consumer, scale, zero, axis, block = quant
             name, transposed = _onnx_view(t, [consumer], taken, weight=True)
             if name == t.name:
                 name = _untaken(topo.get(t.name), taken) or t.name.removesuffix("_quantized")
-            shown = None if axis is None else (1 - axis if transposed else axis)
-            affine = (
-                _onnx_ref(scale, file, folder),
-                _onnx_zero(zero, file, folder),
-                shown,
+            affine = packed.Affine(
+                _onnx_ref(scale, file, folder), _onnx_zero(zero, file, folder), axis, block
             )
             refs.append(_onnx_ref(t, file, folder, name, transposed, affine))
             taken.add(name)
+            continue
+        unread = next((u.op for u in uses if _QUANTIZED_INPUTS.get(u.op) == u.index), None)
+        if unread is not None:  # a quantized weight in a layout this reader does not know
+            problems.append(f"tensor {t.name}: {t.dtype} weight of {unread} not dequantized")
             continue
         name, transposed = _onnx_view(t, uses, taken)
         if name == t.name and not name.endswith((".weight", ".bias")):
@@ -70,7 +71,7 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any]]:
         if t.begin is not None or t.external is not None:  # else: varints (shape constants)
             refs.append(_onnx_ref(t, file, folder, name, transposed))
             taken.add(name)
-    return refs, {}
+    return refs, {}, problems
 
 
 def _untaken(name: str | None, taken: set[str]) -> str | None:
@@ -83,8 +84,7 @@ def _onnx_ref(
     folder: str,
     name: str | None = None,
     transposed: bool = False,
-    affine: tuple[tensors.TensorRef, tensors.TensorRef | tuple[int, ...] | None, int | None]
-    | None = None,
+    affine: packed.Affine | None = None,
 ) -> tensors.TensorRef:
     name = name or t.name
     shape = t.shape[::-1] if transposed else t.shape
@@ -166,49 +166,80 @@ def _onnx_zero(
         return tuple(onnx_format.varint_values(t, lambda at, n: os.pread(fd, n, at)))
 
 
+# The quantized matrix products that take a stored weight with its scale and zero point:
+# op -> (weight input, scale input, zero point input); ONNX Runtime's dynamic quantization
+# passes no scale to MatMulInteger (-1: found by name, see _onnx_quantized).
+_QUANTIZED_PRODUCTS = {
+    "MatMulInteger": (1, -1, 3),
+    "QLinearMatMul": (3, 4, 5),
+    "MatMulIntegerToFloat": (1, 3, 5),  # com.microsoft
+}
+
+
 def _onnx_quantized(
     t: onnx_format.OnnxTensor,
     uses: list[onnx_format.Use],
     by_name: dict[str, onnx_format.OnnxTensor],
     header: onnx_format.OnnxHeader,
 ) -> (
-    tuple[onnx_format.Use, onnx_format.OnnxTensor, onnx_format.OnnxTensor | None, int | None] | None
+    tuple[onnx_format.Use, onnx_format.OnnxTensor, onnx_format.OnnxTensor | None, int | None, int]
+    | None
 ):
-    """An 8-bit weight and how to dequantize it: (the node that uses it as a weight, scale,
-    zero point, stored axis of per-channel scales or None). Three layouts: QDQ's
-    DequantizeLinear(q, scale, zero, axis) before MatMul/Gemm/Gather; ONNX Runtime's dynamic
-    quantization, MatMulInteger(x, q, x_zero, q_zero) with the scale applied after it, and
-    the Gather of a quantized embedding table; the last two name the scale `<weight>_scale`
-    (ONNX Runtime's quantizer convention, onnxruntime/python/tools/quantization)."""
-    if t.dtype not in ("I8", "U8") or len(uses) != 1 or len(t.shape) != 2:
+    """An 8- or 4-bit weight and how to dequantize it: (the node that uses it as a weight,
+    scale, zero point, the stored axis its scales run along or None for one scale, block
+    size or 0). The layouts: QDQ's DequantizeLinear(q, scale, zero, axis, block_size) before
+    MatMul/Gemm/Gather; the quantized products (QLinearMatMul, MatMulInteger, ONNX Runtime's
+    MatMulIntegerToFloat), whose weight is B [in, out] with per-output-channel scales; ONNX
+    Runtime's dynamic quantization, MatMulInteger with the scale applied after it, and the
+    Gather of a quantized embedding table, whose scale is named `<weight>_scale` (ONNX
+    Runtime's quantizer convention, onnxruntime/python/tools/quantization)."""
+    if t.dtype not in ("I8", "U8", "I4", "U4") or len(uses) != 1 or len(t.shape) != 2:
         return None
     u = uses[0]
     base = t.name.removesuffix("_quantized")
+    block = 0
+
+    def given(i: int) -> onnx_format.OnnxTensor | None:
+        return by_name.get(u.inputs[i]) if 0 <= i < len(u.inputs) and u.inputs[i] else None
+
     if u.op == "DequantizeLinear" and u.index == 0:
-        scale = by_name.get(u.inputs[1]) if len(u.inputs) > 1 else None
-        zero = by_name.get(u.inputs[2]) if len(u.inputs) > 2 else None
+        scale, zero = given(1), given(2)
         readers = header.uses.get(u.outputs[0], []) if u.outputs else []
         consumer = readers[0] if len(readers) == 1 else dataclasses.replace(u, op="Gather", index=0)
-        axis = u.axis % 2
-    elif (u.op == "MatMulInteger" and u.index == 1) or (u.op == "Gather" and u.index == 0):
-        scale = by_name.get(base + "_scale")
-        zero = by_name.get(u.inputs[3]) if u.op == "MatMulInteger" and len(u.inputs) > 3 else None
-        zero = zero or by_name.get(base + "_zero_point")
-        consumer = dataclasses.replace(u, op="MatMul") if u.op == "MatMulInteger" else u
-        axis = 1 if u.op == "MatMulInteger" else 0
+        axis, block = u.axis % 2, max(0, u.attr("block_size"))
+    elif u.op in _QUANTIZED_PRODUCTS and u.index == _QUANTIZED_PRODUCTS[u.op][0]:
+        _, at_scale, at_zero = _QUANTIZED_PRODUCTS[u.op]
+        scale = given(at_scale) if at_scale >= 0 else by_name.get(base + "_scale")
+        zero = given(at_zero) or by_name.get(base + "_zero_point")
+        consumer = dataclasses.replace(u, op="MatMul", index=1)
+        axis = 1
+    elif u.op == "Gather" and u.index == 0:
+        scale, zero = by_name.get(base + "_scale"), by_name.get(base + "_zero_point")
+        consumer, axis = u, 0
     else:
         return None
     if scale is None or scale.dtype not in ("F32", "F16", "BF16") or math.prod(scale.shape) < 1:
         return None
     channels = math.prod(scale.shape)
-    if channels == 1:
-        return consumer, scale, zero, None
-    if channels != t.shape[axis] or (
-        zero is not None and math.prod(zero.shape) not in (1, channels)
+    if zero is not None and (
+        zero.dtype != t.dtype
+        or math.prod(zero.shape) not in (1, channels)
+        or (zero.varints is not None and t.dtype in ("I4", "U4"))  # packing not defined there
     ):
         return None
-    return consumer, scale, zero, axis
+    if channels == 1:
+        return consumer, scale, zero, None, 0
+    if block:  # the scales: the weight's shape with the blocked axis cut into blocks
+        want = list(t.shape)
+        want[axis] = -(-want[axis] // block)
+        return (consumer, scale, zero, axis, block) if list(scale.shape) == want else None
+    return (consumer, scale, zero, axis, 0) if channels == t.shape[axis] else None
 
+
+# where quantized operators take their quantized weight
+_QUANTIZED_INPUTS = {"DequantizeLinear": 0, "MatMulNBits": 1} | {
+    op: at[0] for op, at in _QUANTIZED_PRODUCTS.items()
+}
 
 # which inputs of an op are learned weights (a tensor read only elsewhere is a computed
 # constant, a scale or a zero point)

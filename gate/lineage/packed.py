@@ -66,6 +66,22 @@ class Mlx:
 
 
 @dataclasses.dataclass(frozen=True)
+class Affine:
+    """An ONNX 8- or 4-bit weight as DequantizeLinear (and the quantized MatMuls) define it:
+    (q - zero) * scale, per tensor, per channel along one axis of the stored [rows, cols], or
+    per block of `block` values along it (opset 21's blocked quantization)."""
+
+    scale: TensorRef
+    zero: TensorRef | tuple[int, ...] | None  # stored, or varints as ONNX Runtime writes them
+    axis: int | None  # of the stored layout; None: one scale for the tensor
+    block: int = 0
+
+    @property
+    def label(self) -> str:
+        return "blockwise" if self.block else "per-tensor" if self.axis is None else "per-channel"
+
+
+@dataclasses.dataclass(frozen=True)
 class Nbits:
     """ONNX Runtime's MatMulNBits (com.microsoft) quantization of one weight."""
 
@@ -87,7 +103,7 @@ def decode(
     """The tensor (or its rows and columns) as float32 when it is packed; None when not.
     Each decoder returns the rows asked for; the columns are taken here."""
     if t.affine is not None:
-        return _affine(model, t, t.affine, rows, cols)  # columns map to its stored layout
+        return _affine(model, t, t.affine, rows, cols)  # rows and columns of its stored layout
     if t.gptq is not None:
         out = _gptq(model, t, t.gptq, rows)
     elif t.bnb4 is not None:
@@ -119,36 +135,72 @@ def fold(
 
 
 def _affine(
-    model: Model,
-    t: TensorRef,
-    affine: tuple[TensorRef, TensorRef | tuple[int, ...] | None, int | None],
-    rows: np.ndarray | None,
-    cols: np.ndarray | None,
+    model: Model, t: TensorRef, a: Affine, rows: np.ndarray | None, cols: np.ndarray | None
 ) -> np.ndarray:
-    """An ONNX quantized weight, dequantized as DequantizeLinear defines it (ONNX operator
-    spec): (q - zero_point) * scale, per tensor or per channel along one axis."""
+    """An ONNX quantized weight (see Affine), the rows and columns asked for taken from the
+    stored layout before anything is scaled (a MatMul weight's shown rows are its columns)."""
     import numpy as np
 
-    scale_ref, zero_ref, axis = affine
-    q = model.stored(t)
-    q = q[rows] if rows is not None else q
-    q = q[:, cols] if cols is not None and q.ndim == 2 else q
-    scale = model.array(scale_ref).reshape(-1)
-    if zero_ref is None:
-        zero = np.zeros(1, np.float32)
-    elif isinstance(zero_ref, tuple):  # kept as varints in the ONNX file
-        zero = np.array(zero_ref, dtype=np.float32)
+    stored = t.shape[::-1] if t.transposed else t.shape
+    picks = (cols, rows) if t.transposed else (rows, cols)
+    q = _levels(model, t, stored)
+    for axis, pick in enumerate(picks):
+        q = q if pick is None else np.take(q, pick, axis=axis)
+    scale = _grid(model.array(a.scale).reshape(-1), stored, a, picks)
+    if a.zero is None:
+        zero = np.zeros((1, 1), np.float32)
+    elif isinstance(a.zero, tuple):
+        zero = _grid(np.array(a.zero, np.float32), stored, a, picks)
     else:
-        zero = model.stored(zero_ref).astype(np.float32).reshape(-1)
-    if axis is not None:  # one value per row (axis 0) or column (axis 1) of the shown shape
-        pick = rows if axis == 0 else cols
-        if pick is not None:
-            scale, zero = scale[pick], (zero[pick] if zero.size > 1 else zero)
-        shape = (-1, 1) if axis == 0 else (1, -1)
-        scale, zero = scale.reshape(shape), zero.reshape(shape if zero.size > 1 else (1, 1))
+        levels = _levels(model, a.zero, a.zero.shape).reshape(-1).astype(np.float32)
+        zero = _grid(levels, stored, a, picks)
     out = ((q.astype(np.float32) - zero) * scale).astype(np.float32)
     model.release(t)
-    return model.finite(t, out)
+    return model.finite(t, np.ascontiguousarray(out.T) if t.transposed else out)
+
+
+def _levels(model: Model, t: TensorRef, shape: tuple[int, ...]) -> np.ndarray:
+    """A quantized tensor's integer levels in the shape given: 8-bit values as stored, 4-bit
+    ones (ONNX INT4/UINT4) unpacked, the first of each byte's pair in its low nibble."""
+    import numpy as np
+
+    count = math.prod(shape)
+    if t.dtype not in ("I4", "U4"):
+        m = model.mapped(t.file)
+        return np.frombuffer(m, tensors.stored_dtype(t.dtype), count, t.offset).reshape(shape)
+    raw = np.frombuffer(model.mapped(t.file), np.uint8, (count + 1) // 2, t.offset)
+    out = np.empty(raw.size * 2, np.uint8)
+    out[0::2], out[1::2] = raw & 0x0F, raw >> 4
+    if t.dtype == "I4":  # sign-extend: the nibble into the high bits, arithmetic shift back
+        return ((out[:count] << 4).view(np.int8) >> 4).reshape(shape)
+    return out[:count].reshape(shape)
+
+
+def _grid(
+    values: np.ndarray,
+    stored: tuple[int, ...],
+    a: Affine,
+    picks: tuple[np.ndarray | None, np.ndarray | None],
+) -> np.ndarray:
+    """Per-tensor, per-channel or per-block parameters as an array that broadcasts against
+    the stored rows and columns picked."""
+    import numpy as np
+
+    if values.size == 1 or a.axis is None:
+        return values[:1].reshape(1, 1)
+    if a.block:
+        shape = list(stored)
+        shape[a.axis] = -(-stored[a.axis] // a.block)
+    else:
+        shape = [1, 1]
+        shape[a.axis] = stored[a.axis]
+    grid = values.reshape(shape)
+    for axis, pick in enumerate(picks):
+        if grid.shape[axis] == 1:
+            continue
+        where = np.arange(stored[axis]) if pick is None else pick
+        grid = np.take(grid, where // a.block if a.block and axis == a.axis else where, axis=axis)
+    return grid
 
 
 def _gptq(model: Model, t: TensorRef, g: Gptq, rows: np.ndarray | None) -> np.ndarray:

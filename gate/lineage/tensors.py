@@ -17,7 +17,7 @@ from gate.formats import gguf as gguf_format
 if TYPE_CHECKING:
     import numpy as np
 
-    from gate.lineage.packed import Bnb4, Gptq, Mlx, Nbits
+    from gate.lineage.packed import Affine, Bnb4, Gptq, Mlx, Nbits
 
 DECODE_BYTES = 4 << 20  # file bytes of a whole matrix decoded (and released) at a time
 MAX_JSON_BYTES = 64 << 20  # config.json / tokenizer.json / adapter_config.json
@@ -46,9 +46,7 @@ class TensorRef:
     scale: TensorRef | None = None  # INT8_ROWWISE: the per-row absolute maxima
     full_shape: tuple[int, ...] | None = None  # set when only sampled rows are present
     transposed: bool = False  # a matrix stored [in, out] (ONNX MatMul), shown as torch's [out, in]
-    # ONNX int8/uint8 weights: (scale, zero point or None, axis of the shown shape the
-    # per-channel vectors run along, or None for one scale): value = (q - zero) * scale
-    affine: tuple[TensorRef, TensorRef | tuple[int, ...] | None, int | None] | None = None
+    affine: Affine | None = None  # an ONNX 8- or 4-bit weight with its scale and zero point
     gptq: Gptq | None = None  # a GPTQ-packed linear weight (qweight; shape is [out, in])
     bnb4: Bnb4 | None = None  # a bitsandbytes NF4/FP4 weight (two codes per byte)
     mlx: Mlx | None = None  # an MLX affine-quantized weight (uint32 words along each row)
