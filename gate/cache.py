@@ -57,6 +57,7 @@ def _decode(payload: str) -> FileScan:
         header_error=doc["header_error"],
         changed=False,
         lazy=bool(doc["lazy"]) and tensors is None,
+        depends=tuple(str(d) for d in doc.get("depends") or ()),
     )
 
 

@@ -16,6 +16,7 @@ second read of that file); docs/decisions.md, issue 17.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -63,6 +64,10 @@ class FileScan:
     # (tensors is None): Scanner.scan_many(..., tensors=...) computes them when a consumer
     # needs them (a changed file's tensor diff, the exact lineage tier, `lock`).
     lazy: bool = False
+    # Other files the per-tensor digests also cover (ONNX external data, as the model names
+    # them, relative to its folder): the stat cache keys on this file alone, so it keeps such
+    # a scan without its digests, and the check reads them again when one of those changed.
+    depends: tuple[str, ...] = ()
 
     @property
     def tensors_digest(self) -> str | None:
@@ -260,6 +265,12 @@ def scan(
             digests = helper.stream.result()
         elif planned is not None:
             lazy = True
+    depends: tuple[str, ...] = ()
+    if planned is not None and planned.external:
+        depends = tuple(sorted({location for location, _ in planned.external}))
+        if digests is not None:
+            external = _external_digests(os.path.dirname(path), planned.external)
+            digests = None if external is None else digests + external
     return FileScan(
         size=size,
         sha256=sha.hexdigest(),
@@ -270,7 +281,42 @@ def scan(
         header_error=header_error,
         changed=changed,
         lazy=lazy,
+        depends=depends,
     )
+
+
+def _external_digests(
+    folder: str, external: tuple[tuple[str, Region], ...]
+) -> tuple[TensorDigest, ...] | None:
+    """Digests of tensors kept in other files of the model's folder (ONNX external data), read
+    range by range: the same digests as the tensors would have inline. None when a file is
+    outside the folder, missing or too short (the ONNX check says which, PG314): a partial
+    table would read as a model without those tensors."""
+    out: list[TensorDigest] = []
+    opened: dict[str, int] = {}
+    with contextlib.ExitStack() as files:
+        try:
+            for location, region in external:
+                if location not in opened:
+                    real, problem = paths.resolve_inside(folder, location)
+                    if problem is not None:
+                        return None
+                    opened[location] = files.enter_context(paths.open_regular(real)).fileno()
+                fd = opened[location]
+                if region.end > os.fstat(fd).st_size:
+                    return None
+                stream = _TensorStream(Plan((region,), 0))
+                at = region.begin
+                while at < region.end:
+                    chunk = os.pread(fd, min(CHUNK, region.end - at), at)
+                    if not chunk:
+                        return None
+                    stream.feed(memoryview(chunk), at)
+                    at += len(chunk)
+                out += stream.result()
+        except OSError:
+            return None
+    return tuple(out)
 
 
 def _pointer(chunk: memoryview, size: int) -> tuple[lfs.Pointer | None, str | None]:

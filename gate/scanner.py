@@ -8,6 +8,7 @@ was ~0.1 s of a 0.8 s run).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Iterable
@@ -180,9 +181,12 @@ class Scanner:
         except OSError as e:
             return e
         if self.cache is not None and not scan.changed:
+            # digests that read other files too are not kept: the key covers this file alone
+            lazy = scan.tensors is not None and bool(scan.depends)
+            kept = dataclasses.replace(scan, tensors=None, lazy=True) if lazy else scan
             try:
                 if stat_key(os.stat(path)) == stat_key(st):
-                    self.cache.put(path, stat_key(st), scan)
+                    self.cache.put(path, stat_key(st), kept)
             except OSError:
                 pass
         return scan

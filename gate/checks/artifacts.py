@@ -4,6 +4,7 @@ weight or executable files nobody declared."""
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -102,10 +103,12 @@ def check_artifact(
             out, ArtifactResult(decl.path, fmt, "lfs-pointer", ok, size, sha), scan
         )
 
-    if scan.lazy and decl.tensors_digest is not None and decl.sha256 != scan.sha256:
+    reread = decl.sha256 != scan.sha256 or _dependency_changed(manifest, decl, scan, scan_of, root)
+    if scan.lazy and decl.tensors_digest is not None and reread:
         # Not the declared content: its tensor digests say whether the tensors changed, and
         # which (a second read). When the SHA-256 matches, the declared tensors_digest is
-        # implied by it and not recomputed (README, Speed; docs/decisions.md, issue 17).
+        # implied by it and not recomputed (README, Speed; docs/decisions.md, issue 17);
+        # unless some of its tensors are in another file (ONNX external data) that changed.
         try:
             scan = scan_of(real, True)
         except OSError as e:
@@ -128,6 +131,26 @@ def check_artifact(
     ok = not any(f.severity == "error" for f in out)
     result = ArtifactResult(decl.path, fmt, "content", ok, scan.size, scan.sha256)
     return ArtifactCheck(out, result, scan, exposure)
+
+
+def _dependency_changed(
+    manifest: Manifest, decl: Artifact, scan: hashing.FileScan, scan_of: ScanOf, root: str
+) -> bool:
+    """Whether a file holding some of this artifact's tensors (ONNX external data) differs
+    from its own declaration: then its tensor digests are no longer implied by its SHA-256."""
+    folder = posixpath.dirname(decl.path)
+    declared = {a.path: a.sha256 for a in manifest.artifacts}
+    for location in scan.depends:
+        rel = posixpath.normpath(posixpath.join(folder, location))
+        real, problem = paths.resolve_inside(root, rel)
+        if problem is not None or declared.get(rel) is None:
+            continue  # PG314 says why
+        try:
+            if scan_of(real).sha256 != declared[rel]:
+                return True
+        except OSError:
+            continue  # its own check says why
+    return False
 
 
 def _changed(decl: Artifact, at: Locator) -> Finding:

@@ -36,6 +36,9 @@ class Region:
 class Plan:
     regions: tuple[Region, ...]  # sorted by begin
     base: int  # absolute offset of the data section
+    # tensors whose bytes are in other files (ONNX external data): (location relative to the
+    # file's folder, as written; region at absolute offsets in that file)
+    external: tuple[tuple[str, Region], ...] = ()
 
 
 def plan_of(tensors: Iterable[Any], base: int, width: Callable[[Any], int]) -> Plan:

@@ -589,14 +589,22 @@ def varint_values(t: OnnxTensor, read_at: ReadAt) -> list[int]:
 
 
 def plan(header: OnnxHeader) -> Plan:
-    """Per-tensor digests over the tensors stored as bytes in this file (file offsets)."""
-    regions = []
+    """Per-tensor digests over the tensors stored as bytes: in this file (file offsets), and
+    in external data files (offsets in those; hashing reads them from the model's folder)."""
+    regions, external = [], []
+    bits = {n: b for n, b in DTYPES.values()}
     for t in header.tensors:
-        if t.begin is None or t.end is None:
+        if t.dtype not in bits:  # text
             continue
-        bits = next(b for n, b in DTYPES.values() if n == t.dtype)
-        regions.append(Region(t.name, t.dtype, t.shape, t.begin, t.end, max(1, bits // 8)))
-    return Plan(tuple(sorted(regions, key=lambda r: r.begin)), 0)
+        width = max(1, bits[t.dtype] // 8)
+        if t.begin is not None and t.end is not None:
+            regions.append(Region(t.name, t.dtype, t.shape, t.begin, t.end, width))
+        elif t.external is not None and (t.external.length or t.nbytes) is not None:
+            end = t.external.offset + (t.external.length or t.nbytes or 0)
+            region = Region(t.name, t.dtype, t.shape, t.external.offset, end, width)
+            external.append((t.external.location, region))
+    external.sort(key=lambda e: (e[0], e[1].begin))
+    return Plan(tuple(sorted(regions, key=lambda r: r.begin)), 0, tuple(external))
 
 
 class IncrementalHeader:

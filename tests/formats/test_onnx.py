@@ -213,6 +213,68 @@ def test_onnx_digests_equal_safetensors_digests(tmp_path: Path) -> None:
     assert lazy.lazy and lazy.header_error is None
 
 
+def test_external_tensors_get_the_digests_they_would_have_inline(tmp_path: Path) -> None:
+    """Tensors in external data are digested from their ranges of the data file: the same
+    digests as inline, so `lock`, tensor diffs and the exact tier cover them too."""
+    weights = _weights()
+    weights["fc2.t"] = weights.pop("fc2.weight").T.copy()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inline = hashing.scan(str(_save(_model(weights), tmp_path / "a" / "m.onnx")))
+    external = _save(_model(weights), tmp_path / "b" / "m.onnx", save_as_external_data=True,
+                     location="m.onnx_data", size_threshold=0)  # fmt: skip
+    scan = hashing.scan(str(external))
+    assert scan.depends == ("m.onnx_data",) and scan.tensors is not None
+    assert len(scan.tensors) == len(inline.tensors or ()) and scan.tensors_digest is not None
+    assert scan.tensors_digest == inline.tensors_digest
+    assert hashing.scan(str(external), tensors=False).depends == ("m.onnx_data",)
+    data = tmp_path / "b" / "m.onnx_data"
+    data.write_bytes(data.read_bytes()[:-4])  # too short: no partial table
+    assert hashing.scan(str(external)).tensors is None
+    data.unlink()
+    assert hashing.scan(str(external)).tensors is None
+
+
+def test_a_changed_external_tensor_is_named(tmp_path: Path) -> None:
+    """The model file is unchanged when only its external data changes: its declared tensor
+    digest is then read again, and the tensor diff names what changed."""
+    root = _repo(tmp_path, external=True)
+    manifest(root, HEAD + artifact_yaml(root, "model.onnx", "model.onnx_data"))
+    init_lock.lock(checks.Target.resolve(str(root), None))
+    assert "tensors_digest" in (root / "provenance.yaml").read_text()
+    assert errors(check(root)) == []
+    model = onnx.load(str(root / "model.onnx"), load_external_data=False)
+    (fc1,) = [t for t in model.graph.initializer if t.name == "fc1.weight"]
+    offset = int(next(e.value for e in fc1.external_data if e.key == "offset"))
+    data = bytearray((root / "model.onnx_data").read_bytes())
+    data[offset : offset + 4] = np.float32(42).tobytes()
+    (root / "model.onnx_data").write_bytes(bytes(data))
+    report = check(root)
+    (pg205,) = [f for f in report.findings if f.rule == "PG205"]
+    lines = (root / "provenance.yaml").read_text().splitlines()
+    assert "tensors_digest" in lines[pg205.location.line - 1]  # the model's declaration
+    assert pg205.details == ("changed: fc1.weight (content)",)
+    assert "PG204" in rules_of(report)  # the data file's own SHA-256
+
+
+def test_the_stat_cache_never_answers_for_external_data(tmp_path: Path) -> None:
+    """The cache keys on the model file alone: it keeps the scan (and which files it covers)
+    but not the digests that read the data file, so a changed data file is read again."""
+    from gate.cache import StatCache
+    from gate.scanner import Scanner
+
+    weights = _weights()
+    (tmp_path / "m").mkdir()
+    path = _save(_model(weights), tmp_path / "m" / "m.onnx", save_as_external_data=True,
+                 location="m.onnx_data", size_threshold=0)  # fmt: skip
+    cache = StatCache(str(tmp_path / "cache"))
+    full = Scanner(cache).scan(str(path), tensors=True)
+    warm = Scanner(cache)
+    hit = warm.scan(str(path))
+    assert warm.files_hashed == 0 and hit.lazy and hit.depends == ("m.onnx_data",)
+    assert warm.scan(str(path), tensors=True).tensors == full.tensors and warm.files_hashed == 1
+
+
 # ---------------------------------------------------------------------- the check
 def _repo(root: Path, external: bool = False, **kw: Any) -> Path:
     weights = _weights()
