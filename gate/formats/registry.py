@@ -118,6 +118,13 @@ BY_NAME: dict[str, FormatSpec] = {s.name: s for s in SPECS}
 BY_SUFFIX: dict[str, FormatSpec] = {x: s for s in SPECS for x in s.suffixes}
 WEIGHT_SUFFIXES = frozenset(BY_SUFFIX)
 EXECUTABLE_SUFFIXES = frozenset(x for s in SPECS if s.executes for x in s.suffixes)
-# Formats the lineage tiers open (gate/lineage/models.py has one reader per name).
+# Formats with a tensor table (per-tensor digests, the exact tier).
 TENSOR_FORMATS = tuple(s.name for s in SPECS if s.tensors)
 TENSOR_SUFFIXES = tuple(x for s in SPECS if s.tensors for x in s.suffixes)
+# What the lineage tiers also open (gate/lineage/models.py has one reader per name): torch zip
+# checkpoints, whose tensor table is read without unpickling (formats/torch_zip.py), and only
+# where a folder has no tensor-table files (Hub repositories often hold both, the same weights).
+LINEAGE_FORMATS = (*TENSOR_FORMATS, "pickle")
+TORCH_SUFFIXES = (".bin", ".pt", ".pth")
+# torch files of a training run beside the weights: optimizer moments, arguments, RNG state
+NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")

@@ -567,12 +567,16 @@ class _Context:
         findings (a model that failed, a cached copy refused)."""
         from gate.lineage import memo, models, service
 
-        files = []
+        files, torch_files = [], []
         for rel, scan in sorted(self.scans.items()):
+            real, problem = paths.resolve_inside(self.root, rel)
+            if problem is not None:
+                continue
             if scan.format in registry.TENSOR_FORMATS and scan.tensors is not None:
-                real, problem = paths.resolve_inside(self.root, rel)
-                if problem is None:
-                    files.append(real)
+                files.append(real)
+            elif scan.format == "pickle" and rel.endswith(registry.TORCH_SUFFIXES):
+                torch_files.append(real)  # read without unpickling (formats/torch_zip.py)
+        files = files or torch_files  # both: the same weights twice (a Hub habit)
         # Local references only: a Hub model's verdict depends on what the cache holds of it.
         # Without a stat cache there is nowhere to keep a verdict, and the key would re-read
         # every file for its SHA-256.

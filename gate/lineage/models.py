@@ -236,13 +236,17 @@ def model_files(path: str, display: str) -> tuple[list[str], str]:
         return [path], os.path.dirname(path)
     if not os.path.isdir(path):
         raise ModelError(f"{display}: no such file or folder")
-    files = []
+    files, torch_files = [], []
     for i, rel in enumerate(paths.walk_files(path)):
         if i >= MAX_FILES:
             raise ModelError(f"{display}: more than {MAX_FILES} files")
-        if rel.endswith(registry.TENSOR_SUFFIXES) and "/" not in rel:
+        if "/" in rel:
+            continue
+        if rel.endswith(registry.TENSOR_SUFFIXES):
             files.append(os.path.join(path, rel))
-    return files, path
+        elif rel.endswith(registry.TORCH_SUFFIXES) and not rel.startswith(registry.NOT_WEIGHTS):
+            torch_files.append(os.path.join(path, rel))
+    return files or torch_files, path
 
 
 def open_files(files: list[str], folder: str, display: str) -> Model:
@@ -293,7 +297,7 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
     _int8_rowwise(tensors, quant)
     packed.fold(tensors, quant, folder, config, problems)
     if not tensors:
-        problems.append("no readable safetensors, GGUF or ONNX tensors")
+        problems.append("no readable safetensors, GGUF, ONNX or torch tensors")
     canon = _Canonical(arch, tensors)
     tensors = {n: canon.apply(t) for n, t in tensors.items()}
     return Model(
@@ -460,13 +464,25 @@ def _gguf(file: str) -> tuple[list[TensorRef], dict[str, Any], list[str]]:
     return refs, _gguf_config(header.metadata), []
 
 
-# The lineage reader of each tensor format of the registry (registry.TENSOR_FORMATS; a test
+# The lineage reader of each format of the registry the tiers open (LINEAGE_FORMATS; a test
 # keeps the two in step): the file's tensors, and what its own metadata says of the model's
 # configuration (GGUF carries it; a safetensors model's is in config.json beside it), and
 # what in it could not be read.
+def _torch(file: str) -> tuple[list[TensorRef], dict[str, Any], list[str]]:
+    from gate.formats import torch_zip
+
+    ckpt = torch_zip.read(file)
+    refs = [
+        TensorRef(t.name, t.name, None, t.shape, t.dtype, file, t.offset, t.nbytes)
+        for t in ckpt.tensors
+    ]
+    return refs, {}, list(ckpt.problems)
+
+
 READERS: dict[str, Callable[[str], tuple[list[TensorRef], dict[str, Any], list[str]]]] = {
     "gguf": _gguf,
     "onnx": onnx_reader.read,
+    "pickle": _torch,
     "safetensors": _safetensors,
 }
 

@@ -52,4 +52,4 @@ def test_not_inspected_formats_are_the_ones_without_a_reader() -> None:
 def test_every_tensor_format_has_a_lineage_reader() -> None:
     from gate.lineage import models
 
-    assert set(models.READERS) == set(registry.TENSOR_FORMATS)
+    assert set(models.READERS) == set(registry.LINEAGE_FORMATS)

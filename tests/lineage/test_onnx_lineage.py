@@ -432,7 +432,7 @@ def test_a_quantized_weight_in_an_unknown_layout_is_reported(tmp_path: Path) -> 
     m = models.open_model(str(tmp_path / "m"), "m")
     assert m.tensors == {}
     unread = "model.onnx: tensor wq: I8 weight of DequantizeLinear not dequantized"
-    assert m.problems == [unread, "no readable safetensors, GGUF or ONNX tensors"]
+    assert m.problems == [unread, "no readable safetensors, GGUF, ONNX or torch tensors"]
 
 
 def test_zero_points_kept_as_varints_are_signed() -> None:

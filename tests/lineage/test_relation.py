@@ -80,7 +80,7 @@ def test_truncated_and_unreadable_files_are_problems_not_crashes(tmp_path: Path)
     empty = tmp_path / "e"
     empty.mkdir()
     (empty / "x.safetensors").write_bytes(data[:100])
-    with pytest.raises(NothingToCheck, match="no readable safetensors, GGUF or ONNX tensors"):
+    with pytest.raises(NothingToCheck, match="no readable safetensors, GGUF, ONNX or torch tensors"):
         audit(str(empty), [str(good)])
     with pytest.raises(GateError, match="no such file or folder"):
         audit(str(tmp_path / "missing"), [str(good)])

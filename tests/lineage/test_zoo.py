@@ -157,7 +157,7 @@ def test_lineage_command_text_and_exit_codes(zoo: Path, tmp_path: Path) -> None:
     empty.mkdir()
     r = run("lineage", str(empty), "-r", str(zoo / "llama-s0"))
     assert (r.returncode, r.stdout) == (3, "")
-    assert "no readable safetensors, GGUF or ONNX tensors" in r.stderr
+    assert "no readable safetensors, GGUF, ONNX or torch tensors" in r.stderr
     assert "Traceback" not in r.stderr
 
 
