@@ -4,7 +4,9 @@
     python bench/lineage_accuracy.py --calibrate   # also rewrite gate/lineage/calibration.json
 
 Positives: each zoo model against its true base (merges: against all their parents), in every
-format the zoo stores (safetensors, GGUF, ONNX, GPTQ, AWQ, NF4, MLX: one row each).
+format the zoo stores (safetensors, GGUF, ONNX, GPTQ, AWQ, NF4, MLX, torch: one row each);
+and every cross-format pair: each llama base in every format against each other form of it, and
+against each form of another base (cross_format).
 Negatives: each zoo model against every base of its family it was not made from (same
 architecture, same data, other seed: the hardest negatives there are). Prints the confusion
 matrix of relations, TPR at the default alpha and the FPR observed on the negatives (with its 95%
@@ -176,9 +178,52 @@ def run(root: Path, alpha: float) -> dict[str, Any]:
         "merge_coefficient_max_error": max(merges) if merges else None,
         "layer_maps_correct": f"{sum(maps)}/{len(maps)}",
         "formats": by_format(rows, neg_rows),
+        "cross_format": cross_format(root, alpha),
         "seconds": round(elapsed, 1),
         "rows": rows,
     }
+
+
+def cross_format(root: Path, alpha: float) -> dict[str, Any]:
+    """Every llama base in every format the zoo publishes it in (build.CROSS_FORMATS), each
+    form against each other form of the same base (positives: `copy` or `quantized`), and each
+    form against each form of another base (negatives, the base pair rotating over the
+    combinations). One row per candidate format."""
+    import itertools
+
+    truth = build.truth(root)
+    bases = sorted(
+        n for n, t in truth.items() if t["relation"] == "base" and t["family"] == "llama"
+    )
+    opened: dict[str, Any] = {}
+
+    def m(name: str) -> Any:
+        return opened.setdefault(name, open_model(str(root / name), name))
+
+    rows: dict[str, dict[str, int]] = {}
+
+    def row(fmt: str) -> dict[str, int]:
+        empty = {"pairs": 0, "right": 0, "negatives": 0, "fp": 0}
+        return rows.setdefault(fmt or "safetensors", empty)
+
+    wrong = []
+    for base in bases:
+        for a, b in itertools.permutations(build.CROSS_FORMATS, 2):
+            v = compare(m(base + a), [m(base + b)], alpha).verdicts[0]
+            expected = build.cross_expected(truth, base + a, base + b)
+            row(a)["pairs"] += 1
+            row(a)["right"] += v.relation == expected
+            if v.relation != expected:
+                wrong.append(f"{base + a} vs {base + b}: {v.relation}, expected {expected}")
+    others = list(itertools.permutations(bases, 2))
+    combos = list(itertools.product(build.CROSS_FORMATS, repeat=2))
+    for k, (a, b) in enumerate(combos):
+        x, y = others[k % len(others)]
+        v = compare(m(x + a), [m(y + b)], alpha).verdicts[0]
+        row(a)["negatives"] += 1
+        row(a)["fp"] += v.dependent
+    total = {k: sum(r[k] for r in rows.values()) for k in ("pairs", "right", "negatives", "fp")}
+    return {**total, "by_candidate_format": rows, "wrong": wrong}
 
 
 def _recovered(t: dict[str, Any], rep: Any) -> dict[str, Any]:
@@ -236,12 +281,21 @@ def main() -> int:
         )
         CALIBRATION.write_text(json.dumps(table, indent=1) + "\n")
     for k, v in result.items():
-        if k not in ("rows", "confusion", "formats"):
+        if k not in ("rows", "confusion", "formats", "cross_format"):
             print(f"{k}: {v}")
     print("per format: positives named right, negatives called dependent")
     for fmt, row in result["formats"].items():
         print(f"  {fmt:12} {row['right']:3d}/{row['positives']:<3d} right"
               f"   {row['fp']}/{row['negatives']} false positives")  # fmt: skip
+    cross = result["cross_format"]
+    print(f"cross-format (each base in every format, each against each): {cross['right']}/"
+          f"{cross['pairs']} right, {cross['fp']}/{cross['negatives']} negatives"
+          " dependent")  # fmt: skip
+    for fmt, row in cross["by_candidate_format"].items():
+        print(f"  {fmt:12} {row['right']:3d}/{row['pairs']:<3d} right"
+              f"   {row['fp']}/{row['negatives']} false positives")  # fmt: skip
+    for line in cross["wrong"]:
+        print(f"  mislabelled: {line}")
     print("confusion (expected -> found):")
     for k, v in result["confusion"].items():
         print(f"  {k}: {v}")

@@ -42,7 +42,8 @@ ALPHA = 0.01
 # what transformers cannot run here: GGUF, LLM.int8 without CUDA, a bare adapter, and the
 # formats zoo (ONNX; GPTQ/AWQ need GPU kernel packages; NF4 needs CUDA; MLX is not transformers')
 UNLOADABLE = (".gguf-q8_0", ".gguf-q4_0", ".int8", ".lora-adapter", ".onnx-ft", ".gptq", ".awq",
-              ".nf4", ".mlx")  # fmt: skip
+              ".nf4", ".mlx", ".onnx", ".onnx-fp16", ".onnx-anon", ".onnx-int8", ".onnx-int8-pc",
+              ".onnx-nbits4")  # fmt: skip
 
 
 def _index(folder: Path) -> None:

@@ -352,9 +352,9 @@ class _Compare:
         return None
 
     def exact(self, p: _Pair) -> str | None:
-        """Tier 0 on a same-shaped pair: equal bytes, or equal after casting the reference to the
-        candidate's dtype (a bf16 copy of an fp32 model is still a copy). Streams in blocks of
-        rows and stops at the first difference."""
+        """Tier 0 on a same-shaped pair: equal bytes, or equal after casting the wider of the two
+        to the narrower one's dtype (a bf16 copy of an fp32 model is still a copy, either way
+        round). Streams in blocks of rows and stops at the first difference."""
         import numpy as np
 
         if p.c.name in self.digest_matches:
@@ -363,13 +363,20 @@ class _Compare:
             return "exact" if models.same_bytes(self.cand, p.c, self.ref, p.r) else None
         try:
             target = np.dtype(self.cand_np_dtype(p.c))
+            other = np.dtype(self.cand_np_dtype(p.r))
         except KeyError:
             return None
+        # the narrower side is the cast: a candidate wider than its reference (fp32 checked
+        # against its own fp16 re-publication) is a copy when it rounds to the reference
+        down = other.itemsize < target.itemsize
         n = self.cand.rows(p.c)
         for start in range(0, n, RECAST_BLOCK):
             idx = np.arange(start, min(n, start + RECAST_BLOCK)) if len(p.c.shape) >= 2 else None
             c, r = self.cand.array(p.c, idx), self.ref.array(p.r, idx)
-            if not np.array_equal(r.astype(target).astype(np.float32), c):
+            wide, narrow = (c, r) if down else (r, c)
+            if not np.array_equal(
+                wide.astype(other if down else target).astype(np.float32), narrow
+            ):
                 return None
         return "recast"
 
@@ -719,6 +726,15 @@ class _Compare:
         if self.cand.quantization is not None:
             self.details["quantization"] = self.cand.quantization
             self.details["summary"] = f"{self.cand.quantization} quantization"
+            return "quantized"
+        if self.ref.quantization is not None:
+            # the other way round: the reference is the quantized one (a model checked against
+            # its own GPTQ or GGUF re-publication); their differences are its rounding
+            self.details["quantization"] = self.ref.quantization
+            self.details["quantized_side"] = "reference"
+            self.details["summary"] = (
+                f"the reference is a {self.ref.quantization} quantization; this model is not"
+            )
             return "quantized"
         if layer_map is not None and self.cand.layers < self.ref.layers:
             kept = [x for x in layer_map if x is not None]

@@ -61,6 +61,46 @@ def test_a_copy_cast_to_bf16_streams_in_blocks(tmp_path: Path) -> None:
     assert v.relation == "finetune"
 
 
+def write_gguf_q8(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    """The matrices as Q8_0 (gguf-py's quantizer), vectors as F32, under llama.cpp's names."""
+    import gguf
+
+    path.parent.mkdir(parents=True)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 4)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    for k, v in tensors.items():
+        name = names.get_name(k, try_suffixes=(".weight", ".bias"))
+        if v.ndim == 2:
+            writer.add_tensor(name, gguf.quants.quantize(v, q8), raw_dtype=q8)
+        else:
+            writer.add_tensor(name, v)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_model_checked_against_its_own_cast_or_quantization(tmp_path: Path) -> None:
+    """The other way round: an fp32 model against its bf16 re-publication is still a copy
+    (the wider side rounds to the narrower), and against its 8-bit GGUF it is `quantized`,
+    the details saying which side is (was: `finetune`, a training step nobody took)."""
+    import ml_dtypes
+
+    base = layered(rows=relate.RECAST_BLOCK + 10)
+    cast = {k: v.astype(ml_dtypes.bfloat16) for k, v in base.items()}
+    fp32 = model(tmp_path / "b", base)
+    (v,) = relate.compare(fp32, [model(tmp_path / "c", cast)]).verdicts
+    assert v.relation == "copy" and {e.test for e in v.tensors} == {"recast"}
+    q8 = write_gguf_q8(tmp_path / "q8" / "model.gguf", base)
+    (v,) = relate.compare(fp32, [models.open_model(str(q8.parent), "q8")]).verdicts
+    assert v.relation == "quantized" and v.details["quantized_side"] == "reference"
+    assert v.details["quantization"] == "Q8_0"
+    (v,) = relate.compare(models.open_model(str(q8.parent), "q8"), [fp32]).verdicts
+    assert v.relation == "quantized" and "quantized_side" not in v.details
+
+
 def test_a_model_of_constants_is_inconclusive(tmp_path: Path) -> None:
     const = {"norm.weight": np.ones(64, np.float32), "bias": np.zeros(64, np.float32)}
     (v,) = relate.compare(model(tmp_path / "c", const), [model(tmp_path / "b", layered())]).verdicts
@@ -80,7 +120,9 @@ def test_truncated_and_unreadable_files_are_problems_not_crashes(tmp_path: Path)
     empty = tmp_path / "e"
     empty.mkdir()
     (empty / "x.safetensors").write_bytes(data[:100])
-    with pytest.raises(NothingToCheck, match="no readable safetensors, GGUF, ONNX or torch tensors"):
+    with pytest.raises(
+        NothingToCheck, match="no readable safetensors, GGUF, ONNX or torch tensors"
+    ):
         audit(str(empty), [str(good)])
     with pytest.raises(GateError, match="no such file or folder"):
         audit(str(tmp_path / "missing"), [str(good)])

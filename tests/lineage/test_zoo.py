@@ -28,6 +28,11 @@ def truth(zoo: Path) -> dict[str, Any]:
     return build.truth(zoo)
 
 
+# the base re-published in another format, beside the base itself and its GGUF and 4-bit forms
+FORMATS = [".onnx", ".onnx-fp16", ".onnx-anon", ".onnx-int8", ".onnx-int8-pc", ".onnx-nbits4",
+           ".torch"]  # fmt: skip
+
+
 def names() -> list[str]:
     """Every zoo model of the first llama and the first gpt2 base (the others: the bench)."""
     kinds = ["", ".copy", ".renamed", ".bf16", ".fp16", ".ft-short", ".ft-long", ".cpt",
@@ -36,7 +41,7 @@ def names() -> list[str]:
     llama_only = [".gguf-q8_0", ".gguf-q4_0", ".int8", ".depth-pruned", ".depth-pruned-healed",
                   ".width-pruned", ".width-pruned-healed", ".vocab-expanded", ".permuted",
                   ".scaled", ".rotated", ".all-attacks", ".passthrough",
-                  ".onnx-ft", ".gptq", ".awq", ".nf4", ".mlx"]  # fmt: skip
+                  ".onnx-ft", ".gptq", ".awq", ".nf4", ".mlx", *FORMATS]  # fmt: skip
     return [f"llama-s0{k}" for k in kinds + llama_only] + [f"gpt2-s0{k}" for k in kinds]
 
 
@@ -67,6 +72,31 @@ def test_independent_of_another_seed(zoo: Path, truth: dict[str, Any], name: str
     v = lineage(zoo, name, [other]).verdicts[0]
     assert not v.dependent, v.summary()
     assert v.relation in ("independent", "adapter")
+
+
+def test_every_cross_format_pair_of_one_base(zoo: Path, truth: dict[str, Any]) -> None:
+    """The base in every format the zoo publishes, each against each (182 ordered pairs): the
+    same model either way round; each against each form of another seed's base (196): not."""
+    import itertools
+
+    opened: dict[str, Any] = {}
+
+    def m(name: str) -> Any:
+        return opened.setdefault(name, open_model(str(zoo / name), name))
+
+    wrong = []
+    for a, b in itertools.permutations(build.CROSS_FORMATS, 2):
+        c, r = "llama-s0" + a, "llama-s0" + b
+        v = compare(m(c), [m(r)]).verdicts[0]
+        if v.relation != build.cross_expected(truth, c, r):
+            wrong.append((c, r, v.relation))
+    assert wrong == []
+    dependent = [
+        (a, b)
+        for a, b in itertools.product(build.CROSS_FORMATS, repeat=2)
+        if compare(m("llama-s0" + a), [m("llama-s1" + b)]).verdicts[0].dependent
+    ]
+    assert dependent == []
 
 
 def test_recovered_details(zoo: Path) -> None:

@@ -48,7 +48,8 @@ def key() -> str:
     train, export and pack."""
     from importlib.metadata import version
 
-    libraries = ("torch", "transformers", "tokenizers", "onnx", "onnxscript", "bitsandbytes", "mlx")
+    libraries = ("torch", "transformers", "tokenizers", "onnx", "onnxscript", "onnxruntime",
+                 "bitsandbytes", "mlx")  # fmt: skip
     versions = " ".join(f"{d}={version(d)}" for d in libraries)
     sources = Path(__file__).read_bytes() + (HERE / "packings.py").read_bytes()
     h = hashlib.sha256(sources + CORPUS.read_bytes() + versions.encode())
@@ -92,6 +93,19 @@ def ensure(
     else:
         os.replace(tmp, root)
     return root
+
+
+# One base as the zoo re-publishes it: safetensors (the base itself), torch, GGUF, ONNX (fp32,
+# fp16, names stripped, ONNX Runtime's int8 and 4-bit) and the 4-bit safetensors packings. Any
+# two are the same model: `copy` when both are full precision, else `quantized`.
+CROSS_FORMATS = ("", ".torch", ".gguf-q8_0", ".gguf-q4_0", ".onnx", ".onnx-fp16", ".onnx-anon",
+                 ".onnx-int8", ".onnx-int8-pc", ".onnx-nbits4", ".gptq", ".awq", ".nf4", ".mlx")  # fmt: skip
+
+
+def cross_expected(truth: dict[str, Any], a: str, b: str) -> str:
+    """The relation two forms of one base have (either way round)."""
+    quantized = "quantized" in (truth[a]["relation"], truth[b]["relation"])
+    return "quantized" if quantized else "copy"
 
 
 def truth(root: Path) -> dict[str, Any]:
@@ -301,8 +315,9 @@ class _Builder:
     def formats(self, base: str, t: dict[str, Any]) -> None:
         """The formats models are re-published in: an ONNX export of the short fine-tune
         (torch.onnx's default exporter: anonymous, transposed weights named by their module
-        scopes), and 4-bit packings of the base (GPTQ with act-order, AWQ GEMM, bitsandbytes
-        NF4 with nested statistics, MLX), each beside the base's config and tokenizer."""
+        scopes), the base as ONNX (onnx_formats) and as a torch checkpoint, and 4-bit packings
+        of the base (GPTQ with act-order, AWQ GEMM, bitsandbytes NF4 with nested statistics,
+        MLX), each beside the base's config and tokenizer."""
         import numpy as np
         from safetensors.numpy import save_file
 
@@ -315,6 +330,13 @@ class _Builder:
             shutil.copy(self.out / source / f, path / f)
         _export_onnx(self.torch, self.clone(source), path / "model.onnx", self.data[:16][None])
         self.saved(path.name, {"relation": "finetune", "format": "onnx", **t})
+        self.onnx_formats(base, t)
+        path = self.out / f"{base}.torch"
+        path.mkdir()
+        for f in ("config.json", "tokenizer.json"):
+            shutil.copy(self.out / base / f, path / f)
+        self.torch.save(self.state(base), path / "pytorch_model.bin")
+        self.saved(path.name, {"relation": "copy", "format": "torch", **t})
         state = {k: v.float().numpy() for k, v in self.state(base).items()}
         for kind in ("gptq", "awq", "nf4", "mlx"):
             tensors, extra = packings.checkpoint(kind, state)
@@ -328,6 +350,54 @@ class _Builder:
                 str(path / "model.safetensors"),
             )
             self.saved(path.name, {"relation": "quantized", "format": kind, **t})
+
+    def onnx_formats(self, base: str, t: dict[str, Any]) -> None:
+        """The base as ONNX: exported (fp32, fp16), with its node names and metadata stripped
+        as graph optimisers leave it (roles from topology), and quantized by ONNX Runtime's
+        tools (dynamic int8 per tensor and per channel, MatMulNBits 4-bit)."""
+        import logging
+
+        import onnx
+        from onnxruntime import quantization
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        def folder(kind: str) -> Path:
+            path = self.out / f"{base}.{kind}"
+            path.mkdir()
+            for f in ("config.json", "tokenizer.json"):
+                shutil.copy(self.out / base / f, path / f)
+            return path
+
+        ids = self.data[:16][None]
+        source = folder("onnx") / "model.onnx"
+        _export_onnx(self.torch, self.clone(base), source, ids)
+        self.saved(source.parent.name, {"relation": "copy", "format": "onnx", **t})
+        _export_onnx(self.torch, self.clone(base).half(), folder("onnx-fp16") / "model.onnx", ids)
+        self.saved(f"{base}.onnx-fp16", {"relation": "copy", "format": "onnx-fp16", **t})
+        stripped = onnx.load(str(source))
+        for node in stripped.graph.node:
+            node.name = ""
+            del node.metadata_props[:]
+        onnx.save_model(stripped, str(folder("onnx-anon") / "model.onnx"))
+        self.saved(f"{base}.onnx-anon", {"relation": "copy", "format": "onnx-anon", **t})
+        logging.disable(logging.WARNING)  # ONNX Runtime's "consider pre-processing" advice
+        try:
+            for kind, per_channel in (("onnx-int8", False), ("onnx-int8-pc", True)):
+                quantization.quantize_dynamic(
+                    str(source),
+                    str(folder(kind) / "model.onnx"),
+                    weight_type=quantization.QuantType.QInt8,
+                    per_channel=per_channel,
+                )
+                self.saved(f"{base}.{kind}", {"relation": "quantized", "format": kind, **t})
+            quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), block_size=32)
+            quantizer.process()
+            onnx.save_model(quantizer.model.model, str(folder("onnx-nbits4") / "model.onnx"))
+            self.saved(
+                f"{base}.onnx-nbits4", {"relation": "quantized", "format": "onnx-nbits4", **t}
+            )
+        finally:
+            logging.disable(logging.NOTSET)
 
     def save_sharded(self, name: str, like: str, state: dict[str, Any], **truth: Any) -> None:
         from safetensors.torch import save_file
@@ -618,8 +688,14 @@ def _export_onnx(torch: Any, model: Any, path: Path, ids: Any) -> None:
         def forward(self, x: Any) -> Any:
             return self.m(input_ids=x, use_cache=False).logits
 
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        torch.onnx.export(Logits().eval(), (ids,), str(path), dynamo=True)
+    # the exporter's passes log at INFO, and ONNX Runtime's quantizer configures the root
+    # logger on import: silenced for the export only
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            torch.onnx.export(Logits().eval(), (ids,), str(path), dynamo=True)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def head_rows(torch: Any, hd: int, heads: Any) -> Any:
