@@ -70,6 +70,7 @@ _ACTIVATIONS = {
     "Mish",
 }
 _VISITS = 96  # nodes a walk from one value visits before it gives up (bounds the time)
+_STEPS = 1024  # edges it looks at
 _FFN = {"gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
 _ATTN = {"q": "attn_q", "k": "attn_k", "v": "attn_v", "qkv": "attn_qkv", "o": "attn_output"}
 
@@ -98,6 +99,7 @@ class _Graph:
             if n.op == "MatMul" and i not in self.weight and len(n.inputs) == 2
         }
         self.attention = {i for i, n in enumerate(nodes) if (n.domain, n.op) in _ATTENTION}
+        self.stops = self.weight.keys() | self.products | self.attention  # where walks end
         self.scores = {i for i in self.products if "Softmax" in self._ops_after(i)}
         self._walks: dict[int, tuple[list[tuple[int, int]], set[str]]] = {}
 
@@ -112,14 +114,14 @@ class _Graph:
 
     def _ops_after(self, i: int) -> set[str]:
         """The ops a few steps downstream of node i, not past another product."""
-        seen, out = {i}, set()
-        frontier = [i]
+        seen, out, frontier, steps = {i}, set(), [i], _STEPS
         for _ in range(4):
             nxt = []
             for k in frontier:
                 for o in self.nodes[k].outputs:
-                    for r, _j in self.readers.get(o, ()):
-                        if r not in seen and r not in self.products and r not in self.weight:
+                    for r, _j in self.readers.get(o, ())[:steps]:
+                        steps -= 1
+                        if r not in seen and r not in self.stops:
                             seen.add(r)
                             out.add(self.nodes[r].op)
                             nxt.append(r)
@@ -136,27 +138,29 @@ class _Graph:
         return not self._walk(start)[1].isdisjoint(_ACTIVATIONS)
 
     def _walk(self, start: int) -> tuple[list[tuple[int, int]], set[str]]:
+        """Bounded: at most _VISITS nodes entered and _STEPS edges looked at, however the
+        graph fans out (a value read by a million nodes costs no more than one read by two)."""
         if start in self._walks:
             return self._walks[start]
-        stops = self.weight.keys() | self.products | self.attention
-        seen, hits, ops, frontier = {start}, [], set(), [start]
-        while frontier and len(seen) < _VISITS:
+        hits: dict[tuple[int, int], None] = {}  # insertion-ordered, as found
+        seen, ops, frontier, steps = {start}, set(), [start], _STEPS
+        while frontier and len(seen) < _VISITS and steps > 0:
             k = frontier.pop(0)
             node = self.nodes[k]
             # a dynamic quantizer's scale and zero point go to every projection it feeds, and
             # around them: only its values are followed
             outputs = node.outputs[:1] if node.op == "DynamicQuantizeLinear" else node.outputs
             for o in outputs:
-                for r, j in self.readers.get(o, ()):
-                    if r in stops:
-                        if (r, j) not in hits:
-                            hits.append((r, j))
+                for r, j in self.readers.get(o, ())[:steps]:
+                    steps -= 1
+                    if r in self.stops:
+                        hits[(r, j)] = None
                     elif r not in seen:
                         seen.add(r)
                         ops.add(self.nodes[r].op)
                         frontier.append(r)
-        self._walks[start] = hits, ops
-        return hits, ops
+        self._walks[start] = list(hits), ops
+        return self._walks[start]
 
     def one_reader(self, value: str) -> bool:
         return len(self.readers.get(value, ())) == 1
@@ -304,18 +308,19 @@ def _norms(g: _Graph, out: dict[str, str], layers: list[Layer], head: list[int])
 def _normalised(g: _Graph, values: list[str]) -> bool:
     """Whether these values were just divided by their norm: a mean of squares a few steps
     back (RMSNorm and LayerNorm as exporters decompose them), not past a projection."""
-    stops = g.weight.keys() | g.products | g.attention
     frontier = [g.producer[v] for v in values if v in g.producer]
-    seen = set(frontier)
+    seen, steps = set(frontier), _STEPS
     for _ in range(5):  # x * 1/sqrt(mean(x^2) + eps): the mean is 4 steps back
         step = []
         for k in frontier:
             node = g.nodes[k]
             if node.op in ("ReduceMean", "ReduceL2", "ReduceSumSquare") or node.op in _NORMS:
                 return True
-            if k in stops or node.op == "DynamicQuantizeLinear":
+            if k in g.stops or node.op == "DynamicQuantizeLinear":
                 continue
-            for p in (g.producer.get(x) for x in node.inputs):
+            for x in node.inputs[:steps]:
+                steps -= 1
+                p = g.producer.get(x)
                 if p is not None and p not in seen and len(seen) < _VISITS:
                     seen.add(p)
                     step.append(p)

@@ -220,3 +220,19 @@ def test_onnx_runtime_quantization_of_an_anonymous_export_is_quantized(tmp_path:
     q = models.open_model(str(tmp_path / "q"), "q")
     (v,) = relate.compare(q, [model(tmp_path / "base", base)]).verdicts
     assert v.relation == "quantized", v.details
+
+
+@pytest.mark.slow
+def test_a_graph_built_to_fan_out_is_walked_in_bounded_time(tmp_path: Path) -> None:
+    """20,000 projections whose results meet in one node read by 20,000 others: every walk
+    stops after a fixed number of nodes and edges (unbounded, this is 4e8 steps)."""
+    import time
+
+    n = 20_000
+    nodes = [onnx_format.Node("MatMul", "", ("x", f"w{i}"), (f"y{i}",)) for i in range(n)]
+    nodes.append(onnx_format.Node("Sum", "", tuple(f"y{i}" for i in range(n)), ("hub",)))
+    nodes += [onnx_format.Node("Mul", "", ("hub", f"s{i}"), (f"z{i}",)) for i in range(n)]
+    stored = {f"w{i}": (4, 4) for i in range(n)} | {f"s{i}": (4,) for i in range(n)}
+    started = time.perf_counter()
+    assert onnx_roles.roles(nodes, stored) == {}
+    assert time.perf_counter() - started < 30  # about 1 s here; the unbounded walk: hours

@@ -359,7 +359,14 @@ class _Builder:
 
         import onnx
         from onnxruntime import quantization
+
+        root = logging.getLogger()
+        kept = root.handlers[:], root.level
+        # its module calls logging.basicConfig(level=INFO) on import: every later INFO line
+        # (gguf's writer, the exporter's passes) would reach the build's output
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        root.handlers[:], root.level = kept[0], kept[1]
 
         def folder(kind: str) -> Path:
             path = self.out / f"{base}.{kind}"
