@@ -253,3 +253,21 @@ def test_lying_length_fields_cost_no_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert "not a valid pickle" in (result.error or "")
     assert peak < 1 << 20
+
+
+def test_a_fine_tuned_torch_checkpoint_is_caught_by_the_weight_tiers(tmp_path: Path) -> None:
+    """No tensor is equal, so the exact tier finds nothing: the weight tiers read the
+    checkpoint's values (without unpickling, formats/torch_zip.py) and see the reference."""
+    from tests.helpers import tensors, write_st
+
+    reference = tensors(seed=1)
+    write_st(tmp_path / "ref" / "model.safetensors", reference)
+    rng = np.random.default_rng(3)
+    tuned = {k: torch.from_numpy(v + 0.05 * rng.standard_normal(v.shape).astype(v.dtype))
+             for k, v in reference.items()}  # fmt: skip
+    torch.save(tuned, tmp_path / "pytorch_model.bin")
+    policy = "policy:\n  allowed_formats: [pickle]\n  lineage:\n    references: [ref]\n"
+    manifest(tmp_path, HEAD + artifact_yaml(tmp_path, "pytorch_model.bin") + policy)
+    report = check(tmp_path)
+    (refuted,) = [f for f in report.findings if f.severity == "error"]
+    assert refuted.rule == "PG502" and "finetune of ref" in refuted.message, refuted.message

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gate.formats import onnx as onnx_format
 from gate.lineage import models, onnx_roles
@@ -236,3 +238,30 @@ def test_a_graph_built_to_fan_out_is_walked_in_bounded_time(tmp_path: Path) -> N
     started = time.perf_counter()
     assert onnx_roles.roles(nodes, stored) == {}
     assert time.perf_counter() - started < 30  # about 1 s here; the unbounded walk: hours
+
+
+_OPS = ["MatMul", "Gemm", "Add", "Mul", "Softmax", "Transpose", "Sigmoid", "Gather",
+        "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ReduceMean", "Split",
+        "LayerNormalization", "Attention"]  # fmt: skip
+_NAMES = [f"v{i}" for i in range(12)] + [f"w{i}" for i in range(6)]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_OPS),
+            st.lists(st.sampled_from(_NAMES), max_size=4),
+            st.lists(st.sampled_from(_NAMES[:12]), min_size=1, max_size=3),
+        ),
+        max_size=40,
+    ),
+    st.dictionaries(st.sampled_from(_NAMES), st.lists(st.integers(1, 5), max_size=3)),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_graph_gets_roles_or_none_and_never_an_error(
+    spec: list[tuple[str, list[str], list[str]]], shapes: dict[str, list[int]]
+) -> None:
+    """Cycles, values with two producers, dangling inputs, odd arities: a name or nothing."""
+    nodes = [onnx_format.Node(op, "", tuple(i), tuple(o)) for op, i, o in spec]
+    roles = onnx_roles.roles(nodes, {k: tuple(v) for k, v in shapes.items()})
+    assert set(roles) <= set(shapes) and len(set(roles.values())) == len(roles)
