@@ -16,9 +16,9 @@ second read of that file); docs/decisions.md, issue 17.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -293,29 +293,28 @@ def _external_digests(
     outside the folder, missing or too short (the ONNX check says which, PG314): a partial
     table would read as a model without those tensors."""
     out: list[TensorDigest] = []
-    opened: dict[str, int] = {}
-    with contextlib.ExitStack() as files:
-        try:
-            for location, region in external:
-                if location not in opened:
-                    real, problem = paths.resolve_inside(folder, location)
-                    if problem is not None:
+    try:
+        # sorted by file: one file open at a time (an export may write one file per tensor)
+        for location, group in itertools.groupby(external, key=lambda e: e[0]):
+            real, problem = paths.resolve_inside(folder, location)
+            if problem is not None:
+                return None
+            with paths.open_regular(real) as f:
+                fd, size = f.fileno(), os.fstat(f.fileno()).st_size
+                for _, region in group:
+                    if region.end > size:
                         return None
-                    opened[location] = files.enter_context(paths.open_regular(real)).fileno()
-                fd = opened[location]
-                if region.end > os.fstat(fd).st_size:
-                    return None
-                stream = _TensorStream(Plan((region,), 0))
-                at = region.begin
-                while at < region.end:
-                    chunk = os.pread(fd, min(CHUNK, region.end - at), at)
-                    if not chunk:
-                        return None
-                    stream.feed(memoryview(chunk), at)
-                    at += len(chunk)
-                out += stream.result()
-        except OSError:
-            return None
+                    stream = _TensorStream(Plan((region,), 0))
+                    at = region.begin
+                    while at < region.end:
+                        chunk = os.pread(fd, min(CHUNK, region.end - at), at)
+                        if not chunk:
+                            return None
+                        stream.feed(memoryview(chunk), at)
+                        at += len(chunk)
+                    out += stream.result()
+    except OSError:
+        return None
     return tuple(out)
 
 

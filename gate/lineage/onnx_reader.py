@@ -22,7 +22,9 @@ from gate.lineage import onnx_roles, packed, tensors
 def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any], list[str]]:
     """An ONNX model's stored tensors, inline or in external data (which must lie in the
     model's folder: the check's PG314 says why one does not), named and oriented as the module
-    that exported them (_onnx_view), int8 weights with their scales (_onnx_quantized)."""
+    that exported them (_onnx_view) or, when no module path says, by their place in the graph
+    (onnx_roles); 8- and 4-bit weights with their scales (_onnx_quantized, _onnx_nbits); and
+    the quantized weights whose layout is not read, as problems."""
     header = onnx_format.read(file)
     by_name = {t.name: t for t in header.tensors}
     taken = set(by_name)  # names a derived name must not collide with (grows as we go)
@@ -35,7 +37,7 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any], list[str]]
         nbits = _onnx_nbits(t, uses, by_name)
         if nbits is not None:
             u, shape, scale, zero, bits, size = nbits
-            name = u.scope + ".weight" if u.scope else topo.get(t.name, t.name)
+            name = u.scope + ".weight" if u.scope else _untaken(topo.get(t.name), taken) or t.name
             spec = packed.Nbits(
                 _onnx_ref(scale, file, folder),
                 None if zero is None else _onnx_ref(zero, file, folder),

@@ -228,6 +228,12 @@ def test_external_tensors_get_the_digests_they_would_have_inline(tmp_path: Path)
     assert len(scan.tensors) == len(inline.tensors or ()) and scan.tensors_digest is not None
     assert scan.tensors_digest == inline.tensors_digest
     assert hashing.scan(str(external), tensors=False).depends == ("m.onnx_data",)
+    (tmp_path / "c").mkdir()  # one file per tensor, as some exporters write them
+    apart = _save(_model(weights), tmp_path / "c" / "m.onnx", save_as_external_data=True,
+                  all_tensors_to_one_file=False, size_threshold=0)  # fmt: skip
+    scan_apart = hashing.scan(str(apart))
+    assert len(scan_apart.depends) == len(weights) and scan_apart.tensors is not None
+    assert scan_apart.tensors_digest == inline.tensors_digest
     data = tmp_path / "b" / "m.onnx_data"
     data.write_bytes(data.read_bytes()[:-4])  # too short: no partial table
     assert hashing.scan(str(external)).tensors is None
