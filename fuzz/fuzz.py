@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from gate import lfs, manifest  # noqa: E402
 from gate.errors import FormatError  # noqa: E402
-from gate.formats import gguf, loaders, npy, onnx, safetensors, tars, zips  # noqa: E402
+from gate.formats import gguf, loaders, npy, onnx, safetensors, tars, torch_zip, zips  # noqa: E402
+from gate.lineage import onnx_roles  # noqa: E402
 
 PER_INPUT_S = 2.0
 PER_INPUT_BYTES = 64 << 20  # peak Python allocation while handling one input
@@ -250,6 +251,38 @@ def run_onnx(data: bytes) -> None:
         return
     plan = onnx.plan(header)
     assert all(0 <= r.begin <= r.end <= len(data) for r in plan.regions)
+    roles = onnx_roles.roles(header.graph, {t.name: t.shape for t in header.tensors})
+    assert set(roles) <= {t.name for t in header.tensors}
+
+
+def _torch_seed() -> bytes:
+    """A torch zip as torch.save writes one: {"w": a 2x3 float tensor} and its storage."""
+    import io
+    import zipfile
+
+    def text(s: str) -> bytes:
+        return b"X" + struct.pack("<I", len(s)) + s.encode()
+
+    pid = b"(" + text("storage") + b"ctorch\nFloatStorage\n" + text("0") + text("cpu")
+    pid += b"K\x06tQ"
+    args = b"(" + pid + b"K\x00K\x02K\x03\x86K\x03K\x01\x86\x89ccollections\nOrderedDict\n)Rt"
+    pickled = b"\x80\x02}(" + text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"Ru."
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("archive/data.pkl", pickled)
+        z.writestr("archive/byteorder", "little")
+        z.writestr("archive/data/0", b"\0" * 24)
+    return buf.getvalue()
+
+
+def run_torch_zip(data: bytes, scratch: Path) -> None:
+    path = scratch / "t.pt"
+    path.write_bytes(data)
+    try:
+        ckpt = torch_zip.read(str(path))
+    except FormatError:
+        return
+    assert all(t.offset >= 0 and t.offset + t.nbytes <= len(data) for t in ckpt.tensors)
 
 
 def st_mutated(seed_bytes: bytes) -> st.SearchStrategy[bytes]:
@@ -379,6 +412,11 @@ def main() -> None:
             ("tar listing", st_mutated(_tar_seed()), run_tar),
             ("npy header", st_npy(), run_npy),
             ("onnx structure", st_mutated(_onnx_seed()), run_onnx),
+            (
+                "torch zip tensor table",
+                st_mutated(_torch_seed()),
+                lambda d: run_torch_zip(d, Path(scratch)),
+            ),
             ("every loader (polyglots)", st_polyglot(), run_loaders),
             ("lineage engine", st_model(), lambda d: run_lineage(d, Path(scratch))),
         ]
