@@ -34,6 +34,7 @@ def test_fuzz_script_short_run() -> None:
         "tar listing",
         "npy header",
         "onnx structure",
+        "torch zip tensor table",
         "every loader (polyglots)",
         "lineage engine",
     ]

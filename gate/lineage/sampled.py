@@ -306,9 +306,18 @@ class Subset(Model):
         pick = idx if rows is None else (rows if idx is None else idx[rows])
         return self.inner.array(self.inner.tensors[t.name], pick, cols)
 
+    def stored(self, t: TensorRef) -> np.ndarray:
+        """The sampled rows' values as stored, in the shape shown (a matrix stored transposed,
+        an ONNX MatMul weight, gives its columns)."""
+        view = self.inner.stored(self.inner.tensors[t.name])
+        idx = self.index[t.name]
+        return view if idx is None else view[idx]
+
     def raw(self, t: TensorRef) -> memoryview:
         inner_t = self.inner.tensors[t.name]
         idx = self.index[t.name]
+        if inner_t.transposed:  # the shown rows are not the file's: their values, row by row
+            return memoryview(self.stored(t).tobytes())
         if idx is None:
             return self.inner.raw(inner_t)
         row_bytes = inner_t.nbytes // inner_t.shape[0]
