@@ -736,19 +736,40 @@ class _Compare:
                 f"the reference is a {self.ref.quantization} quantization; this model is not"
             )
             return "quantized"
-        if layer_map is not None and self.cand.layers < self.ref.layers:
-            kept = [x for x in layer_map if x is not None]
+        shared = self.shared_ancestry(tested)
+        if shared:
+            self.details["shared"] = [e.candidate for e in shared]
+            best = max(shared, key=lambda e: e.effect)
+            self.details["summary"] = (
+                f"shared ancestry: {', '.join(self.details['shared'])} related (|r| "
+                f"{best.effect:.2f}), no layer related: neither derives from the other"
+            )
+            return "sibling"
+        kept = [x for x in layer_map or [] if x is not None]
+        if kept and self.cand.layers < self.ref.layers:  # pruned: what was kept, or nothing
             self.details["summary"] = f"{self.cand.layers} of {self.ref.layers} layers kept: {kept}"
             return "pruned"
-        if "widths" in self.details and self.details.get("vocabulary") is None:
+        vocab = self.details.get("vocabulary")
+        if vocab is not None and vocab["candidate"] < vocab["reference"]:
+            self.details["summary"] = (
+                f"vocabulary pruned: {vocab['reference']} -> {vocab['candidate']} tokens"
+                f" ({vocab['aligned_tokens']} aligned by token)"
+            )
+            return "pruned"
+        if "widths" in self.details and vocab is None:
             w = self.details["widths"]
             if any(a < b for a, b in w.values()):
-                self.details["summary"] = "width pruned: " + ", ".join(
-                    f"{k} {b}->{a}" for k, (a, b) in sorted(w.items())
-                )
+                rows = all(k in _VOCAB_ROLES for k, (a, b) in w.items() if a < b)
+                self.details["summary"] = (
+                    "vocabulary pruned (rows of the token-indexed matrices; no tokenizer to align"
+                    " them by token): "
+                    if rows
+                    else "width pruned: "
+                ) + ", ".join(f"{k} {b}->{a}" for k, (a, b) in sorted(w.items()))
                 return "pruned"
         complete = effects["compared_fraction"] >= 1.0
-        if complete and tested and all(_equivalent(e) for e in tested):
+        resized = vocab is not None and vocab["candidate"] != vocab["reference"]
+        if complete and tested and not resized and all(_equivalent(e) for e in tested):
             kinds = sorted({e.test for e in tested} - {"exact"})
             transformed = [e for e in tested if not _exact(e)]
             edits = [self.edited[e.candidate] for e in transformed if e.candidate in self.edited]
@@ -781,10 +802,26 @@ class _Compare:
             return "merge"
         if delta.get("low_rank"):
             self.details["summary"] = f"low-rank delta (rank {delta['rank']}): merged adapter"
-        elif "vocabulary" in self.details:
-            v = self.details["vocabulary"]
-            self.details["summary"] = f"vocabulary {v['reference']} -> {v['candidate']} tokens"
+        elif vocab is not None:
+            self.details["summary"] = (
+                f"vocabulary extended: {vocab['reference']} -> {vocab['candidate']} tokens"
+                f" ({vocab['aligned_tokens']} aligned by token)"
+            )
         return "finetune"
+
+    def shared_ancestry(self, tested: list[TensorEvidence]) -> list[TensorEvidence]:
+        """The tensors related outside the layers when no layer is: the signature of two
+        models that took (different) layers of a common ancestor, or fresh layers over its
+        embeddings. A derivation keeps its layers related to the reference's; [] otherwise."""
+        limit = math.log10(self.alpha) - math.log10(max(self.tests, 1) * self.n_refs)
+
+        def related(e: TensorEvidence) -> bool:
+            return _exact(e) or (e.log10_p <= limit and e.effect - e.null_effect >= MIN_MARGIN)
+
+        layered = [e for e in tested if e.layer is not None]
+        if not layered or any(related(e) for e in layered):
+            return []
+        return [e for e in tested if e.layer is None and related(e)]
 
     @staticmethod
     def layers_taken(tested: list[TensorEvidence]) -> list[int]:

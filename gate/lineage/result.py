@@ -7,7 +7,15 @@ import math
 from typing import Any, Literal
 
 Relation = Literal[
-    "copy", "finetune", "merge", "quantized", "pruned", "adapter", "independent", "inconclusive"
+    "copy",
+    "finetune",
+    "merge",
+    "quantized",
+    "pruned",
+    "adapter",
+    "sibling",
+    "independent",
+    "inconclusive",
 ]
 RELATIONS: tuple[Relation, ...] = (
     "copy",
@@ -16,10 +24,11 @@ RELATIONS: tuple[Relation, ...] = (
     "quantized",
     "pruned",
     "adapter",
+    "sibling",  # a common ancestor, and neither derives from the other
     "independent",
     "inconclusive",
 )
-DEPENDENT: frozenset[str] = frozenset(RELATIONS[:6])
+DEPENDENT: frozenset[str] = frozenset(RELATIONS[:7])
 DEFAULT_ALPHA = 1e-3
 EXACT_LOG10_P = -1e9  # stands for p = 0: bit-identical non-constant tensors do not arise by chance
 
