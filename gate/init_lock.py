@@ -34,7 +34,7 @@ from gate.settings import Settings
 _FIELD_ORDER = ("path", "size", "sha256", "tensors_digest", "format")
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9._/+-]*$")
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"}
-_RELATIONS = {"finetune", "adapter", "merge", "quantized"}
+_RELATIONS = {"finetune", "adapter", "merge", "quantized", "distill"}
 # What keeps a declared file from being locked (its path, its bytes, its LFS pointer).
 _UNLOCKABLE = frozenset({"PG201", "PG202", "PG210", "PG211", "PG212", "PG213"})
 _HEADER_RULES = frozenset(s.header_rule for s in registry.SPECS if s.header_rule)

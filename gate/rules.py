@@ -310,6 +310,13 @@ PG511 = Rule(
     hint="list the public models this one must be independent of (local folders or "
     "hf://owner/name@<commit>) in policy.lineage.references",
 )
+PG512 = Rule(
+    "PG512",
+    "distill-not-testable",
+    "note",
+    "A declared `distill` relation: distillation leaves no trace a weight test can read.",
+    hint="set policy.lineage.probe: true to compare the two models' outputs (PG509)",
+)
 PG601 = Rule(
     "PG601",
     "card-not-checked",

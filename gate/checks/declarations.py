@@ -20,7 +20,7 @@ LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE", "LICENCE.md"
 MAX_LICENSE_BYTES = 1 << 20
 _URL = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
 # model card `base_model_relation` values (the Hub's); the manifest adds `copy` and `pruned`
-CARD_RELATIONS = frozenset({"adapter", "merge", "quantized", "finetune"})
+CARD_RELATIONS = frozenset({"adapter", "merge", "quantized", "finetune", "distill"})
 
 
 def check(ev: Evidence) -> list[Finding]:

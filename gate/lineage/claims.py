@@ -46,6 +46,7 @@ ACCEPTS: dict[str, frozenset[str]] = {
     "quantized": frozenset({"quantized"}),
     "pruned": frozenset({"pruned"}),
     "adapter": frozenset({"adapter"}),
+    "distill": frozenset(),  # not tested by weights (judge_base, _base_tier0)
 }
 MERGE_WEIGHT_TOLERANCE = 0.05
 _ASKED = "policy.lineage.probe: true"
@@ -225,7 +226,9 @@ class _Context:
                         declared="origin: scratch (no base model)",
                         found=verdict.summary(),
                         details=(*_evidence_lines(verdict), *sample, *exact_lines),
-                        hint=f"declare `origin: derived` with base_models: [{_base_entry(src)},"
+                        hint=_SIBLING_HINT.replace("the declared base", str(ref))
+                        if verdict.relation == "sibling"
+                        else f"declare `origin: derived` with base_models: [{_base_entry(src)},"
                         f" relation: {verdict.relation}}}] and the base model's license",
                     )
                 )
@@ -274,7 +277,13 @@ class _Context:
         verdicts, found = self._compare([src for _, _, _, src in local], tier0)
         out += found
         where = [self.manifest.locate("base_models", i) for i, _, _, _ in local]
-        out += self._probe(list(zip([s for *_, s in local], verdicts, where, strict=True)))
+        # a distilled student imitates its teacher's outputs with weights of its own: the
+        # probe agreeing where the weights do not is what distillation looks like (no PG510)
+        weighed = [
+            None if b.relation == "distill" else v
+            for (_, b, _, _), v in zip(local, verdicts, strict=True)
+        ]
+        out += self._probe(list(zip([s for *_, s in local], weighed, where, strict=True)))
         for (i, base, ev, src), verdict in zip(local, verdicts, strict=True):
             if isinstance(src, HubRef) and (verdict is None or verdict.relation == "inconclusive"):
                 why = verdict.notes[0] if verdict is not None and verdict.notes else src.problem
@@ -547,6 +556,8 @@ class _Context:
                     found=ev.summary(),
                 )
             ]
+        if base.relation == "distill":
+            return [_distill_note(at, base, ev.summary())]
         return [
             rules.PG501.finding(
                 at,
@@ -625,6 +636,8 @@ def judge_base(
     declared = f"{base.relation} of {base.name}"
     found = verdict.summary()
     details = _evidence_lines(verdict)
+    if base.relation == "distill" and verdict.relation != "copy":
+        return [_distill_note(at, base, found, details)]
     if verdict.relation == "independent" or (
         verdict.relation != "adapter" and not verdict.dependent
     ):
@@ -669,10 +682,31 @@ def judge_base(
                 declared=declared,
                 found=found,
                 details=details,
-                hint=f"declare `relation: {verdict.relation}`",
+                hint=_SIBLING_HINT
+                if verdict.relation == "sibling"
+                else f"declare `relation: {verdict.relation}`",
             )
         ]
     return _merge_weight(manifest, i, base, verdict)
+
+
+_SIBLING_HINT = (
+    "this model and the declared base share an ancestor, and neither was made from the other:"
+    " declare that ancestor as the base"
+)
+
+
+def _distill_note(
+    at: Location, base: BaseModel, found: str, details: tuple[str, ...] = ()
+) -> Finding:
+    return rules.PG512.finding(
+        at,
+        f"declared `distill` of {base.name}: a student's weights are its own, so the weights"
+        f" cannot test it (they show {found})",
+        declared=f"distill of {base.name}",
+        found=found,
+        details=details,
+    )
 
 
 def _merge_weight(manifest: Manifest, i: int, base: BaseModel, verdict: Verdict) -> list[Finding]:

@@ -80,6 +80,13 @@ TABLE: list[tuple[str, Relation, bool, dict[str, Any], float | None, list[str]]]
     ("merge", "merge", True, {"merge": MERGE}, 0.72, []),  # within the tolerance
     ("merge", "merge", True, {"merge": MERGE}, 0.5, ["PG507"]),
     ("merge", "merge", True, {}, 0.5, []),  # no recovered coefficients: nothing to compare
+    # a distilled student: the weights cannot test it, whatever they show but a copy
+    ("distill", "independent", False, {}, None, ["PG512"]),
+    ("distill", "finetune", True, {}, None, ["PG512"]),
+    ("distill", "copy", True, {}, None, ["PG504"]),
+    # a sibling is no base: the declared relation fails, whichever it is
+    ("finetune", "sibling", True, {}, None, ["PG505"]),
+    ("pruned", "sibling", True, {}, None, ["PG505"]),
 ]
 
 
@@ -110,6 +117,21 @@ def test_findings_name_both_sides() -> None:
     assert str(got.found).startswith("finetune of base-a (p = 1.0e-12")
     assert got.hint == "declare `relation: finetune`"
     assert got.details[0] == exact.summary()  # the exact tier's count comes first
+
+
+def test_a_sibling_declared_as_a_base_says_so() -> None:
+    m = _manifest("finetune")
+    summary = "shared ancestry: token_embd.weight related (|r| 0.87), no layer related"
+    (got,) = judge_base(m, 0, m.base_models[0], None, _verdict("sibling", True, summary=summary))
+    assert "sibling of base-a" in got.message and "no layer related" in got.message
+    assert got.hint is not None and "declare that ancestor as the base" in got.hint
+
+
+def test_distill_stays_a_note_under_strict() -> None:
+    m = _manifest("distill")
+    (got,) = judge_base(m, 0, m.base_models[0], None, _verdict("independent", False))
+    assert rules.strict(got).severity == "note"  # a claim weights cannot test, not a failed check
+    assert "cannot test it" in got.message and got.hint and "probe" in got.hint
 
 
 def test_merge_weight_is_located_and_hinted() -> None:
