@@ -54,6 +54,10 @@ SURE = -12.0  # log10 p below which one tensor settles dependence and matching s
 # weakest of the derived pairs 0.53 (a 0.42-weight SLERP parent): docs/lineage.md.
 MIN_MARGIN = 0.15
 EQUIVALENT = 0.99999  # a light fine-tune stays below (0.9993-0.9997 in the zoo's shortest)
+# the share of each side's vocabulary the other lacks that makes two models siblings rather
+# than a vocabulary-pruned or -extended derivation (pruning only drops tokens, extension only
+# adds them)
+SIBLING_TOKENS = 0.05
 _VOCAB_ROLES = ("token_embd.weight", "output.weight")
 _TOKEN_AXIS = (*_VOCAB_ROLES, "position_embd.weight")  # rows indexed by tokens or positions
 # which linear layers read each norm's output (RMSNorm/LayerNorm weights fold into them)
@@ -241,8 +245,8 @@ class _Compare:
         if float(c.std()) == 0.0:
             self.constant.add(p.c.name)
             return  # a constant tensor (unit norm, zero bias) says nothing about lineage
-        if not same:
-            p.evidence = self.reshaped(p)
+        if not same or (p.c.role in _VOCAB_ROLES and self.vocabularies_differ()):
+            p.evidence = self.reshaped(p)  # token rows aligned by token, not by index
             return
         exact = self.exact(p)
         if exact is not None:
@@ -445,6 +449,18 @@ class _Compare:
         return self.record(
             p, "matched", orient, False, o.effect, o.null_effect, o.log10_p, o.raw_effect
         )
+
+    def vocabularies_differ(self) -> bool:
+        cv, rv = self.cand.vocab, self.ref.vocab
+        return cv is not None and rv is not None and cv != rv
+
+    def exclusive_tokens(self) -> tuple[int, int]:
+        """Tokens only the candidate has, and only the reference has."""
+        cv, rv = self.cand.vocab, self.ref.vocab
+        if cv is None or rv is None:
+            return 0, 0
+        shared = len(cv.keys() & rv.keys())
+        return len(cv) - shared, len(rv) - shared
 
     def vocab_rows(
         self, n_cand: int, n_ref: int, cap: int = MAX_ROWS
@@ -743,6 +759,21 @@ class _Compare:
             self.details["summary"] = (
                 f"shared ancestry: {', '.join(self.details['shared'])} related (|r| "
                 f"{best.effect:.2f}), no layer related: neither derives from the other"
+            )
+            return "sibling"
+        mine, theirs = self.exclusive_tokens()
+        if "vocabulary" in self.details and min(
+            mine / max(len(self.cand.vocab or ()), 1), theirs / max(len(self.ref.vocab or ()), 1)
+        ) >= SIBLING_TOKENS:
+            # a derivation keeps a subset of its base's tokens (pruning) or adds to them
+            # (extension); two different subsets of one ancestor's vocabulary do neither
+            self.details["shared"] = sorted(
+                e.candidate for e in tested if e.test == "vocabulary" and e.log10_p <= SURE
+            )
+            self.details["summary"] = (
+                f"shared ancestry: each has tokens the other lacks ({mine} only here, {theirs}"
+                f" only there), while the {self.details['vocabulary']['aligned_tokens']} shared"
+                " tokens' rows and the layers are related: neither derives from the other"
             )
             return "sibling"
         kept = [x for x in layer_map or [] if x is not None]

@@ -100,3 +100,25 @@ def test_an_extended_vocabulary_is_named_too(tmp_path: Path) -> None:
     (v,) = relate.compare(cand, [ref]).verdicts
     assert v.relation == "finetune", v.summary()
     assert "vocabulary extended: 400 -> 440 tokens" in v.summary()
+
+
+def test_two_different_vocabulary_prunes_are_siblings(tmp_path: Path) -> None:
+    """Each child kept tokens the other dropped: neither can have been made from the other
+    (a derivation cannot bring back rows it never had), while their shared rows and layers
+    are related."""
+    base = parent(layers=2)
+    tokens = [f"tok{i}" for i in range(VOCAB)]
+    rng = np.random.default_rng(7)
+    kept = [sorted(rng.choice(VOCAB, 250, replace=False).tolist()) for _ in range(2)]
+    children = []
+    for n, keep in enumerate(kept):
+        child = {
+            k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()
+        }
+        child["model.embed_tokens.weight"] = child["model.embed_tokens.weight"][keep]
+        children.append(save(tmp_path / f"c{n}", child, [tokens[i] for i in keep]))
+    (v,) = relate.compare(children[0], [children[1]]).verdicts
+    assert v.relation == "sibling" and v.dependent, v.summary()
+    assert "each has tokens the other lacks" in v.summary()
+    (v,) = relate.compare(children[0], [save(tmp_path / "base", base, tokens)]).verdicts
+    assert v.relation == "pruned", v.summary()  # against the ancestor: a derivation
