@@ -5,8 +5,8 @@
 
 Positives: each zoo model against its true base (merges: against all their parents), in every
 format the zoo stores (safetensors, GGUF, ONNX, GPTQ, AWQ, NF4, MLX, torch: one row each);
-and every cross-format pair: each llama base in every format against each other form of it, and
-against each form of another base (cross_format).
+every cross-format pair: each llama base in every format against each other form of it, and
+against each form of another base (cross_format); and the sibling pairs (siblings).
 Negatives: each zoo model against every base of its family it was not made from (same
 architecture, same data, other seed: the hardest negatives there are). Prints the confusion
 matrix of relations, TPR at the default alpha and the FPR observed on the negatives (with its 95%
@@ -179,6 +179,7 @@ def run(root: Path, alpha: float) -> dict[str, Any]:
         "layer_maps_correct": f"{sum(maps)}/{len(maps)}",
         "formats": by_format(rows, neg_rows),
         "cross_format": cross_format(root, alpha),
+        "siblings": siblings(root, alpha),
         "seconds": round(elapsed, 1),
         "rows": rows,
     }
@@ -224,6 +225,25 @@ def cross_format(root: Path, alpha: float) -> dict[str, Any]:
         row(a)["fp"] += v.dependent
     total = {k: sum(r[k] for r in rows.values()) for k in ("pairs", "right", "negatives", "fp")}
     return {**total, "by_candidate_format": rows, "wrong": wrong}
+
+
+def siblings(root: Path, alpha: float) -> dict[str, Any]:
+    """Every zoo pair that shares an ancestor and derives not from each other (truth:
+    `sibling_of`), both ways round: named `sibling`, never a derivation, never independent."""
+    truth = build.truth(root)
+    rows: dict[str, dict[str, int]] = {}
+    for name, t in sorted(truth.items()):
+        other = t.get("sibling_of")
+        if other is None:
+            continue
+        v = compare(open_model(str(root / name), name), [open_model(str(root / other), other)],
+                    alpha).verdicts[0]  # fmt: skip
+        kind = name.rsplit(".", 1)[1].rsplit("-", 1)[0]  # sib-layers, sib-vocab, cpt
+        row = rows.setdefault(kind, {"pairs": 0, "sibling": 0, "derivation": 0, "independent": 0})
+        row["pairs"] += 1
+        row["sibling" if v.relation == "sibling" else "derivation" if v.dependent
+            else "independent"] += 1  # fmt: skip
+    return rows
 
 
 def _recovered(t: dict[str, Any], rep: Any) -> dict[str, Any]:
@@ -281,7 +301,7 @@ def main() -> int:
         )
         CALIBRATION.write_text(json.dumps(table, indent=1) + "\n")
     for k, v in result.items():
-        if k not in ("rows", "confusion", "formats", "cross_format"):
+        if k not in ("rows", "confusion", "formats", "cross_format", "siblings"):
             print(f"{k}: {v}")
     print("per format: positives named right, negatives called dependent")
     for fmt, row in result["formats"].items():
@@ -296,6 +316,10 @@ def main() -> int:
               f"   {row['fp']}/{row['negatives']} false positives")  # fmt: skip
     for line in cross["wrong"]:
         print(f"  mislabelled: {line}")
+    print("siblings (shared ancestor, neither derived from the other), both ways round:")
+    for kind, row in result["siblings"].items():
+        print(f"  {kind:12} {row['sibling']}/{row['pairs']} sibling, {row['derivation']} called"
+              f" a derivation, {row['independent']} independent")  # fmt: skip
     print("confusion (expected -> found):")
     for k, v in result["confusion"].items():
         print(f"  {k}: {v}")

@@ -41,7 +41,8 @@ def names() -> list[str]:
     llama_only = [".gguf-q8_0", ".gguf-q4_0", ".int8", ".depth-pruned", ".depth-pruned-healed",
                   ".width-pruned", ".width-pruned-healed", ".vocab-expanded", ".permuted",
                   ".scaled", ".rotated", ".all-attacks", ".passthrough",
-                  ".onnx-ft", ".gptq", ".awq", ".nf4", ".mlx", *FORMATS]  # fmt: skip
+                  ".onnx-ft", ".gptq", ".awq", ".nf4", ".mlx", *FORMATS,
+                  ".sib-layers-a", ".sib-layers-b", ".sib-vocab-a", ".sib-vocab-b", ".cpt-b"]  # fmt: skip
     return [f"llama-s0{k}" for k in kinds + llama_only] + [f"gpt2-s0{k}" for k in kinds]
 
 
@@ -97,6 +98,22 @@ def test_every_cross_format_pair_of_one_base(zoo: Path, truth: dict[str, Any]) -
         if compare(m("llama-s0" + a), [m("llama-s1" + b)]).verdicts[0].dependent
     ]
     assert dependent == []
+
+
+def test_siblings_are_named_so(zoo: Path, truth: dict[str, Any]) -> None:
+    """Two children of llama-s0 that kept different layers, or different parts of its
+    vocabulary: `sibling` of each other, either way round, with the shared tensors named.
+    Two continued pre-trainings of it are related (the engine cannot tell them from a
+    fine-tune of each other without their ancestor: docs/lineage.md)."""
+    for kind in ("layers", "vocab"):
+        a, b = f"llama-s0.sib-{kind}-a", f"llama-s0.sib-{kind}-b"
+        assert truth[a]["sibling_of"] == b
+        for x, y in ((a, b), (b, a)):
+            v = lineage(zoo, x, [y]).verdicts[0]
+            assert v.relation == "sibling" and v.dependent, v.summary()
+            assert v.details["shared"], v.details
+    v = lineage(zoo, "llama-s0.cpt-b", ["llama-s0.cpt"]).verdicts[0]
+    assert v.dependent and v.relation == "finetune"
 
 
 def test_recovered_details(zoo: Path) -> None:

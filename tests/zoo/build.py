@@ -311,6 +311,7 @@ class _Builder:
         self.attacks(base, t)
         self.passthrough(base, other, t)
         self.formats(base, t)
+        self.siblings(base, t)
 
     def formats(self, base: str, t: dict[str, Any]) -> None:
         """The formats models are re-published in: an ONNX export of the short fine-tune
@@ -350,6 +351,74 @@ class _Builder:
                 str(path / "model.safetensors"),
             )
             self.saved(path.name, {"relation": "quantized", "format": kind, **t})
+
+    def siblings(self, base: str, t: dict[str, Any]) -> None:
+        """Pairs that share this base as their ancestor and derive not from each other (truth:
+        `sibling_of`; against the base each is a derivation): different layers kept, then
+        healed; different 75% subsets of the vocabulary kept (the tokenizer re-indexed), then
+        trained apart (noise of a short fine-tune's size); and a second continued
+        pre-training beside `.cpt`, with another seed."""
+        torch = self.torch
+        names = {tag: f"{base}.sib-layers-{tag}" for tag in "ab"}
+        for (tag, keep), seed in zip((("a", [0, 1]), ("b", [2, 3])), (31, 32), strict=True):
+            model = self.clone(base)
+            model.model.layers = torch.nn.ModuleList([model.model.layers[i] for i in keep])
+            model.config.num_hidden_layers = len(keep)
+            for i, layer in enumerate(model.model.layers):
+                layer.self_attn.layer_idx = i
+            self.save(
+                names[tag],
+                self.train(model, 60, 1e-3, seed),
+                relation="pruned",
+                layer_map=keep,
+                sibling_of=names["b" if tag == "a" else "a"],
+                detail="layers kept, then healed 60 steps",
+                **t,
+            )
+        vocab = json.loads(self.tokenizer.to_str())
+        tokens = sorted(vocab["model"]["vocab"], key=vocab["model"]["vocab"].get)
+        special = {a["content"] for a in vocab.get("added_tokens") or []}
+        state = self.state(base)
+        for tag, seed in (("a", 41), ("b", 42)):
+            gen = torch.Generator().manual_seed(seed)
+            keep = sorted(
+                [i for i, w in enumerate(tokens) if w in special]
+                + torch.randperm(len(tokens), generator=gen).tolist()[: len(tokens) * 3 // 4]
+            )
+            keep = sorted(set(keep))
+            kept = {k: v.clone() for k, v in state.items()}
+            for k in ("model.embed_tokens.weight", "lm_head.weight"):
+                kept[k] = kept[k][keep]
+            for k, v in kept.items():
+                kept[k] = v + 0.02 * torch.randn(v.shape, generator=gen) * v.std()
+            name = f"{base}.sib-vocab-{tag}"
+            self.save_state(name, base, kept, relation="pruned", **t,
+                            sibling_of=f"{base}.sib-vocab-{'b' if tag == 'a' else 'a'}",
+                            detail=f"vocabulary {len(tokens)} -> {len(keep)} tokens")  # fmt: skip
+            pruned = dict(vocab)
+            words = [tokens[i] for i in keep]
+            pruned["model"] = dict(vocab["model"], vocab={w: i for i, w in enumerate(words)})
+            pruned["model"]["merges"] = [
+                m
+                for m in vocab["model"]["merges"]
+                if all(x in set(words) for x in (m if isinstance(m, list) else m.split(" ")))
+            ]
+            pruned["added_tokens"] = [
+                dict(a, id=words.index(a["content"])) for a in vocab.get("added_tokens") or []
+            ]
+            (self.out / name / "tokenizer.json").write_text(json.dumps(pruned))
+            config = json.loads((self.out / name / "config.json").read_text())
+            (self.out / name / "config.json").write_text(
+                json.dumps(config | {"vocab_size": len(keep)}, indent=1)
+            )
+        self.save(
+            f"{base}.cpt-b",
+            self.train(self.clone(base), 200, 1e-3, 10),
+            relation="finetune",
+            detail="continued pre-training, 200 steps, another seed",
+            sibling_of=f"{base}.cpt",
+            **t,
+        )
 
     def onnx_formats(self, base: str, t: dict[str, Any]) -> None:
         """The base as ONNX: exported (fp32, fp16), with its node names and metadata stripped
