@@ -59,6 +59,12 @@ class Model:
     _maps: dict[str, mmap.mmap] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
+    def sampled(self) -> bool:
+        """Only a sample of rows is present (a Hub base, or a model cut to its rows): layers
+        are comparable at the same index only."""
+        return any(t.full_shape is not None for t in self.tensors.values())
+
+    @property
     def layers(self) -> int:
         return 1 + max((t.layer for t in self.tensors.values() if t.layer is not None), default=-1)
 

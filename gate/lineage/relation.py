@@ -852,6 +852,8 @@ class _Compare:
         layered = [e for e in tested if e.layer is not None]
         if not layered or any(related(e) for e in layered):
             return []
+        if self.cand.sampled or self.ref.sampled:
+            return []  # a sample pairs layers at one index: renumbered ones would look unrelated
         return [e for e in tested if e.layer is None and related(e)]
 
     @staticmethod

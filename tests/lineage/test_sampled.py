@@ -20,9 +20,15 @@ from tests.zoo import build
 
 pytestmark = pytest.mark.slow  # the trained zoo behind a Hub stand-in
 
-# A sample compares rows at the same index: a residual-stream rotation moves every row, so these
-# need the base whole (from the Hugging Face cache). They must not be convicted of anything else.
-NEEDS_WHOLE_BASE = {"llama-s0.rotated", "llama-s0.all-attacks"}
+# A sample compares rows at the same index: a residual-stream rotation moves every row, and a
+# child that kept later layers renumbered them, so these need the base whole (from the Hugging
+# Face cache). They must not be convicted of anything else (never `sibling`: a sample cannot
+# show that no layer is related).
+NEEDS_WHOLE_BASE = {
+    "llama-s0.rotated": ("independent", "copy"),
+    "llama-s0.all-attacks": ("independent", "copy"),
+    "llama-s0.sib-layers-b": ("finetune",),
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +51,7 @@ def test_sampled_verdict_agrees_with_the_truth(
     report = audit(str(zoo / name), [f"hf://zoo/{p}@{shas[p]}" for p in parents])
     v = report.verdicts[0]
     if name in NEEDS_WHOLE_BASE:
-        assert v.relation in ("independent", "copy"), v.summary()
+        assert v.relation in NEEDS_WHOLE_BASE[name], v.summary()
         return
     assert v.relation == EXPECTED.get(t["relation"], t["relation"]), v.summary()
     if v.relation != "adapter":
