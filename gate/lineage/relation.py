@@ -762,9 +762,10 @@ class _Compare:
             )
             return "sibling"
         mine, theirs = self.exclusive_tokens()
-        if "vocabulary" in self.details and min(
+        apart = min(
             mine / max(len(self.cand.vocab or ()), 1), theirs / max(len(self.ref.vocab or ()), 1)
-        ) >= SIBLING_TOKENS:
+        )
+        if "vocabulary" in self.details and apart >= SIBLING_TOKENS:
             # a derivation keeps a subset of its base's tokens (pruning) or adds to them
             # (extension); two different subsets of one ancestor's vocabulary do neither
             self.details["shared"] = sorted(
