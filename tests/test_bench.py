@@ -94,6 +94,12 @@ def test_lineage_accuracy_on_the_zoo(tmp_path: Path) -> None:
     assert result["true_positive_rate"] == 1.0
     assert result["false_positives"] == 0
     assert result["merge_coefficient_max_error"] < 0.02
-    assert result["layer_maps_correct"] == "12/12"
+    assert result["layer_maps_correct"] == "20/20"
     wrong = [row for row in result["rows"] if row["expected"] != row["found"]]
     assert wrong == []
+    cross = result["cross_format"]
+    assert cross["right"] == cross["pairs"] > 0 and cross["fp"] == 0, cross["wrong"]
+    siblings = result["siblings"]
+    for kind in ("sib-layers", "sib-vocab"):  # continued pre-training: docs/lineage.md
+        assert siblings[kind]["sibling"] == siblings[kind]["pairs"] > 0, siblings
+    assert all(row["independent"] == 0 for row in siblings.values())

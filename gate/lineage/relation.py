@@ -54,6 +54,10 @@ SURE = -12.0  # log10 p below which one tensor settles dependence and matching s
 # weakest of the derived pairs 0.53 (a 0.42-weight SLERP parent): docs/lineage.md.
 MIN_MARGIN = 0.15
 EQUIVALENT = 0.99999  # a light fine-tune stays below (0.9993-0.9997 in the zoo's shortest)
+# An in-place |cos| below this, though significant, is re-tested permutation-invariantly: a
+# partial permutation (some heads moved) stays correlated in place. Fine-tunes sit above it
+# (their lowest in the zoo, 300 steps at lr 3e-3, is about 0.95), so they cost nothing more.
+PARTIAL = 0.9
 # the share of each side's vocabulary the other lacks that makes two models siblings rather
 # than a vocabulary-pruned or -extended derivation (pruning only drops tokens, extension only
 # adds them)
@@ -266,19 +270,29 @@ class _Compare:
             if changed * 2 <= c.size:  # most values untouched: an edit, not a transform
                 self.edited[p.c.name] = (changed, int(c.size))
         best = out
-        multiset = out.log10_p > SURE and p.c.dtype == p.r.dtype and p.c.size <= MULTISET_MAX
+        # related in place but not equal: part of it may be a permutation (some attention
+        # heads moved, others not), which only the permutation-invariant tests can show
+        partial = out.log10_p <= SURE and out.raw_effect < PARTIAL
+        unsure = out.log10_p > SURE or partial
+        multiset = unsure and p.c.dtype == p.r.dtype and p.c.size <= MULTISET_MAX
         if multiset and _multiset_equal(self.cand.array(p.c), self.ref_array(p)):
             p.exact = True
             p.evidence = self.record(p, "multiset", "flat", False, 1.0, 0.0, EXACT_LOG10_P)
             return
-        if out.log10_p > SURE and c.ndim == 2 and self.may_match(p):
+        if unsure and c.ndim == 2 and self.may_match(p):
             # matching needs every unit of the candidate: whole tensors (budgeted). The residual
             # rotation is fitted first, so its working set and the whole tensors never overlap.
             self.rotation()
             whole = rows is None and cols is None
             fc, fr = (c, r) if whole else (self.cand.array(p.c), self.ref_array(p))
             for o in self.robust(fc, fr):
-                best = o if o.log10_p < best.log10_p else best
+                # both settled: the one that explains more (a permutation matched at |cos| 1
+                # says more than a partial in-place agreement, whatever their p-values)
+                settled = o.log10_p <= SURE and best.log10_p <= SURE
+                if (settled and o.effect > best.effect) or (
+                    not settled and o.log10_p < best.log10_p
+                ):
+                    best = o
             if best.test == "matched" and best.log10_p <= SURE:
                 self.certain = True
                 if "permutation" not in self.details:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gate.lineage import models
 from gate.lineage import relation as relate
@@ -122,3 +123,51 @@ def test_two_different_vocabulary_prunes_are_siblings(tmp_path: Path) -> None:
     assert "each has tokens the other lacks" in v.summary()
     (v,) = relate.compare(children[0], [save(tmp_path / "base", base, tokens)]).verdicts
     assert v.relation == "pruned", v.summary()  # against the ancestor: a derivation
+
+
+@pytest.mark.parametrize("multiset", [True, False])
+def test_a_bert_with_permuted_units_and_heads_is_a_copy(
+    tmp_path: Path, multiset: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A BERT encoder with its FFN units and attention heads permuted computes the same
+    function. Some heads stay in place, so the in-place test is significant but weak (|cos|
+    0.25-0.5): it was `finetune`. Both permutation-invariant tests must see it: the exact
+    multiset of values, and (for tensors too large for it) the matching test."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    if not multiset:
+        monkeypatch.setattr(relate, "MULTISET_MAX", 0)
+    cfg = transformers.BertConfig(vocab_size=300, hidden_size=128, intermediate_size=512,
+                                  num_hidden_layers=2, num_attention_heads=4)  # fmt: skip
+    torch.manual_seed(0)
+    net = transformers.BertModel(cfg).eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    gen = torch.Generator().manual_seed(1)
+    for i in range(2):
+        p = f"encoder.layer.{i}."
+        units = torch.randperm(512, generator=gen)
+        for k in ("intermediate.dense.weight", "intermediate.dense.bias"):
+            state[p + k] = state[p + k][units]
+        state[p + "output.dense.weight"] = state[p + "output.dense.weight"][:, units]
+        heads = torch.tensor([1, 0, 2, 3])  # two heads swapped, two in place
+        rows = torch.cat([torch.arange(h * 32, (h + 1) * 32) for h in heads])
+        for n in ("query", "key", "value"):
+            for k in ("weight", "bias"):
+                state[p + f"attention.self.{n}.{k}"] = state[p + f"attention.self.{n}.{k}"][rows]
+        state[p + "attention.output.dense.weight"] = state[p + "attention.output.dense.weight"][
+            :, rows
+        ]
+    permuted = transformers.BertModel(cfg).eval()
+    permuted.load_state_dict(state)
+    ids = torch.randint(0, 300, (1, 12))
+    with torch.no_grad():
+        assert torch.allclose(
+            net(ids).last_hidden_state, permuted(ids).last_hidden_state, atol=1e-5
+        )
+    net.save_pretrained(tmp_path / "base")
+    permuted.save_pretrained(tmp_path / "perm")
+    cand = models.open_model(str(tmp_path / "perm"), "perm")
+    (v,) = relate.compare(cand, [models.open_model(str(tmp_path / "base"), "base")]).verdicts
+    assert v.relation == "copy", v.summary()
+    tests = {e.test for e in v.tensors if "attention.self.query.weight" in e.candidate}
+    assert tests == ({"multiset"} if multiset else {"matched"})

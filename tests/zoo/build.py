@@ -398,10 +398,10 @@ class _Builder:
             pruned = dict(vocab)
             words = [tokens[i] for i in keep]
             pruned["model"] = dict(vocab["model"], vocab={w: i for i, w in enumerate(words)})
-            pruned["model"]["merges"] = [
-                m
-                for m in vocab["model"]["merges"]
-                if all(x in set(words) for x in (m if isinstance(m, list) else m.split(" ")))
+            known = set(words)
+            pairs = [m if isinstance(m, list) else m.split(" ") for m in vocab["model"]["merges"]]
+            pruned["model"]["merges"] = [  # a merge needs both parts and its result
+                m for m in pairs if {*m, "".join(m)} <= known
             ]
             pruned["added_tokens"] = [
                 dict(a, id=words.index(a["content"])) for a in vocab.get("added_tokens") or []
