@@ -101,6 +101,7 @@ class _Graph:
         self.attention = {i for i, n in enumerate(nodes) if (n.domain, n.op) in _ATTENTION}
         self.stops = self.weight.keys() | self.products | self.attention  # where walks end
         self.scores = {i for i in self.products if "Softmax" in self._ops_after(i)}
+        self.context = self.products - self.scores  # the attention's second product
         self._walks: dict[int, tuple[list[tuple[int, int]], set[str]]] = {}
 
     def _stored(self, value: str) -> str | None:
@@ -171,7 +172,7 @@ def roles(nodes: Sequence[Node], stored: Mapping[str, tuple[int, ...]]) -> dict[
     the weights whose role the graph shows; see the module's docstring."""
     g = _Graph(nodes, stored)
     kinds = {i: _attention_kind(g, i) for i in g.weight}
-    for s in g.products - g.scores | g.attention:  # the attention's result: output projection
+    for s in g.context | g.attention:  # the attention's result: output projection
         for r, _j in g.reached(s):
             if r in g.weight and kinds[r] is None:
                 kinds[r] = "o"
@@ -196,7 +197,7 @@ def roles(nodes: Sequence[Node], stored: Mapping[str, tuple[int, ...]]) -> dict[
 def _attention_kind(g: _Graph, i: int) -> str | None:
     hits = g.reached(i)
     sides = {j for r, j in hits if r in g.scores}
-    sides |= {2 for r, j in hits if (r in g.products - g.scores and j == 1)}
+    sides |= {2 for r, j in hits if (r in g.context and j == 1)}
     sides |= {j for r, j in hits if r in g.attention and j <= 2}
     if len(sides) > 1:
         return "qkv"
@@ -278,12 +279,13 @@ def _name(g: _Graph, out: dict[str, str], i: int, role: str) -> None:
 def _norms(g: _Graph, out: dict[str, str], layers: list[Layer], head: list[int]) -> None:
     """Pre-norms: a 1-D weight whose normalised values reach exactly one group of
     projections (an attention's inputs, a feed-forward's first step, the head)."""
-    groups: list[tuple[set[int], str]] = []
+    groups: dict[frozenset[int], str] = {}  # the projections a norm feeds -> its name
     for layer, (attn, ffn) in enumerate(layers):
-        groups.append(({i for i, k in attn if k != "o"}, f"blk.{layer}.attn_norm"))
-        groups.append(({i for i, k in ffn if k in ("gate", "up")}, f"blk.{layer}.ffn_norm"))
+        groups[frozenset(i for i, k in attn if k != "o")] = f"blk.{layer}.attn_norm"
+        groups[frozenset(i for i, k in ffn if k in ("gate", "up"))] = f"blk.{layer}.ffn_norm"
     if head:
-        groups.append(({head[0]}, "output_norm"))
+        groups[frozenset(head[:1])] = "output_norm"
+    groups.pop(frozenset(), None)
     for i, node in enumerate(g.nodes):
         # the scale (and shift) of a LayerNormalization-like operator, or of the Mul after a
         # decomposed norm; a Skip* norm's output also carries the residual sum, so its walk
@@ -296,8 +298,7 @@ def _norms(g: _Graph, out: dict[str, str], layers: list[Layer], head: list[int])
             continue
         if node.op == "Mul" and not _normalised(g, [x for x in node.inputs if x != scale[0]]):
             continue  # a scale applied to something else (a quantized projection's result)
-        reached = {r for r, _ in g.reached(i)}
-        role = next((name for members, name in groups if members and reached == members), None)
+        role = groups.get(frozenset(r for r, _ in g.reached(i)))
         if role is not None:
             out[scale[0]] = role + ".weight"
             bias = node.inputs[2] if node.op in _NORMS and len(node.inputs) > 2 else ""
