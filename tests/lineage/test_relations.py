@@ -171,3 +171,25 @@ def test_a_bert_with_permuted_units_and_heads_is_a_copy(
     assert v.relation == "copy", v.summary()
     tests = {e.test for e in v.tensors if "attention.self.query.weight" in e.candidate}
     assert tests == ({"multiset"} if multiset else {"matched"})
+
+
+def test_a_re_indexed_vocabulary_is_a_copy_and_swapped_tokens_are_not(tmp_path: Path) -> None:
+    """The same tokens in another order, rows moved with them: the same function, a copy. A
+    few tokens swapped for new ones (2%, below the sibling threshold): changed, not a copy."""
+    base = parent(layers=2)
+    tokens = [f"tok{i}" for i in range(VOCAB)]
+    ref = save(tmp_path / "base", base, tokens)
+    order = np.random.default_rng(8).permutation(VOCAB)
+    shuffled = dict(base)
+    shuffled["model.embed_tokens.weight"] = base["model.embed_tokens.weight"][order]
+    (v,) = relate.compare(
+        save(tmp_path / "s", shuffled, [tokens[i] for i in order]), [ref]
+    ).verdicts
+    assert v.relation == "copy", v.summary()
+    swapped = dict(base)
+    emb = base["model.embed_tokens.weight"].copy()
+    emb[:8] = np.random.default_rng(9).standard_normal((8, H)).astype(np.float32)
+    swapped["model.embed_tokens.weight"] = emb
+    cand = save(tmp_path / "w", swapped, [f"new{i}" for i in range(8)] + tokens[8:])
+    (v,) = relate.compare(cand, [ref]).verdicts
+    assert v.relation == "finetune" and "vocabulary changed: 400 -> 400 tokens" in v.summary()
