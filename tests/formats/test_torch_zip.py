@@ -201,6 +201,7 @@ def test_a_folder_with_both_formats_reads_the_tensor_table_files(tmp_path: Path)
     assert [Path(f).name for f in files] == ["pytorch_model.bin"]
 
 
+@pytest.mark.slow  # transformers' import and save_pretrained: 5 s
 def test_a_transformers_bin_checkpoint_lines_up_with_its_safetensors(tmp_path: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
