@@ -108,8 +108,14 @@ def errors(report: Report) -> list[str]:
     return rules_of(report, "error")
 
 
-def write_gguf(path: Path, data: dict[str, np.ndarray] | None = None, **metadata: str) -> Path:
-    """A real GGUF file written by the reference writer (the `gguf` package)."""
+def write_gguf(
+    path: Path,
+    data: dict[str, np.ndarray] | None = None,
+    quantize: str | None = None,
+    **metadata: str,
+) -> Path:
+    """A real GGUF file written by the reference writer (the `gguf` package); quantize: a
+    ggml type name the matrices are quantized to by gguf-py's quantizer (vectors stay F32)."""
     import gguf
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +123,12 @@ def write_gguf(path: Path, data: dict[str, np.ndarray] | None = None, **metadata
     for key, value in metadata.items():
         w.add_string(key, value)
     arrays = data if data is not None else {"w": np.arange(64, dtype=np.float32).reshape(2, 32)}
+    qtype = None if quantize is None else gguf.GGMLQuantizationType[quantize]
     for name, array in arrays.items():
-        w.add_tensor(name, array)
+        if qtype is not None and array.ndim == 2:
+            w.add_tensor(name, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+        else:
+            w.add_tensor(name, array)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -125,6 +125,14 @@ TENSOR_SUFFIXES = tuple(x for s in SPECS if s.tensors for x in s.suffixes)
 # checkpoints, whose tensor table is read without unpickling (formats/torch_zip.py), and only
 # where a folder has no tensor-table files (Hub repositories often hold both, the same weights).
 LINEAGE_FORMATS = (*TENSOR_FORMATS, "pickle")
-TORCH_SUFFIXES = (".bin", ".pt", ".pth")
+_TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 # torch files of a training run beside the weights: optimizer moments, arguments, RNG state
-NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
+_NOT_WEIGHTS = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state")
+
+
+def holds_torch_weights(path: str) -> bool:
+    """Whether a file so named (a relative posix path) may hold a torch checkpoint's model
+    weights, not a training run's state; the lineage tiers read these only where no
+    tensor-table file is present."""
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(_TORCH_SUFFIXES) and not name.startswith(_NOT_WEIGHTS)

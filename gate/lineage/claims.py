@@ -585,7 +585,7 @@ class _Context:
                 continue
             if scan.format in registry.TENSOR_FORMATS and scan.tensors is not None:
                 files.append(real)
-            elif scan.format == "pickle" and rel.endswith(registry.TORCH_SUFFIXES):
+            elif scan.format == "pickle" and registry.holds_torch_weights(rel):
                 torch_files.append(real)  # read without unpickling (formats/torch_zip.py)
         files = files or torch_files  # both: the same weights twice (a Hub habit)
         # Local references only: a Hub model's verdict depends on what the cache holds of it.

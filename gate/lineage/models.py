@@ -250,7 +250,7 @@ def model_files(path: str, display: str) -> tuple[list[str], str]:
             continue
         if rel.endswith(registry.TENSOR_SUFFIXES):
             files.append(os.path.join(path, rel))
-        elif rel.endswith(registry.TORCH_SUFFIXES) and not rel.startswith(registry.NOT_WEIGHTS):
+        elif registry.holds_torch_weights(rel):
             torch_files.append(os.path.join(path, rel))
     return files or torch_files, path
 

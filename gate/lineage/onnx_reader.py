@@ -28,8 +28,16 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any], list[str]]
     header = onnx_format.read(file)
     by_name = {t.name: t for t in header.tensors}
     taken = set(by_name)  # names a derived name must not collide with (grows as we go)
-    # roles from the graph's topology, for weights no module path names (onnx_roles)
-    topo = onnx_roles.roles(header.graph, {t.name: t.shape for t in header.tensors})
+    # roles from the graph's topology, for weights no module path names (onnx_roles): walked
+    # only when some weight is anonymous (a scoped export never pays for it)
+    roles: dict[str, str] | None = None
+
+    def topo(name: str) -> str | None:
+        nonlocal roles
+        if roles is None:
+            roles = onnx_roles.roles(header.graph, {t.name: t.shape for t in header.tensors})
+        return roles.get(name)
+
     folder = os.path.dirname(file)
     refs, problems = [], []
     for t in header.tensors:
@@ -37,7 +45,7 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any], list[str]]
         nbits = _onnx_nbits(t, uses, by_name)
         if nbits is not None:
             u, shape, scale, zero, bits, size = nbits
-            name = u.scope + ".weight" if u.scope else _untaken(topo.get(t.name), taken) or t.name
+            name = u.scope + ".weight" if u.scope else _untaken(topo(t.name), taken) or t.name
             spec = packed.Nbits(
                 _onnx_ref(scale, file, folder),
                 None if zero is None else _onnx_ref(zero, file, folder),
@@ -53,7 +61,7 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any], list[str]]
             consumer, scale, zero, axis, block = quant
             name, transposed = _onnx_view(t, [consumer], taken, weight=True)
             if name == t.name:
-                name = _untaken(topo.get(t.name), taken) or t.name.removesuffix("_quantized")
+                name = _untaken(topo(t.name), taken) or t.name.removesuffix("_quantized")
             affine = packed.Affine(
                 _onnx_ref(scale, file, folder), _onnx_zero(zero, file, folder), axis, block
             )
@@ -65,8 +73,9 @@ def read(file: str) -> tuple[list[tensors.TensorRef], dict[str, Any], list[str]]
             problems.append(f"tensor {t.name}: {t.dtype} weight of {unread} not dequantized")
             continue
         name, transposed = _onnx_view(t, uses, taken)
-        if name == t.name and not name.endswith((".weight", ".bias")):
-            name = _untaken(topo.get(t.name), taken) or name
+        anonymous = name == t.name and not name.endswith((".weight", ".bias"))
+        if anonymous and t.dtype in tensors.FLOAT_DTYPES:  # not shape constants
+            name = _untaken(topo(t.name), taken) or name
         weight = any(u.index in _ONNX_WEIGHTS.get(u.op, ()) for u in uses)
         if not name.endswith((".weight", ".bias")) and not weight:
             continue  # a constant the exporter computed (rotary tables, masks): not a weight

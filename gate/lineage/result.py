@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from typing import Any, Literal
 
 Relation = Literal[
@@ -13,22 +14,12 @@ Relation = Literal[
     "quantized",
     "pruned",
     "adapter",
-    "sibling",
-    "independent",
-    "inconclusive",
-]
-RELATIONS: tuple[Relation, ...] = (
-    "copy",
-    "finetune",
-    "merge",
-    "quantized",
-    "pruned",
-    "adapter",
     "sibling",  # a common ancestor, and neither derives from the other
     "independent",
     "inconclusive",
-)
-DEPENDENT: frozenset[str] = frozenset(RELATIONS[:7])
+]
+RELATIONS: tuple[Relation, ...] = typing.get_args(Relation)
+DEPENDENT: frozenset[str] = frozenset(RELATIONS) - {"independent", "inconclusive"}
 DEFAULT_ALPHA = 1e-3
 EXACT_LOG10_P = -1e9  # stands for p = 0: bit-identical non-constant tensors do not arise by chance
 

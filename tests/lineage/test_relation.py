@@ -13,7 +13,7 @@ from gate.errors import GateError, NothingToCheck
 from gate.lineage import models
 from gate.lineage import relation as relate
 from gate.lineage.command import audit
-from tests.helpers import write_st
+from tests.helpers import write_gguf, write_st
 
 RNG = np.random.default_rng(11)
 
@@ -61,27 +61,6 @@ def test_a_copy_cast_to_bf16_streams_in_blocks(tmp_path: Path) -> None:
     assert v.relation == "finetune"
 
 
-def write_gguf_q8(path: Path, tensors: dict[str, np.ndarray]) -> Path:
-    """The matrices as Q8_0 (gguf-py's quantizer), vectors as F32, under llama.cpp's names."""
-    import gguf
-
-    path.parent.mkdir(parents=True)
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 4)
-    writer = gguf.GGUFWriter(str(path), "llama")
-    q8 = gguf.GGMLQuantizationType.Q8_0
-    for k, v in tensors.items():
-        name = names.get_name(k, try_suffixes=(".weight", ".bias"))
-        if v.ndim == 2:
-            writer.add_tensor(name, gguf.quants.quantize(v, q8), raw_dtype=q8)
-        else:
-            writer.add_tensor(name, v)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def test_a_model_checked_against_its_own_cast_or_quantization(tmp_path: Path) -> None:
     """The other way round: an fp32 model against its bf16 re-publication is still a copy
     (the wider side rounds to the narrower), and against its 8-bit GGUF it is `quantized`,
@@ -93,7 +72,11 @@ def test_a_model_checked_against_its_own_cast_or_quantization(tmp_path: Path) ->
     fp32 = model(tmp_path / "b", base)
     (v,) = relate.compare(fp32, [model(tmp_path / "c", cast)]).verdicts
     assert v.relation == "copy" and {e.test for e in v.tensors} == {"recast"}
-    q8 = write_gguf_q8(tmp_path / "q8" / "model.gguf", base)
+    import gguf
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 4)
+    renamed = {names.get_name(k, try_suffixes=(".weight", ".bias")): v for k, v in base.items()}
+    q8 = write_gguf(tmp_path / "q8" / "model.gguf", renamed, quantize="Q8_0")
     (v,) = relate.compare(fp32, [models.open_model(str(q8.parent), "q8")]).verdicts
     assert v.relation == "quantized" and v.details["quantized_side"] == "reference"
     assert v.details["quantization"] == "Q8_0"

@@ -214,14 +214,19 @@ class _Builder:
     def save_tokenizer(self, path: Path, tok: Any = None) -> None:
         (tok or self.tokenizer).save(str(path / "tokenizer.json"))
 
-    def save_state(self, name: str, like: str, state: dict[str, Any], **truth: Any) -> None:
-        """Save raw tensors next to a copy of another model's config and tokenizer."""
-        from safetensors.torch import save_file
-
+    def beside(self, name: str, like: str) -> Path:
+        """A new model folder holding another model's config and tokenizer."""
         path = self.out / name
         path.mkdir()
         for f in ("config.json", "tokenizer.json"):
             shutil.copy(self.out / like / f, path / f)
+        return path
+
+    def save_state(self, name: str, like: str, state: dict[str, Any], **truth: Any) -> None:
+        """Save raw tensors next to a copy of another model's config and tokenizer."""
+        from safetensors.torch import save_file
+
+        path = self.beside(name, like)
         save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
         self.saved(name, truth)
 
@@ -325,27 +330,19 @@ class _Builder:
         from tests.zoo import packings
 
         source = f"{base}.ft-short"
-        path = self.out / f"{base}.onnx-ft"
-        path.mkdir()
-        for f in ("config.json", "tokenizer.json"):
-            shutil.copy(self.out / source / f, path / f)
+        path = self.beside(f"{base}.onnx-ft", source)
         _export_onnx(self.torch, self.clone(source), path / "model.onnx", self.data[:16][None])
         self.saved(path.name, {"relation": "finetune", "format": "onnx", **t})
         self.onnx_formats(base, t)
-        path = self.out / f"{base}.torch"
-        path.mkdir()
-        for f in ("config.json", "tokenizer.json"):
-            shutil.copy(self.out / base / f, path / f)
+        path = self.beside(f"{base}.torch", base)
         self.torch.save(self.state(base), path / "pytorch_model.bin")
         self.saved(path.name, {"relation": "copy", "format": "torch", **t})
         state = {k: v.float().numpy() for k, v in self.state(base).items()}
         for kind in ("gptq", "awq", "nf4", "mlx"):
             tensors, extra = packings.checkpoint(kind, state)
-            path = self.out / f"{base}.{kind}"
-            path.mkdir()
-            config = json.loads((self.out / base / "config.json").read_text())
+            path = self.beside(f"{base}.{kind}", base)
+            config = json.loads((path / "config.json").read_text())
             (path / "config.json").write_text(json.dumps(config | extra, indent=1))
-            shutil.copy(self.out / base / "tokenizer.json", path / "tokenizer.json")
             save_file(
                 {k: np.ascontiguousarray(v) for k, v in tensors.items()},
                 str(path / "model.safetensors"),
@@ -438,11 +435,7 @@ class _Builder:
         root.handlers[:], root.level = kept[0], kept[1]
 
         def folder(kind: str) -> Path:
-            path = self.out / f"{base}.{kind}"
-            path.mkdir()
-            for f in ("config.json", "tokenizer.json"):
-                shutil.copy(self.out / base / f, path / f)
-            return path
+            return self.beside(f"{base}.{kind}", base)
 
         ids = self.data[:16][None]
         source = folder("onnx") / "model.onnx"
@@ -478,10 +471,7 @@ class _Builder:
     def save_sharded(self, name: str, like: str, state: dict[str, Any], **truth: Any) -> None:
         from safetensors.torch import save_file
 
-        path = self.out / name
-        path.mkdir()
-        for f in ("config.json", "tokenizer.json"):
-            shutil.copy(self.out / like / f, path / f)
+        path = self.beside(name, like)
         keys = sorted(state)
         half = len(keys) // 2
         weight_map = {}
