@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from gate.lineage import calibration, stats  # noqa: E402
 from gate.lineage.models import iter_float, open_model  # noqa: E402
 from gate.lineage.relation import _TOKEN_AXIS, compare  # noqa: E402
-from tests.zoo import build  # noqa: E402
+from tests.zoo import archs, build  # noqa: E402
 
 EXPECTED = {"base": "copy"}  # the truth's `relation` -> the relation the gate should name
 CALIBRATION = ROOT / "gate" / "lineage" / "calibration.json"
@@ -180,6 +180,7 @@ def run(root: Path, alpha: float) -> dict[str, Any]:
         "formats": by_format(rows, neg_rows),
         "cross_format": cross_format(root, alpha),
         "siblings": siblings(root, alpha),
+        "architectures": architectures(root, alpha),
         "seconds": round(elapsed, 1),
         "rows": rows,
     }
@@ -246,6 +247,68 @@ def siblings(root: Path, alpha: float) -> dict[str, Any]:
     return rows
 
 
+def architectures(root: Path, alpha: float) -> dict[str, Any]:
+    """The architecture zoo (tests/zoo/archs.py): each model against its base, one row per
+    family and per relation; negatives: each model against the other seed's base of its
+    family, against the first base of every other family and against the main zoo's first
+    Llama and GPT-2 bases (cross-architecture pairs share roles and shapes where the families
+    do: Qwen2/Gemma/Mixtral attention, BERT/RoBERTa throughout, and the Llamas)."""
+    zoo = archs.ensure()
+    truth = archs.truth(zoo)
+    opened: dict[str, Any] = {}
+
+    def m(name: str) -> Any:
+        folder = zoo / name if name in truth else root / name
+        return opened.setdefault(name, open_model(str(folder), name))
+
+    def verdict(a: str, b: str) -> Any:
+        return compare(m(a), [m(b)], alpha).verdicts[0]
+
+    families: dict[str, dict[str, int]] = {}
+    relations: dict[str, dict[str, int]] = {}
+    confusion: Counter[str] = Counter()
+    wrong, fp, negatives = [], 0, 0
+    firsts = sorted(n for n, t in truth.items() if t["relation"] == "base" and n.endswith("-s0"))
+    for name, t in sorted(truth.items()):
+        fam = families.setdefault(t["family"], {"positives": 0, "right": 0, "negatives": 0,
+                                                "fp": 0})  # fmt: skip
+        if name != t["base"]:  # a base against itself tests nothing: bases are negatives only
+            expected = EXPECTED.get(t["relation"], t["relation"])
+            got = verdict(name, t["base"]).relation
+            confusion[f"{expected} -> {got}"] += 1
+            rel = relations.setdefault(expected, {"pairs": 0, "right": 0})
+            fam["positives"] += 1
+            rel["pairs"] += 1
+            fam["right"] += got == expected
+            rel["right"] += got == expected
+            if got != expected:
+                wrong.append(f"{name} vs {t['base']}: {got}, expected {expected}")
+        family_bases = [f"{t['family']}-s0", f"{t['family']}-s1"]
+        others = [b for b in family_bases if b != t["base"]]
+        others += [b for b in firsts if truth[b]["family"] != t["family"]]
+        others += ["llama-s0", "gpt2-s0"]
+        for other in others:
+            v = verdict(name, other)
+            confusion[f"independent -> {v.relation}"] += 1
+            negatives += 1
+            fam["negatives"] += 1
+            fam["fp"] += v.dependent
+            fp += v.dependent
+            if v.dependent:
+                wrong.append(f"{name} vs {other}: {v.relation}, expected independent")
+    for model in opened.values():
+        model.close()
+    return {
+        "families": families,
+        "relations": relations,
+        "confusion": dict(sorted(confusion.items())),
+        "negatives": negatives,
+        "false_positives": fp,
+        "false_positive_upper95": upper95(fp, negatives),
+        "wrong": wrong,
+    }
+
+
 def _recovered(t: dict[str, Any], rep: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     v = rep.verdicts[0]
@@ -301,7 +364,7 @@ def main() -> int:
         )
         CALIBRATION.write_text(json.dumps(table, indent=1) + "\n")
     for k, v in result.items():
-        if k not in ("rows", "confusion", "formats", "cross_format", "siblings"):
+        if k not in ("rows", "confusion", "formats", "cross_format", "siblings", "architectures"):
             print(f"{k}: {v}")
     print("per format: positives named right, negatives called dependent")
     for fmt, row in result["formats"].items():
@@ -320,6 +383,18 @@ def main() -> int:
     for kind, row in result["siblings"].items():
         print(f"  {kind:12} {row['sibling']}/{row['pairs']} sibling, {row['derivation']} called"
               f" a derivation, {row['independent']} independent")  # fmt: skip
+    arch = result["architectures"]
+    print("architectures (each model against its base; negatives: other seed, other families,"
+          " the main zoo's Llama and GPT-2):")  # fmt: skip
+    for fam, row in arch["families"].items():
+        print(f"  {fam:12} {row['right']:3d}/{row['positives']:<3d} right"
+              f"   {row['fp']}/{row['negatives']} false positives")  # fmt: skip
+    for rel, row in arch["relations"].items():
+        print(f"  {rel:12} {row['right']:3d}/{row['pairs']:<3d} right")
+    print(f"  negatives: {arch['false_positives']}/{arch['negatives']} dependent (95% upper"
+          f" bound {arch['false_positive_upper95']:.2%})")  # fmt: skip
+    for line in arch["wrong"]:
+        print(f"  mislabelled: {line}")
     print("confusion (expected -> found):")
     for k, v in result["confusion"].items():
         print(f"  {k}: {v}")

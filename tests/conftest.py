@@ -20,6 +20,17 @@ def zoo(pytestconfig: pytest.Config) -> Path:
         return build.ensure(None, *ZOO_SIZE, progress=_progress)
 
 
+@pytest.fixture(scope="session")
+def arch_zoo(pytestconfig: pytest.Config) -> Path:
+    """The architecture zoo (tests/zoo/archs.py: BERT, RoBERTa, T5, ViT, Whisper, Qwen2, Gemma,
+    Phi, Mixtral), built on first use and cached like the zoo."""
+    from tests.zoo import archs
+
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else _nothing():
+        return archs.ensure(progress=_progress)
+
+
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 

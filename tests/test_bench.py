@@ -103,3 +103,7 @@ def test_lineage_accuracy_on_the_zoo(tmp_path: Path) -> None:
     for kind in ("sib-layers", "sib-vocab"):  # continued pre-training: docs/lineage.md
         assert siblings[kind]["sibling"] == siblings[kind]["pairs"] > 0, siblings
     assert all(row["independent"] == 0 for row in siblings.values())
+    arch = result["architectures"]  # every family, every relation, across architectures
+    assert len(arch["families"]) == 9 and arch["wrong"] == []
+    assert all(row["right"] == row["positives"] > 0 for row in arch["families"].values())
+    assert arch["negatives"] >= 500 and arch["false_positives"] == 0

@@ -22,7 +22,8 @@ def verdict(cand: Model, ref: Model, structure: dict[str, Any]) -> Verdict:
             if not t.name.endswith(part):
                 continue
             base = (t.name[: -len(part)] + ".weight").removeprefix("base_model.model.")
-            tr = canon.apply(dataclasses.replace(t, name=base))
+            # the base's own tensor by name; by role when the names differ (a GGUF base)
+            tr = ref.tensors.get(base) or canon.apply(dataclasses.replace(t, name=base))
             shape = ref_shapes.get((tr.role, tr.layer))
             # Conv1D layers (GPT-2) store weights transposed: fan_in_fan_out
             if (

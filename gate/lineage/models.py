@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAX_FILES = 4096
-_LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
 _GENERIC_LAYER = re.compile(r"^(.*?\.)(\d+)(\..+)$")
 
 
@@ -304,8 +303,7 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
     packed.fold(tensors, quant, folder, config, problems)
     if not tensors:
         problems.append("no readable safetensors, GGUF, ONNX or torch tensors")
-    canon = _Canonical(arch, tensors)
-    tensors = {n: canon.apply(t) for n, t in tensors.items()}
+    tensors = canonical(arch, tensors)
     return Model(
         display=display,
         tensors=tensors,
@@ -513,10 +511,59 @@ def _gguf_config(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# model_type spellings gguf-py files under another architecture's tables: the RoBERTa family
+# keeps BERT's module names behind its own prefix
+_ARCH_ALIASES = {
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "camembert": "bert",
+    "qwen2_moe": "qwen2moe",
+    "qwen3_moe": "qwen3moe",
+    "phi": "phi2",
+}
+# the prefixes a checkpoint's module names are tried with (a RoBERTa's 'roberta.encoder...'
+# is BERT's 'bert.encoder...' once its own prefix is cut)
+_HEADS = ("", "model.", "transformer.", "bert.")
+_STACK_LAYER = re.compile(r"^((?:[a-z]+\.)?)blk\.(\d+)\.(.+)$")  # 'enc.blk.3.attn_q.weight'
+
+
+def canonical(arch: str, tensors: dict[str, TensorRef]) -> dict[str, TensorRef]:
+    """Every tensor with its canonical role and layer (see _Canonical). Roles are unique within
+    a model: where a table gives two tensors one role at one layer (Whisper's encoder and decoder
+    attention both read as 'blk.N.attn_q'), those are named from their own module paths, with
+    as much of the path as tells them apart ('encoder.layers.*.self_attn.q_proj.weight')."""
+    canon = _Canonical(arch, tensors)
+    out = {n: canon.apply(t) for n, t in tensors.items()}
+    depth = 1
+    while depth <= 8:
+        seen: dict[tuple[str, int | None], list[str]] = {}
+        for n, t in out.items():
+            seen.setdefault((t.role, t.layer), []).append(n)
+        clashing = [n for names in seen.values() if len(names) > 1 for n in names]
+        if not clashing:
+            break
+        depth += 1
+        for n in clashing:
+            role, layer = _generic(n, depth)
+            out[n] = dataclasses.replace(out[n], role=role, layer=layer)
+    return out
+
+
+def _generic(name: str, depth: int = 1) -> tuple[str, int | None]:
+    """A role from a module path alone: the layer index replaced by '*', with the last `depth`
+    parts of the path before it ('x.model.layers.3.fc1' -> 'layers.*.fc1' at depth 1)."""
+    g = _GENERIC_LAYER.match(name)
+    if not g:
+        return name, None
+    container = ".".join(g.group(1).rstrip(".").split(".")[-depth:])
+    return f"{container}.*{g.group(3)}", int(g.group(2))
+
+
 class _Canonical:
     """Canonical tensor names: the GGUF names llama.cpp uses (`blk.N.attn_q.weight`), found with
     gguf-py's maintained per-architecture tables, so a Hugging Face checkpoint and its GGUF
-    conversion line up; a leading prefix nobody knows ('net.') is tried away."""
+    conversion line up; a leading prefix nobody knows ('net.') is tried away. Architectures
+    gguf-py has no table for keep their module paths (see canonical())."""
 
     def __init__(self, arch: str, tensors: dict[str, TensorRef]) -> None:
         self.map: Any = None
@@ -527,6 +574,7 @@ class _Canonical:
             import gguf
 
             names = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}
+            arch = _ARCH_ALIASES.get(arch, arch)
             known = names.get(arch.replace("_", "-")) or names.get(arch) or gguf.MODEL_ARCH.LLAMA
             self.map = gguf.get_tensor_name_map(known, max(layers, 1))
         except ImportError:  # pragma: no cover - gguf is part of the lineage extra
@@ -538,23 +586,20 @@ class _Canonical:
         parts = raw.split(".")
         for cut in range(min(3, len(parts) - 1)):
             rest = ".".join(parts[cut:])
-            for candidate in (rest, "model." + rest, "transformer." + rest):
-                found = self.map.get_name(candidate, try_suffixes=(".weight", ".bias"))
+            for head in _HEADS:
+                found = self.map.get_name(head + rest, try_suffixes=(".weight", ".bias"))
                 if found:
                     return str(found)
         return raw
 
     def apply(self, t: TensorRef) -> TensorRef:
         name = self.name(t.name)
-        m = _LAYER.match(name)
-        if m:
-            return dataclasses.replace(t, role=f"blk.*.{m.group(2)}", layer=int(m.group(1)))
-        g = _GENERIC_LAYER.match(name)
-        if g:  # keep only the container's own name: 'x.model.layers.3.fc1' -> 'layers.*.fc1'
-            container = g.group(1).rstrip(".").rsplit(".", 1)[-1]
-            role = f"{container}.*{g.group(3)}"
-            return dataclasses.replace(t, role=role, layer=int(g.group(2)))
-        return dataclasses.replace(t, role=name)
+        m = _STACK_LAYER.match(name)
+        if m:  # a stack's prefix stays: T5's 'enc.blk.N' and 'dec.blk.N' are different layers
+            role = f"{m.group(1)}blk.*.{m.group(3)}"
+            return dataclasses.replace(t, role=role, layer=int(m.group(2)))
+        role, layer = _generic(name)
+        return dataclasses.replace(t, role=role, layer=layer)
 
 
 def iter_float(model: Model) -> Iterator[TensorRef]:

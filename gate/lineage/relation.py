@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from gate.lineage.result import (
     TensorEvidence,
     Verdict,
 )
-from gate.lineage.tensors import TensorRef
+from gate.lineage.tensors import TensorRef, rounded
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,6 +38,7 @@ MATCH_BUDGET = 8  # permutation-robust tests per reference (they cost rows x row
 MAX_ASSIGNMENT = 4096
 MAX_ROWS = 512  # rows (and columns) sampled per matrix for the aligned tests
 MULTISET_MAX = 1 << 20  # elements up to which the sorted-values fingerprint is computed
+MULTISET_MIN = 16  # and from which (with half as many distinct values)
 RECAST_BLOCK = 4096  # rows decoded at a time when comparing across dtypes
 RANK_SAMPLE = 16  # changed tensors whose delta rank is estimated
 CONFIG_KEYS = (
@@ -64,7 +66,12 @@ PARTIAL = 0.9
 # than a vocabulary-pruned or -extended derivation (pruning only drops tokens, extension only
 # adds them)
 SIBLING_TOKENS = 0.05
+_EXPERT = re.compile(r"^(.*\.experts\.)(\d+)(\..+)$")  # one routed expert's tensor (its role)
+_ROUTER = "blk.*.ffn_gate_inp.weight"  # the router: one row per expert
+_POSITIONAL = ("pos",)  # roles of position-indexed tables ('position_embd', 'embed_positions')
 _VOCAB_ROLES = ("token_embd.weight", "output.weight")
+CONV1D_ARCHS = ("gpt2", "openai-gpt", "imagegpt")  # transformers' Conv1D: weights [in, out]
+_WIDTH = {"F8_E5M2": 1, "F8_E4M3": 1, "F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # bytes
 _TOKEN_AXIS = (*_VOCAB_ROLES, "position_embd.weight")  # rows indexed by tokens or positions
 # which linear layers read each norm's output (RMSNorm/LayerNorm weights fold into them)
 _NORM_READERS = {
@@ -137,6 +144,8 @@ class _Compare:
         self.folded: set[str] = set()
         self.edited: dict[str, tuple[int, int]] = {}  # name -> (values changed in place, size)
         self._q: np.ndarray | bool | None = False  # False: not computed yet
+        self._anchored: set[int] | None = None
+        self.experts: dict[int, list[int]] = {}  # layer -> the reference expert of each
         self.notes: list[str] = []
         self.details: dict[str, Any] = {}
 
@@ -200,8 +209,41 @@ class _Compare:
         }
 
     def is_constant(self, t: TensorRef) -> bool:
-        """Constant on a sample of rows (unit norms, zero biases): no evidence either way."""
-        return float(self.cand.array(t, sample_rows(self.cand.rows(t), MAX_ROWS)).std()) == 0.0
+        """Constant on a sample of rows (unit norms, zero biases), or a table computed by a
+        formula: no evidence either way."""
+        rows = sample_rows(self.cand.rows(t), MAX_ROWS)
+        return float(self.cand.array(t, rows).std()) == 0.0 or self.formula(self.cand, t)
+
+    def anchored(self) -> set[int]:
+        """Widths of a residual stream a formula's table is added to (Whisper's encoder). Its
+        axis is then the same in every model of the architecture, not an arbitrary order of
+        hidden units, so vectors along it (norm gains and biases, output biases) correlate
+        between independent models (|r| 0.69 between two Whisper seeds' first-layer norm
+        bias): they are no evidence. Matrices keep a unit axis of their own and still are."""
+        if self._anchored is None:
+            self._anchored = {
+                t.shape[1]
+                for m in (self.cand, self.ref)
+                for t in m.tensors.values()
+                if len(t.shape) == 2 and self.formula(m, t)
+            }
+        return self._anchored
+
+    @staticmethod
+    def formula(model: Model, t: TensorRef) -> bool:
+        """Values any model of the architecture and corpus holds, whatever its lineage: a
+        position table computed rather than learned (Whisper's encoder positions are fixed
+        sinusoids, so an exact match says nothing), or a vector indexed by token alone (a
+        masked-LM head's output bias learns the corpus's token frequencies: 0.97 between two
+        BERTs trained from different seeds)."""
+        if t.layer is None and len(t.shape) == 1:
+            embd = next((e for e in model.tensors.values() if e.role == "token_embd.weight"), None)
+            if embd is not None and t.shape[0] == (embd.full_shape or embd.shape)[0]:
+                return True
+        positional = any(k in t.role.lower() for k in _POSITIONAL)
+        if not positional or len(t.shape) != 2 or t.size > MULTISET_MAX:
+            return False
+        return stats.sinusoidal(model.array(t))
 
     # ------------------------------------------------------------------ tier 1: structure
     def structure(self) -> dict[str, Any]:
@@ -232,14 +274,57 @@ class _Compare:
 
     # ------------------------------------------------------------------ pairing
     def pairs(self) -> list[_Pair]:
-        by_role = {
-            t.role if t.layer is None else f"{t.role}@{t.layer}": t for t in iter_float(self.ref)
-        }
+        by_role = {(t.role, t.layer): t for t in iter_float(self.ref)}
+        experts = self.expert_order()
         out = []
         for t in iter_float(self.cand):
-            r = by_role.get(t.role if t.layer is None else f"{t.role}@{t.layer}")
+            role, m = t.role, _EXPERT.match(t.role)
+            if m and t.layer in experts:  # the reference's expert this one was found to be
+                role = f"{m.group(1)}{experts[t.layer][int(m.group(2))]}{m.group(3)}"
+            r = by_role.get((role, t.layer))
             if r is not None and len(r.shape) == len(t.shape):
-                out.append(_Pair(t, r))
+                out.append(_Pair(*self.oriented(t, r)))
+        return out
+
+    def oriented(self, c: TensorRef, r: TensorRef) -> tuple[TensorRef, TensorRef]:
+        """GPT-2's Conv1D stores its linear weights [in, out], as ONNX's MatMul does, which the
+        reader shows as torch's [out, in]: against such a model, an ONNX weight is compared as
+        stored."""
+
+        def conv1d(m: Model) -> bool:
+            return str(m.config.get("model_type")) in CONV1D_ARCHS
+
+        if len(c.shape) != 2 or c.transposed == r.transposed:
+            return c, r
+        if c.transposed and c.shape[::-1] == r.shape and conv1d(self.ref):
+            c = dataclasses.replace(c, transposed=False, shape=r.shape)
+        elif r.transposed and r.shape[::-1] == c.shape and conv1d(self.cand):
+            r = dataclasses.replace(r, transposed=False, shape=c.shape)
+        return c, r
+
+    def expert_order(self) -> dict[int, list[int]]:
+        """Per mixture-of-experts layer, which reference expert each candidate expert is.
+        Experts are a permutation symmetry (re-ordering them with the router's rows keeps the
+        function), so they are paired by the router: each expert's row is its routing
+        direction in the residual stream, matched by Hungarian assignment on |cosine| (after
+        the residual rotation when one was fitted). Layers kept in order are left out."""
+        import numpy as np
+
+        cand = {t.layer: t for t in self.cand.tensors.values() if t.role == _ROUTER}
+        ref = {t.layer: t for t in self.ref.tensors.values() if t.role == _ROUTER}
+        out: dict[int, list[int]] = {}
+        for layer, ct in cand.items():
+            rt = ref.get(layer)
+            if layer is None or rt is None or ct.shape != rt.shape or len(ct.shape) != 2:
+                continue
+            c, r = self.cand.array(ct), self.ref.array(rt)
+            q = self.rotation()
+            if q is not None and q.shape[0] == r.shape[1]:
+                r = r @ q
+            perm, _ = stats.assignment(r, c)  # perm[i]: the reference row candidate row i is
+            if (perm >= 0).all() and (perm != np.arange(len(perm))).any():
+                out[layer] = [int(x) for x in perm]
+        self.experts = out  # reported only when the candidate is found dependent
         return out
 
     # ------------------------------------------------------------------ tiers 0, 2 and 3
@@ -248,9 +333,17 @@ class _Compare:
         rows = sample_rows(self.cand.rows(p.c), MAX_ROWS) if same else None
         cols = sample_rows(p.c.shape[1], MAX_ROWS) if same and len(p.c.shape) == 2 else None
         c = self.cand.array(p.c, rows, cols)
-        if float(c.std()) == 0.0:
+        # a constant tensor (unit norm, zero bias) says nothing about lineage, nor does one
+        # that either side holds as a formula's table (a fine-tune that unfroze Whisper's
+        # sinusoids still correlates with every other Whisper's at |r| 1.00)
+        if (
+            float(c.std()) == 0.0
+            or self.formula(self.cand, p.c)
+            or self.formula(self.ref, p.r)
+            or (len(p.c.shape) == 1 and p.c.shape[0] in self.anchored())
+        ):
             self.constant.add(p.c.name)
-            return  # a constant tensor (unit norm, zero bias) says nothing about lineage
+            return
         if not same or (p.c.role in _VOCAB_ROLES and self.vocabularies_differ()):
             p.evidence = self.reshaped(p)  # token rows aligned by token, not by index
             return
@@ -400,13 +493,18 @@ class _Compare:
                 return None
         return "recast"
 
+    @classmethod
+    def cand_np_dtype(cls, t: TensorRef) -> Any:
+        return cls.np_dtype(t.dtype)
+
     @staticmethod
-    def cand_np_dtype(t: TensorRef) -> Any:
+    def np_dtype(dtype: str) -> Any:
+        """The numpy dtype of a float dtype name (KeyError for quantized and integer types)."""
         from gate.lineage.tensors import numpy_dtype
 
-        if t.dtype not in ("F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"):
-            raise KeyError(t.dtype)
-        return numpy_dtype(t.dtype)
+        if dtype not in ("F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"):
+            raise KeyError(dtype)
+        return numpy_dtype(dtype)
 
     def robust(self, c: np.ndarray, r: np.ndarray) -> list[stats.Outcome]:
         """Permutation-, sign- and scale-robust matching, in place and after mapping the
@@ -668,6 +766,14 @@ class _Compare:
         else:
             log10_p = None
         dependent = log10_p is not None and log10_p <= math.log10(self.alpha)
+        if dependent:
+            tested = self.realign_vectors(pairs, tested)
+        if dependent and self.experts:
+            self.details["experts"] = {str(k): v for k, v in sorted(self.experts.items())}
+            self.notes.append(
+                "routed experts re-ordered (paired by their router rows): "
+                + "; ".join(f"layer {k}: {v}" for k, v in sorted(self.experts.items()))
+            )
         informative = [t for t in iter_float(self.cand) if t.name not in self.constant]
         if self.folded:
             self.details["folded_norms"] = len(self.folded)
@@ -859,6 +965,113 @@ class _Compare:
             )
         return "finetune"
 
+    def realign_vectors(
+        self, pairs: list[_Pair], tested: list[TensorEvidence]
+    ) -> list[TensorEvidence]:
+        """The tensors a function-preserving re-ordering moves that no test of them alone can
+        line up: vectors (a module's bias moves with the module's rows; a norm's gain with the
+        residual stream), matrices with an axis too short for the matching tests (T5's relative
+        position bias: a column per head; a router: a row per expert; token-type embeddings)
+        and convolution kernels. When every larger matrix is already the same function (equal,
+        or matched at |cos| 1), each such tensor is re-compared after the re-orderings found:
+        the residual map (fitted on the embeddings) along every axis of its width, a bias in
+        its module weight's row order, a short matrix in its own best-match order (which must
+        be a permutation). Values are compared after rounding to the narrower dtype, so a cast
+        copy agrees exactly. p-values are not changed: this only names the relation."""
+
+        def short(p: _Pair) -> bool:
+            return len(p.c.shape) == 2 and min(p.c.shape) < stats.MIN_MATCH_DIM
+
+        matrices = {(p.c.role, p.c.layer): p for p in pairs if len(p.c.shape) == 2}
+        todo = [
+            p
+            for p in pairs
+            if p.evidence is not None
+            and not _equivalent(p.evidence)
+            and (len(p.c.shape) != 2 or short(p))
+        ]
+        settled = all(
+            p.evidence is None or _equivalent(p.evidence) or short(p) for p in matrices.values()
+        )
+        if not todo or not settled:
+            return tested
+        changed = {}
+        for p in todo:
+            e = p.evidence
+            assert e is not None
+            cos = self.reordered_cosine(p, matrices)
+            if cos is not None and cos > e.effect:
+                p.evidence = self.record(
+                    p, "matched", "rows", e.rotated, cos, e.null_effect, e.log10_p, cos
+                )
+                changed[e] = p.evidence
+        return [changed.get(e, e) for e in tested]
+
+    def reordered_cosine(
+        self, p: _Pair, matrices: dict[tuple[str, int | None], _Pair]
+    ) -> float | None:
+        """The best |cos| of a pair over the re-orderings of the reference realign_vectors
+        tries, or None when none applies."""
+        import numpy as np
+
+        c, r = self.cand.array(p.c), self.ref.array(p.r)
+        if c.shape != r.shape:
+            return None
+        options = []
+        q = self.rotation()
+        if q is not None and q.shape[0] in r.shape:
+            for axis, width in enumerate(r.shape):  # the residual map along each of its axes
+                if width == q.shape[0]:
+                    r = np.moveaxis(np.tensordot(r, q, axes=([axis], [0])), -1, axis)
+            options.append(r)
+        if len(p.c.shape) == 1 and p.c.role.endswith(".bias"):
+            order = self.module_order(p, matrices)
+            if order is not None:
+                options.append(self.ref.array(p.r)[order])
+        if len(p.c.shape) == 2 and min(c.shape) < stats.MIN_MATCH_DIM:
+            axis = 0 if c.shape[0] <= c.shape[1] else 1  # the short axis holds the units
+            cu, ru = (c, r) if axis == 0 else (c.T, r.T)
+            order = np.argmax(np.abs(stats._unit_rows(cu) @ stats._unit_rows(ru).T), axis=1)
+            if len(set(order.tolist())) == len(order):  # a re-ordering, nothing else
+                options.append(r[order] if axis == 0 else r[:, order])
+        # both rounded to the narrower dtype: a cast copy is then equal
+        narrow = p.c.dtype if _WIDTH.get(p.c.dtype, 4) <= _WIDTH.get(p.r.dtype, 4) else p.r.dtype
+
+        def cast(x: np.ndarray) -> np.ndarray:
+            try:
+                return rounded(x, narrow)
+            except KeyError:
+                return np.asarray(x, dtype=np.float32)
+
+        c = cast(c)
+        best = None
+        for x in options:
+            x = cast(x)
+            norm = float(np.linalg.norm(c) * np.linalg.norm(x))
+            if norm > 0.0:
+                cos = abs(float(np.vdot(c, x))) / norm
+                best = cos if best is None else max(best, cos)
+        return best
+
+    def module_order(
+        self, p: _Pair, matrices: dict[tuple[str, int | None], _Pair]
+    ) -> np.ndarray | None:
+        """Which reference row each row of a bias's module weight is (a copy's rows match at
+        |cos| 1), or None when the module's weight is not there to say."""
+        import numpy as np
+
+        w = matrices.get((p.c.role.removesuffix(".bias") + ".weight", p.c.layer))
+        if w is None or w.evidence is None or w.c.shape != w.r.shape:
+            return None
+        if w.c.shape[0] != p.c.shape[0] or w.c.shape[0] > MAX_ASSIGNMENT:
+            return None
+        cw, rw = self.cand.array(w.c), self.ref_array(w)
+        q = self.rotation() if w.evidence.rotated else None
+        if q is not None and q.shape[0] == rw.shape[1]:
+            rw = rw @ q
+        order: np.ndarray = np.argmax(np.abs(stats._unit_rows(cw) @ stats._unit_rows(rw).T), axis=1)
+        return order
+
     def shared_ancestry(self, tested: list[TensorEvidence]) -> list[TensorEvidence]:
         """The tensors related outside the layers when no layer is: the signature of two
         models that took (different) layers of a common ancestor, or fresh layers over its
@@ -944,7 +1157,7 @@ def _multiset_equal(c: np.ndarray, r: np.ndarray) -> bool:
     permuted copy holds exactly the reference's values, an independent model never does)."""
     import numpy as np
 
-    if c.size != r.size or c.size < 64:
+    if c.size != r.size or c.size < MULTISET_MIN:
         return False
     # a permutation keeps the sum and the sum of squares: sort only when both agree
     s1, s2 = float(c.sum(dtype=np.float64)), float(r.sum(dtype=np.float64))
@@ -954,4 +1167,10 @@ def _multiset_equal(c: np.ndarray, r: np.ndarray) -> bool:
         math.isclose(s1, s2, rel_tol=1e-9, abs_tol=1e-9) and math.isclose(q1, q2, rel_tol=1e-9)
     ):
         return False
-    return bool(np.array_equal(np.sort(c, axis=None), np.sort(r, axis=None)))
+    cs = np.sort(c, axis=None)
+    # enough distinct values that no chance arrangement matches (a permuted copy's 32-entry
+    # key bias is evidence; a vector of a few repeated values is not)
+    return bool(
+        np.count_nonzero(np.diff(cs)) >= MULTISET_MIN // 2
+        and np.array_equal(cs, np.sort(r, axis=None))
+    )

@@ -147,7 +147,7 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
 def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
     """The base's tensors with their full shapes and no data: all an unmerged adapter is checked
     against (its factors must fit the base's modules), from headers alone."""
-    from gate.lineage.models import _Canonical
+    from gate.lineage.models import canonical
 
     weights = [
         f for f in hub.files(repo, sha) if f.path.endswith(".safetensors") and "/" not in f.path
@@ -169,8 +169,7 @@ def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
         )
         for t in tensors
     }
-    canon = _Canonical(str(model.config.get("model_type") or ""), refs)
-    model.tensors = {n: canon.apply(t) for n, t in refs.items()}
+    model.tensors = canonical(str(model.config.get("model_type") or ""), refs)
     model.problems = [p for p in model.problems if "no readable" not in p]
     return model
 

@@ -251,6 +251,22 @@ def _raw_cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.min())
 
 
+def sinusoidal(x: np.ndarray, tol: float = 2e-2) -> bool:
+    """Whether every column of x is a sinusoid of the row index (a fixed positional table: the
+    Transformer's, Whisper's). A sinusoid obeys a[p+1] + a[p-1] = 2 cos(w) a[p] for one w, so
+    each column is fitted with one coefficient and the residual must vanish; a learned table
+    leaves residuals of its own size."""
+    import numpy as np
+
+    if x.ndim != 2 or x.shape[0] < 8:
+        return False
+    a = x[1:-1].astype(np.float64)
+    b = (x[2:] + x[:-2]).astype(np.float64)
+    k = (a * b).sum(axis=0) / np.maximum((a * a).sum(axis=0), 1e-300)
+    scale = float(np.abs(x).max())
+    return scale > 0 and float(np.abs(b - a * k).max()) <= tol * scale
+
+
 def assignment(c: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:
     """Which row of c each row of r became (Hungarian assignment on |cosine|), and the mean
     matched |cosine|. Rows of r beyond c's count are dropped by the solver."""

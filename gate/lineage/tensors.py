@@ -86,6 +86,23 @@ def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     return wide.view(np.float32)
 
 
+def rounded(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values rounded to a float dtype and widened back (round to nearest even, as a
+    cast by torch or ml_dtypes does). bf16 is rounded on the bits, without ml_dtypes (see
+    to_float32); KeyError for quantized and integer types."""
+    import numpy as np
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == "BF16":
+        bits = x.view(np.uint32)
+        bits = (bits + (0x7FFF + ((bits >> 16) & 1))) & np.uint32(0xFFFF0000)
+        return bits.view(np.float32)
+    if dtype not in ("F16", "F32", "F64", "F8_E5M2", "F8_E4M3"):
+        raise KeyError(dtype)
+    out: np.ndarray = x.astype(numpy_dtype(dtype)).astype(np.float32)
+    return out
+
+
 def numpy_dtype(dtype: str) -> Any:
     """The numpy dtype of a safetensors dtype name (KeyError for others)."""
     import numpy as np

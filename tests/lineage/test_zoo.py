@@ -100,6 +100,35 @@ def test_every_cross_format_pair_of_one_base(zoo: Path, truth: dict[str, Any]) -
     assert dependent == []
 
 
+def test_gpt2_exported_to_onnx_is_its_copy(zoo: Path, tmp_path: Path) -> None:
+    """GPT-2's Conv1D stores linear weights [in, out], as ONNX's MatMul does: the export pairs
+    with the checkpoint as stored, either way round (was `finetune`, its matrices unpaired)."""
+    import shutil
+    import warnings
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "gpt2-onnx"
+    out.mkdir()
+    with warnings.catch_warnings():  # the exporter's own deprecation chatter
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(zoo / "gpt2-s0")
+        build._export_onnx(torch, model, out / "model.onnx", torch.arange(16)[None])
+    for f in ("config.json", "tokenizer.json"):
+        shutil.copy(zoo / "gpt2-s0" / f, out / f)
+    onnx, st = open_model(str(out), "onnx"), open_model(str(zoo / "gpt2-s0"), "gpt2-s0")
+    assert any(t.transposed for t in onnx.tensors.values())
+    v = compare(onnx, [st]).verdicts[0]
+    assert v.relation == "copy" and v.effects["compared_fraction"] == 1.0, v.details
+    # the other way round every tensor pairs exactly but the position table, which the export
+    # (at a fixed length) folded into a constant
+    v = compare(st, [onnx]).verdicts[0]
+    assert v.dependent and v.effects["exact_fraction"] == v.effects["compared_fraction"] == 0.975
+    other = open_model(str(zoo / "gpt2-s1"), "gpt2-s1")
+    assert not compare(onnx, [other]).verdicts[0].dependent
+
+
 def test_siblings_are_named_so(zoo: Path, truth: dict[str, Any]) -> None:
     """Two children of llama-s0 that kept different layers, or different parts of its
     vocabulary: `sibling` of each other, either way round, with the shared tensors named.
