@@ -935,9 +935,14 @@ class _Compare:
                     " place (an edit of the reference's weights, not a transform)"
                 )
                 return "finetune"
+            what = []
+            if vocab is not None:  # the same tokens, under other ids
+                what.append(f"the same {vocab['candidate']} tokens re-indexed")
+            if any(e.test != "vocabulary" for e in transformed):
+                what.append("weights permuted, scaled or rotated")
             self.details["summary"] = (
-                "the same function: weights permuted, scaled or rotated"
-                if transformed
+                "the same function: " + "; ".join(what)
+                if what
                 else "identical weights" + (f" ({', '.join(kinds)})" if kinds else "")
             )
             return "copy"
@@ -975,9 +980,10 @@ class _Compare:
         and convolution kernels. When every larger matrix is already the same function (equal,
         or matched at |cos| 1), each such tensor is re-compared after the re-orderings found:
         the residual map (fitted on the embeddings) along every axis of its width, a bias in
-        its module weight's row order, a short matrix in its own best-match order (which must
-        be a permutation). Values are compared after rounding to the narrower dtype, so a cast
-        copy agrees exactly. p-values are not changed: this only names the relation."""
+        its module weight's row order (and scaled as its rows were), a short matrix in its own
+        best-match order (which must be a permutation). Values are compared after rounding to
+        the narrower dtype, so a cast copy agrees exactly. p-values are not changed: this only
+        names the relation."""
 
         def short(p: _Pair) -> bool:
             return len(p.c.shape) == 2 and min(p.c.shape) < stats.MIN_MATCH_DIM
@@ -1025,9 +1031,10 @@ class _Compare:
                     r = np.moveaxis(np.tensordot(r, q, axes=([axis], [0])), -1, axis)
             options.append(r)
         if len(p.c.shape) == 1 and p.c.role.endswith(".bias"):
-            order = self.module_order(p, matrices)
-            if order is not None:
-                options.append(self.ref.array(p.r)[order])
+            rows = self.module_rows(p, matrices)
+            if rows is not None:
+                moved = self.ref.array(p.r)[rows[0]]
+                options += [moved, moved * rows[1]]
         if len(p.c.shape) == 2 and min(c.shape) < stats.MIN_MATCH_DIM:
             axis = 0 if c.shape[0] <= c.shape[1] else 1  # the short axis holds the units
             cu, ru = (c, r) if axis == 0 else (c.T, r.T)
@@ -1053,11 +1060,12 @@ class _Compare:
                 best = cos if best is None else max(best, cos)
         return best
 
-    def module_order(
+    def module_rows(
         self, p: _Pair, matrices: dict[tuple[str, int | None], _Pair]
-    ) -> np.ndarray | None:
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Which reference row each row of a bias's module weight is (a copy's rows match at
-        |cos| 1), or None when the module's weight is not there to say."""
+        |cos| 1) and the factor it was scaled by (a unit's output scaled with its bias), or
+        None when the module's weight is not there to say."""
         import numpy as np
 
         w = matrices.get((p.c.role.removesuffix(".bias") + ".weight", p.c.layer))
@@ -1069,8 +1077,10 @@ class _Compare:
         q = self.rotation() if w.evidence.rotated else None
         if q is not None and q.shape[0] == rw.shape[1]:
             rw = rw @ q
-        order: np.ndarray = np.argmax(np.abs(stats._unit_rows(cw) @ stats._unit_rows(rw).T), axis=1)
-        return order
+        order = np.argmax(np.abs(stats._unit_rows(cw) @ stats._unit_rows(rw).T), axis=1)
+        rw = rw[order]
+        scale = np.einsum("ij,ij->i", cw, rw) / np.maximum(np.einsum("ij,ij->i", rw, rw), 1e-30)
+        return order, scale
 
     def shared_ancestry(self, tested: list[TensorEvidence]) -> list[TensorEvidence]:
         """The tensors related outside the layers when no layer is: the signature of two

@@ -14,9 +14,14 @@ Per family, two bases trained alike from two seeds (the hardest negatives), and 
   routed experts re-ordered (copy): the logits are asserted unchanged when it is built;
 - `.permuted-fp16`: that copy cast to fp16 (copy: only the matching tests see it, as no value
   is equal any more);
+- `.scaled-fp16`: re-ordered, then each value dimension and each gated or ReLU feed-forward unit
+  scaled (sign too where the function allows) with the inverse on the output side, then cast
+  (copy);
 - `.residual-fp16`: the residual stream's axis re-ordered as well (LayerNorm and RMSNorm commute
   with it), then cast to fp16 (copy: the map is fitted on the token embeddings, so a ViT, which
   has none, is left out);
+- `.vocab-permuted`: the same tokens under new ids, every token-indexed row moved with its
+  token and the tokenizer re-indexed (copy; not for ViT);
 - `.ft-permuted`: the fine-tune, permuted the same way (finetune);
 - `.pruned`: the middle layer of every stack dropped, then healed by training (pruned, layer
   map [0, 2]).
@@ -109,6 +114,10 @@ class Ffn:
 
     up: tuple[str, ...]
     down: str
+    # the up tensor a unit's output is linear in, whose rows may be scaled (with the down
+    # tensor's columns divided): a gated unit's `up` (any sign), a ReLU's input (positive only)
+    linear: str = ""
+    signed: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,8 +173,18 @@ def _t5() -> Family:
         (e, d),
         (att(e, "SelfAttention"), att(d, "SelfAttention"), att(d, "EncDecAttention")),
         (
-            Ffn((e + "layer.1.DenseReluDense.wi",), e + "layer.1.DenseReluDense.wo"),
-            Ffn((d + "layer.2.DenseReluDense.wi",), d + "layer.2.DenseReluDense.wo"),
+            Ffn(
+                (e + "layer.1.DenseReluDense.wi",),
+                e + "layer.1.DenseReluDense.wo",
+                e + "layer.1.DenseReluDense.wi",
+                signed=False,
+            ),
+            Ffn(
+                (d + "layer.2.DenseReluDense.wi",),
+                d + "layer.2.DenseReluDense.wo",
+                d + "layer.2.DenseReluDense.wi",
+                signed=False,
+            ),
         ),
         shared_heads=True,
     )
@@ -217,9 +236,11 @@ FAMILIES: dict[str, Family] = {
         _vit(),
         _whisper(),
         Family("qwen2", "causal", (_L,), (_llama_attention(_L, bias=("q", "k", "v")),),
-               (Ffn((_L + "mlp.gate_proj", _L + "mlp.up_proj"), _L + "mlp.down_proj"),)),
+               (Ffn((_L + "mlp.gate_proj", _L + "mlp.up_proj"), _L + "mlp.down_proj",
+                    _L + "mlp.up_proj"),)),
         Family("gemma", "causal", (_L,), (_llama_attention(_L),),
-               (Ffn((_L + "mlp.gate_proj", _L + "mlp.up_proj"), _L + "mlp.down_proj"),)),
+               (Ffn((_L + "mlp.gate_proj", _L + "mlp.up_proj"), _L + "mlp.down_proj",
+                    _L + "mlp.up_proj"),)),
         Family("phi", "causal", (_L,),
                (Attention(_L + "self_attn.q_proj", _L + "self_attn.k_proj",
                           _L + "self_attn.v_proj", _L + "self_attn.dense",
@@ -227,7 +248,7 @@ FAMILIES: dict[str, Family] = {
                (Ffn((_L + "mlp.fc1",), _L + "mlp.fc2"),)),
         Family("mixtral", "causal", (_L,), (_llama_attention(_L),),
                (Ffn((_L + "block_sparse_moe.experts.{e}.w1", _L + "block_sparse_moe.experts.{e}.w3"),
-                    _L + "block_sparse_moe.experts.{e}.w2"),),
+                    _L + "block_sparse_moe.experts.{e}.w2", _L + "block_sparse_moe.experts.{e}.w3"),),
                experts=_L + "block_sparse_moe.experts.{e}.",
                router=_L + "block_sparse_moe.gate.weight"),
     )
@@ -318,6 +339,38 @@ def permute(torch: Any, sd: dict[str, Any], family: Family, gen: Any) -> dict[st
         if family.experts:
             for i in range(n):
                 _experts(torch, sd, family, i, torch.randperm(EXPERTS, generator=gen))
+    return sd
+
+
+def scale(torch: Any, sd: dict[str, Any], family: Family, gen: Any) -> dict[str, Any]:
+    """Per-unit scales the function does not see: each value dimension (with its bias) times a
+    factor and the output projection's matching columns divided by it (attention is linear in
+    its values); each unit of a gated or ReLU feed-forward block likewise, through the tensor
+    the unit's output is linear in (a ReLU's only by positive factors)."""
+
+    def factors(n: int, signed: bool) -> Any:
+        f = torch.exp(0.5 * torch.randn(n, generator=gen))
+        return f * torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0) if signed else f
+
+    sd = dict(sd)
+    for stack, n in _layers(sd, family).items():
+        for i in range(n):
+            for att in (a for a in family.attention if a.q.startswith(stack)):
+                f = factors(att.kv * HD, True)
+                v = att.v.format(i=i)
+                sd[v + ".weight"] = sd[v + ".weight"] * f[:, None]
+                if "v" in att.bias:
+                    sd[v + ".bias"] = sd[v + ".bias"] * f
+                per = HEADS // att.kv  # each query head reads its key/value group's values
+                cols = torch.cat([f[(h // per) * HD : (h // per + 1) * HD] for h in range(HEADS)])
+                o = att.o.format(i=i) + ".weight"
+                sd[o] = sd[o] / cols[None, :]
+            for ffn in (f for f in family.ffn if f.linear and f.down.startswith(stack)):
+                for e in range(EXPERTS if family.experts else 1):
+                    f = factors(INTER, ffn.signed)
+                    up, down = ffn.linear.format(i=i, e=e), ffn.down.format(i=i, e=e)
+                    sd[up + ".weight"] = sd[up + ".weight"] * f[:, None]
+                    sd[down + ".weight"] = sd[down + ".weight"] / f[None, :]
     return sd
 
 
@@ -475,10 +528,42 @@ class _Archs(build._Builder):
         model.eval()
         return model
 
-    def outputs(self, family: str, model: Any) -> Any:
+    def outputs(self, family: str, model: Any, ids: Any = None) -> Any:
+        """The model's logits on a fixed batch; with ids (a vocabulary's new index of each old
+        token id), on the same text re-indexed, and read back in the old order."""
         batch = self.batch(family, self.torch.Generator().manual_seed(99), 0)
+        if ids is not None:
+            for k in ("input_ids", "labels"):
+                if k in batch:
+                    batch[k] = self.torch.where(batch[k] >= 0, ids[batch[k].clamp(min=0)], batch[k])
         with self.torch.no_grad():
-            return model(**batch).logits
+            logits = model(**batch).logits
+        return logits if ids is None else logits[..., ids]
+
+    def vocabulary_permuted(self, family: str, source: str, name: str, **truth: Any) -> None:
+        """The same tokens under new ids (the special tokens keep theirs, as the config names
+        them): the tokenizer's vocabulary re-indexed and every token-indexed row moved with its
+        token; the logits on the same text asserted equal, token by token."""
+        torch = self.torch
+        vocab = build.VOCAB
+        ids = torch.cat(
+            [
+                torch.arange(3),
+                3 + torch.randperm(vocab - 3, generator=torch.Generator().manual_seed(34)),
+            ]
+        )
+        back = torch.argsort(ids)  # row new_id of the result is row back[new_id] of the source
+        sd = {k: v[back] if v.shape[:1] == (vocab,) else v for k, v in self.state(source).items()}
+        self.save_state(name, source, sd, family=family, **truth)
+        path = self.out / name / "tokenizer.json"
+        tok = json.loads(path.read_text())
+        tok["model"]["vocab"] = {t: int(ids[i]) for t, i in tok["model"]["vocab"].items()}
+        path.write_text(json.dumps(tok))
+        before = self.outputs(family, self.reload(family, source))
+        after = self.outputs(family, self.reload(family, name), ids)
+        if not torch.allclose(before, after, atol=1e-4, rtol=1e-4):
+            raise AssertionError(f"{family}: re-indexing the vocabulary changed the outputs by"
+                                 f" {(before - after).abs().max()}")  # fmt: skip
 
     def save(self, name: str, model: Any, **truth: Any) -> None:
         super().save(name, model, **truth)
@@ -508,23 +593,24 @@ class _Archs(build._Builder):
             raise AssertionError(f"{family}: re-ordering changed the outputs by"
                                  f" {(before - after).abs().max()}")  # fmt: skip
 
-    def residual_copy(self, family: str, source: str, name: str, **truth: Any) -> None:
-        """Heads, units and experts re-ordered, the residual stream's axis too, then cast to
-        fp16: the outputs asserted equal (before the cast) to the source's."""
+    def transformed(self, family: str, source: str, name: str, how: str, **truth: Any) -> None:
+        """The source re-ordered (heads, units, experts), then per-unit scaled (`scaled`) or
+        with the residual stream re-ordered too (`residual`), then cast to fp16: the outputs
+        asserted equal (before the cast) to the source's."""
+        from safetensors.torch import save_file
+
         torch = self.torch
-        state = self.state(source)
+        fam = FAMILIES[family]
         gen = torch.Generator().manual_seed(33)
-        sd = residual(torch, permute(torch, state, FAMILIES[family], gen), FAMILIES[family], gen)
+        sd = permute(torch, self.state(source), fam, gen)
+        sd = scale(torch, sd, fam, gen) if how == "scaled" else residual(torch, sd, fam, gen)
         self.save_state(name, source, sd, family=family, **truth)
         before = self.outputs(family, self.reload(family, source))
         after = self.outputs(family, self.reload(family, name))
         if not torch.allclose(before, after, atol=1e-4, rtol=1e-4):
-            raise AssertionError(f"{family}: the residual permutation changed the outputs by"
+            raise AssertionError(f"{family}: {how} changed the outputs by"
                                  f" {(before - after).abs().max()}")  # fmt: skip
-        half = {k: v.half() for k, v in sd.items()}
-        from safetensors.torch import save_file
-
-        save_file(half, str(self.out / name / "model.safetensors"))
+        save_file({k: v.half() for k, v in sd.items()}, str(self.out / name / "model.safetensors"))
 
     def derivatives(self, family: str, base: str) -> None:
         from safetensors.torch import save_file
@@ -538,9 +624,13 @@ class _Archs(build._Builder):
         half = {k: v.half() for k, v in self.state(f"{base}.permuted").items()}
         self.save_state(f"{base}.permuted-fp16", base, half, relation="copy", family=family,
                         detail="re-ordered, then cast to fp16", **t)  # fmt: skip
-        if FAMILIES[family].task != "image":  # the map is fitted on token embeddings
-            self.residual_copy(family, base, f"{base}.residual-fp16", relation="copy",
-                               detail="units and the residual stream re-ordered, fp16", **t)  # fmt: skip
+        self.transformed(family, base, f"{base}.scaled-fp16", "scaled", relation="copy",
+                         detail="units re-ordered and scaled, fp16", **t)  # fmt: skip
+        if FAMILIES[family].task != "image":  # a vocabulary, and token embeddings to map on
+            self.vocabulary_permuted(family, base, f"{base}.vocab-permuted", relation="copy",
+                                     detail="the same tokens under new ids", **t)  # fmt: skip
+            self.transformed(family, base, f"{base}.residual-fp16", "residual", relation="copy",
+                             detail="units and the residual stream re-ordered, fp16", **t)  # fmt: skip
         self.disguised(family, f"{base}.ft", f"{base}.ft-permuted", 32, relation="finetune",
                        detail="fine-tuned, then re-ordered", **t)  # fmt: skip
         # the middle layer dropped as stored, then loaded with a config one layer shorter
