@@ -753,7 +753,7 @@ def _evidence_lines(verdict: Verdict, limit: int = 12) -> tuple[str, ...]:
         )
         lines.append(
             f"layer {row.layer}{mapped}: {row.tensors} tensors, {row.exact} exact, mean |cos|"
-            f" {row.mean_effect:.4f}, min p {format_p(row.min_log10_p)}"
+            f" {row.mean_effect:.4f} ({row.decided_by}), min p {format_p(row.min_log10_p)}"
         )
     if len(verdict.layers) > limit:
         lines.append(f"... and {len(verdict.layers) - limit} more layers")

@@ -842,6 +842,7 @@ class _Compare:
                     layer_map[layer]
                     if layer_map is not None and layer is not None and layer < len(layer_map)
                     else None,
+                    min(es, key=lambda e: e.log10_p).test,
                 )
             )
         return tuple(rows)

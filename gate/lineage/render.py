@@ -62,7 +62,8 @@ def _text(report: LineageReport) -> str:
                 mapped = "" if row.reference_layer is None else f" <- {row.reference_layer}"
                 lines.append(
                     f"    {row.layer:>6}{mapped}: {row.tensors} tensors, {row.exact} exact,"
-                    f" mean |cos| {row.mean_effect:.4f}, min p {format_p(row.min_log10_p)}"
+                    f" mean |cos| {row.mean_effect:.4f} ({row.decided_by}),"
+                    f" min p {format_p(row.min_log10_p)}"
                 )
         strongest = _strongest(v)
         if strongest:
@@ -100,14 +101,15 @@ def _markdown(report: LineageReport) -> str:
             continue
         out += ["", f"### Per layer: {markdown(v.reference)}", ""]
         out += [
-            "| layer | from reference layer | tensors | exact | mean \\|cos\\| | min p |",
-            "|---|---|---|---|---|---|",
+            "| layer | from reference layer | tensors | exact | mean \\|cos\\| | min p"
+            " | decided by |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in v.layers:
             ref_layer = "" if row.reference_layer is None else str(row.reference_layer)
             out.append(
                 f"| {row.layer} | {ref_layer} | {row.tensors} | {row.exact} |"
-                f" {row.mean_effect:.4f} | {format_p(row.min_log10_p)} |"
+                f" {row.mean_effect:.4f} | {format_p(row.min_log10_p)} | {row.decided_by} |"
             )
     notes = [
         (v.reference, n)

@@ -53,6 +53,7 @@ class LayerEvidence:
     mean_effect: float
     min_log10_p: float
     reference_layer: int | None  # from the layer map, when one was computed
+    decided_by: str  # the test of the layer's strongest evidence (exact, matched, aligned ...)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -61,6 +61,7 @@ def test_every_relation_of_every_family(
             matrices = [e for e in v.tensors if e.layer is not None and e.orientation != "flat"]
             assert matrices and all(e.effect > 0.9 for e in matrices), name
             assert any(e.test == "matched" for e in matrices)
+            assert {row.decided_by for row in v.layers if row.layer != "other"} == {"matched"}
         other = f"{family}-{'s1' if seed == 's0' else 's0'}"
         n = verdict(arch_zoo, opened, name, other)
         assert not n.dependent, (name, other, n.relation, n.details)

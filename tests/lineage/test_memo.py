@@ -22,7 +22,7 @@ VERDICT = Verdict(
     effects={"aligned": 0.9},
     details={"merge": {"parents": ["a", "base"], "mean_coefficients": [0.3, 0.7]}},
     structure={"config": "same"},
-    layers=(LayerEvidence("0", 2, 1, 0.9, -12.0, 0),),
+    layers=(LayerEvidence("0", 2, 1, 0.9, -12.0, 0, "matched"),),
     tensors=(TensorEvidence("w", "w", 0, "aligned", "same", False, 0.9, 0.01, -12.0, 0.9),),
     notes=("a note",),
 )
