@@ -39,6 +39,7 @@ MAX_ASSIGNMENT = 4096
 MAX_ROWS = 512  # rows (and columns) sampled per matrix for the aligned tests
 MULTISET_MAX = 1 << 20  # elements up to which the sorted-values fingerprint is computed
 MULTISET_MIN = 16  # and from which (with half as many distinct values)
+ORDER_COLUMNS = 256  # columns a module's rows are matched on to re-order its bias
 RECAST_BLOCK = 4096  # rows decoded at a time when comparing across dtypes
 RANK_SAMPLE = 16  # changed tensors whose delta rank is estimated
 CONFIG_KEYS = (
@@ -145,6 +146,7 @@ class _Compare:
         self.edited: dict[str, tuple[int, int]] = {}  # name -> (values changed in place, size)
         self._q: np.ndarray | bool | None = False  # False: not computed yet
         self._anchored: set[int] | None = None
+        self._tokens: dict[int, int | None] = {}  # id(model) -> token embedding rows
         self.experts: dict[int, list[int]] = {}  # layer -> the reference expert of each
         self.notes: list[str] = []
         self.details: dict[str, Any] = {}
@@ -214,6 +216,13 @@ class _Compare:
         rows = sample_rows(self.cand.rows(t), MAX_ROWS)
         return float(self.cand.array(t, rows).std()) == 0.0 or self.formula(self.cand, t)
 
+    def tokens(self, model: Model) -> int | None:
+        """The rows of a model's token embedding (None without one)."""
+        if id(model) not in self._tokens:
+            embd = next((e for e in model.tensors.values() if e.role == "token_embd.weight"), None)
+            self._tokens[id(model)] = None if embd is None else (embd.full_shape or embd.shape)[0]
+        return self._tokens[id(model)]
+
     def anchored(self) -> set[int]:
         """Widths of a residual stream a formula's table is added to (Whisper's encoder). Its
         axis is then the same in every model of the architecture, not an arbitrary order of
@@ -229,17 +238,14 @@ class _Compare:
             }
         return self._anchored
 
-    @staticmethod
-    def formula(model: Model, t: TensorRef) -> bool:
+    def formula(self, model: Model, t: TensorRef) -> bool:
         """Values any model of the architecture and corpus holds, whatever its lineage: a
         position table computed rather than learned (Whisper's encoder positions are fixed
         sinusoids, so an exact match says nothing), or a vector indexed by token alone (a
         masked-LM head's output bias learns the corpus's token frequencies: 0.97 between two
         BERTs trained from different seeds)."""
-        if t.layer is None and len(t.shape) == 1:
-            embd = next((e for e in model.tensors.values() if e.role == "token_embd.weight"), None)
-            if embd is not None and t.shape[0] == (embd.full_shape or embd.shape)[0]:
-                return True
+        if t.layer is None and len(t.shape) == 1 and t.shape[0] == self.tokens(model):
+            return True
         positional = any(k in t.role.lower() for k in _POSITIONAL)
         if not positional or len(t.shape) != 2 or t.size > MULTISET_MAX:
             return False
@@ -996,6 +1002,7 @@ class _Compare:
             if p.evidence is not None
             and not _equivalent(p.evidence)
             and (len(p.c.shape) != 2 or short(p))
+            and p.c.size <= MULTISET_MAX  # decoded whole: a fused expert tensor is not
         ]
         settled = all(
             p.evidence is None or _equivalent(p.evidence) or short(p) for p in matrices.values()
@@ -1074,10 +1081,15 @@ class _Compare:
             return None
         if w.c.shape[0] != p.c.shape[0] or w.c.shape[0] > MAX_ASSIGNMENT:
             return None
-        cw, rw = self.cand.array(w.c), self.ref_array(w)
+        # rows told apart on a sample of columns: a copy's rows agree on any of them, and the
+        # products stay rows x rows x ORDER_COLUMNS whatever the width
+        cols = sample_rows(w.c.shape[1], ORDER_COLUMNS)
+        cw = self.cand.array(w.c, None, cols)
         q = self.rotation() if w.evidence.rotated else None
-        if q is not None and q.shape[0] == rw.shape[1]:
-            rw = rw @ q
+        if q is not None and q.shape[0] == w.r.shape[1]:
+            rw = self.ref_array(w) @ (q if cols is None else q[:, cols])
+        else:
+            rw = self.ref_array(w, None, cols)
         order = np.argmax(np.abs(stats._unit_rows(cw) @ stats._unit_rows(rw).T), axis=1)
         rw = rw[order]
         scale = np.einsum("ij,ij->i", cw, rw) / np.maximum(np.einsum("ij,ij->i", rw, rw), 1e-30)
