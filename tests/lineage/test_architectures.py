@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # the trained architecture zoo
 EXPECTED = {"base": "copy"}
 FAMILIES = list(archs.FAMILIES)
 KINDS = ["", ".ft", ".permuted", ".permuted-fp16", ".scaled-fp16", ".residual-fp16",
-         ".vocab-permuted", ".ft-permuted", ".pruned"]  # fmt: skip
+         ".vocab-permuted", ".int8", ".ft-permuted", ".pruned"]  # fmt: skip
 TOKENIZED = (".residual-fp16", ".vocab-permuted")  # need a vocabulary: not built for ViT
 
 

@@ -22,12 +22,13 @@ Per family, two bases trained alike from two seeds (the hardest negatives), and 
   has none, is left out);
 - `.vocab-permuted`: the same tokens under new ids, every token-indexed row moved with its
   token and the tokenizer re-indexed (copy; not for ViT);
+- `.int8`: every linear layer as LLM.int8() stores it (quantized);
 - `.ft-permuted`: the fine-tune, permuted the same way (finetune);
 - `.pruned`: the middle layer of every stack dropped, then healed by training (pruned, layer
   map [0, 2]).
 
 Cached like the main zoo, under a key of this file, build.py (which it reuses), the corpus and
-the library versions; `ensure()` builds it once (about two minutes on 2 cores).
+the library versions; `ensure()` builds it once (about a minute on 2 cores).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ STEPS, FT_STEPS, HEAL_STEPS = 120, 40, 40
 IMAGE, PATCH, CLASSES = 16, 4, 4
 MELS, FRAMES = 16, 64  # Whisper input: mel bins x frames (two frames per encoder position)
 # a stack's layer index in a module path ('encoder.layer.3.', 'decoder.block.3.', 'layers.3.')
-_STACK_INDEX = re.compile(r"(\.(?:layer|layers|block|h)\.)(\d+)\.")
+_STACK_INDEX = re.compile(r"\.(?:layer|layers|block)\.\d+\.")
 
 
 def key() -> str:
@@ -540,6 +541,21 @@ class _Archs(build._Builder):
             logits = model(**batch).logits
         return logits if ids is None else logits[..., ids]
 
+    def int8(self, family: str, source: str, name: str, **truth: Any) -> None:
+        """LLM.int8() as bitsandbytes stores it: every linear layer's weight as int8 rows with
+        their absolute maxima (SCB); embeddings, position biases and norms stay as they were."""
+        torch = self.torch
+        out = {}
+        for k, v in self.state(source).items():
+            linear = v.ndim == 2 and k.endswith(".weight") and _STACK_INDEX.search(k)
+            if linear and "relative_attention_bias" not in k:
+                absmax = v.abs().amax(dim=1).clamp(min=1e-12)
+                out[k] = torch.round(v / absmax[:, None] * 127).to(torch.int8)
+                out[k[: -len("weight")] + "SCB"] = absmax.float()
+            else:
+                out[k] = v
+        self.save_state(name, source, out, family=family, **truth)
+
     def vocabulary_permuted(self, family: str, source: str, name: str, **truth: Any) -> None:
         """The same tokens under new ids (the special tokens keep theirs, as the config names
         them): the tokenizer's vocabulary re-indexed and every token-indexed row moved with its
@@ -626,6 +642,7 @@ class _Archs(build._Builder):
                         detail="re-ordered, then cast to fp16", **t)  # fmt: skip
         self.transformed(family, base, f"{base}.scaled-fp16", "scaled", relation="copy",
                          detail="units re-ordered and scaled, fp16", **t)  # fmt: skip
+        self.int8(family, base, f"{base}.int8", relation="quantized", detail="LLM.int8()", **t)
         if FAMILIES[family].task != "image":  # a vocabulary, and token embeddings to map on
             self.vocabulary_permuted(family, base, f"{base}.vocab-permuted", relation="copy",
                                      detail="the same tokens under new ids", **t)  # fmt: skip
