@@ -22,7 +22,7 @@ import blake3
 from gate import __version__, lfs
 from gate.hashing import FileScan, TensorDigest
 
-FORMAT = 3  # bump when FileScan's meaning changes: old rows are then simply never found
+FORMAT = 4  # bump when FileScan's meaning changes: old rows are then simply never found
 DB_NAME = f"scans-v{FORMAT}.sqlite"
 BUSY_TIMEOUT_S = 10.0
 
@@ -51,7 +51,14 @@ def _decode(payload: str) -> FileScan:
         tensors=None
         if tensors is None
         else tuple(
-            TensorDigest(t["name"], t["dtype"], tuple(t["shape"]), t["digest"], bool(t["constant"]))
+            TensorDigest(
+                t["name"],
+                t["dtype"],
+                tuple(t["shape"]),
+                t["digest"],
+                bool(t["constant"]),
+                bool(t["formula"]),
+            )
             for t in tensors
         ),
         header_error=doc["header_error"],

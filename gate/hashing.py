@@ -20,8 +20,10 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import queue
+import struct
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,6 +48,9 @@ class TensorDigest:
     shape: tuple[int, ...]
     digest: str  # BLAKE3 of the tensor's raw bytes, hex: name-independent
     constant: bool = False  # every element equal (zeros, ones): matches across unrelated models
+    # a position table computed by a formula (sinusoids: Whisper's encoder positions), equal in
+    # every model of its architecture: no evidence of shared weights either
+    formula: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +101,7 @@ class _TensorStream:
         self.i = 0
         self.hasher: Any = None
         self.constancy: _Constancy | None = None
+        self.columns: Columns | None = None
         self.done: list[TensorDigest] = []
 
     def feed(self, chunk: memoryview, offset: int) -> None:
@@ -107,22 +113,27 @@ class _TensorStream:
             if a < b:
                 if self.hasher is None:
                     self.hasher, self.constancy = blake3.blake3(), _Constancy(8 * t.width)
+                    self.columns = Columns.of(t.name, t.dtype, t.shape)
                 seg = chunk[a - lo : b - lo]
                 self.hasher.update(seg)
                 assert self.constancy is not None
                 self.constancy.feed(seg)
+                if self.columns is not None:
+                    self.columns.feed(seg, a - t.begin)
             if t.end > hi:
                 return
             self._finish(t)
 
     def _finish(self, t: Region) -> None:
+        formula = False
         if self.hasher is None:  # no bytes: an empty tensor
             digest, constant = _EMPTY_DIGEST, True
         else:
             assert self.constancy is not None
             digest, constant = self.hasher.hexdigest(), self.constancy.constant
-        self.done.append(TensorDigest(t.name, t.dtype, t.shape, digest, constant))
-        self.hasher = self.constancy = None
+            formula = self.columns is not None and not constant and self.columns.sinusoidal()
+        self.done.append(TensorDigest(t.name, t.dtype, t.shape, digest, constant, formula))
+        self.hasher = self.constancy = self.columns = None
         self.i += 1
 
     def result(self) -> tuple[TensorDigest, ...]:
@@ -325,6 +336,77 @@ def _pointer(chunk: memoryview, size: int) -> tuple[lfs.Pointer | None, str | No
         return lfs.parse(bytes(chunk)), None
     except FormatError as e:
         return None, e.message
+
+
+SINUSOID_TOL = 2e-2  # of the table's largest value: fp16 and bf16 storage stay far below
+_COLUMN_FORMATS = {"F32": "<f", "F16": "<e", "BF16": ""}  # struct codes (bf16: widened by hand)
+
+
+class Columns:
+    """A few columns (the first and last four) of a 2-D table whose name says it is indexed by
+    position, gathered as its bytes stream past, to tell a table computed by a formula from a
+    learned one without numpy (the core never imports it): every column of a sinusoidal table
+    obeys a[p+1] + a[p-1] = 2 cos(w) a[p], which a learned column misses by its own size.
+    gate/lineage/stats.sinusoidal applies the same test to whole tables."""
+
+    EDGE = 4  # columns kept at each end
+    MAX_BYTES = 64 << 20  # larger tables are not position tables
+
+    __slots__ = ("buf", "code", "ranges", "rows", "stride", "width")
+
+    def __init__(self, rows: int, cols: int, code: str, width: int) -> None:
+        self.rows, self.code, self.width = rows, code, width
+        self.stride = cols * width
+        keep = sorted({*range(min(self.EDGE, cols)), *range(max(0, cols - self.EDGE), cols)})
+        # contiguous byte ranges of one row that are kept: (start in the row, start in buf row)
+        self.ranges = [(j * width, k * width) for k, j in enumerate(keep)]
+        self.buf = bytearray(rows * len(keep) * width)
+
+    @classmethod
+    def of(cls, name: str, dtype: str, shape: tuple[int, ...]) -> Columns | None:
+        code = _COLUMN_FORMATS.get(dtype)
+        if code is None or len(shape) != 2 or "pos" not in name.lower() or shape[0] < 8:
+            return None
+        width = 2 if dtype in ("F16", "BF16") else 4
+        if shape[0] * shape[1] * width > cls.MAX_BYTES:
+            return None
+        return cls(shape[0], shape[1], code, width)
+
+    def feed(self, seg: memoryview, start: int) -> None:
+        """seg: bytes of the table from byte `start` on."""
+        end = start + len(seg)
+        kept = len(self.ranges) * self.width
+        for r in range(start // self.stride, min(self.rows, (end - 1) // self.stride + 1)):
+            for col, to in self.ranges:
+                a = r * self.stride + col
+                lo, hi = max(a, start), min(a + self.width, end)
+                if lo < hi:
+                    at = r * kept + to + (lo - a)
+                    self.buf[at : at + hi - lo] = seg[lo - start : hi - start]
+
+    def sinusoidal(self) -> bool:
+        n = len(self.ranges)
+        if self.code:
+            values = [v for (v,) in struct.iter_unpack(self.code, self.buf)]
+        else:  # bf16: the upper half of a float32
+            values = [
+                struct.unpack("<f", b"\0\0" + bytes(self.buf[i : i + 2]))[0]
+                for i in range(0, len(self.buf), 2)
+            ]
+        if not all(math.isfinite(v) for v in values):
+            return False
+        scale = max(abs(v) for v in values)
+        if scale == 0.0:
+            return False
+        for j in range(n):
+            col = values[j::n]
+            a = col[1:-1]
+            b = [col[i + 2] + col[i] for i in range(len(col) - 2)]
+            aa = sum(x * x for x in a)
+            k = sum(x * y for x, y in zip(a, b, strict=True)) / aa if aa else 0.0
+            if max(abs(y - k * x) for x, y in zip(a, b, strict=True)) > SINUSOID_TOL * scale:
+                return False
+        return True
 
 
 class _Constancy:

@@ -107,7 +107,12 @@ def parse(
             if tensors is None
             else {
                 name: TensorDigest(
-                    name, t["dtype"], tuple(t["shape"]), t["blake3"], t.get("constant", False)
+                    name,
+                    t["dtype"],
+                    tuple(t["shape"]),
+                    t["blake3"],
+                    t.get("constant", False),
+                    t.get("formula", False),
                 )
                 for name, t in tensors.items()
             },
@@ -149,6 +154,8 @@ def tensor_entry(t: TensorDigest) -> dict[str, Any]:
     out: dict[str, Any] = {"dtype": t.dtype, "shape": list(t.shape), "blake3": t.digest}
     if t.constant:
         out["constant"] = True
+    if t.formula:
+        out["formula"] = True
     return out
 
 

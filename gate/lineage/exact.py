@@ -2,8 +2,9 @@
 
 A bit-identical, non-constant floating-point tensor does not arise by chance in independently
 trained models, so one such match is already evidence of copying. Constant tensors (zero
-biases, unit norms) and deterministic buffers (rotary frequencies, position ids) do match
-across unrelated models and are therefore never counted.
+biases, unit norms), deterministic buffers (rotary frequencies, position ids) and position
+tables computed by a formula (Whisper's sinusoids: hashing.Columns) do match across unrelated
+models and are therefore never counted.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def informative(t: hashing.TensorDigest) -> bool:
         and not t.constant
         and math.prod(t.shape) > 1
         and not t.name.endswith(BUFFER_NAMES)
+        and not t.formula
     )
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Literal
 
+from gate.hashing import SINUSOID_TOL
 from gate.lineage import calibration
 
 if TYPE_CHECKING:
@@ -251,11 +252,12 @@ def _raw_cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.min())
 
 
-def sinusoidal(x: np.ndarray, tol: float = 2e-2) -> bool:
+def sinusoidal(x: np.ndarray, tol: float = SINUSOID_TOL) -> bool:
     """Whether every column of x is a sinusoid of the row index (a fixed positional table: the
     Transformer's, Whisper's). A sinusoid obeys a[p+1] + a[p-1] = 2 cos(w) a[p] for one w, so
     each column is fitted with one coefficient and the residual must vanish; a learned table
-    leaves residuals of its own size."""
+    leaves residuals of its own size. (hashing.Columns tests a few columns the same way while
+    digesting, for the exact tier.)"""
     import numpy as np
 
     if x.ndim != 2 or x.shape[0] < 8:

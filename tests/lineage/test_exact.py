@@ -224,3 +224,64 @@ def test_reference_outside_repo_refused(tmp_path: Path) -> None:
     )
     (f,) = [f for f in check(root).findings if f.rule == "PG501"]
     assert "outside the repository" in f.message
+
+
+def sinusoids(length: int, channels: int) -> np.ndarray:
+    """Whisper's fixed position table (half sines, half cosines of geometric frequencies)."""
+    inc = np.log(10000) / (channels // 2 - 1)
+    scaled = np.arange(length)[:, None] * np.exp(-inc * np.arange(channels // 2))[None, :]
+    return np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_a_formula_position_table_is_flagged_while_digesting(dtype: str) -> None:
+    """The columns a position table's digest keeps, fed in uneven pieces, tell sinusoids from a
+    learned table; other names are not looked at."""
+    from gate.hashing import Columns
+
+    def flagged(name: str, table: np.ndarray) -> bool:
+        raw = table.astype(np.float32)
+        if dtype == "F16":
+            data = raw.astype(np.float16).tobytes()
+        elif dtype == "BF16":
+            data = (raw.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+        else:
+            data = raw.tobytes()
+        columns = Columns.of(name, dtype, table.shape)
+        if columns is None:
+            return False
+        for start in range(0, len(data), 777):  # pieces cut across rows and elements
+            columns.feed(memoryview(data[start : start + 777]), start)
+        return columns.sinusoidal()
+
+    table = sinusoids(300, 64)
+    assert flagged("model.encoder.embed_positions.weight", table)
+    rng = np.random.default_rng(0)
+    learned = np.cumsum(rng.standard_normal((300, 64)), axis=0).astype(np.float32)
+    assert not flagged("model.decoder.embed_positions.weight", learned)
+    assert not flagged("model.layers.0.mlp.weight", table)  # not a position table's name
+
+
+def test_a_shared_formula_table_is_no_copy(tmp_path: Path) -> None:
+    """Two models trained apart hold the same fixed sinusoids (every Whisper does): a `scratch`
+    claim is not contradicted by them, at the exact tier or with the weight tiers (was PG502,
+    "1 of 3 weight tensors are bit-identical")."""
+    rng = np.random.default_rng(0)
+
+    def model() -> dict[str, np.ndarray]:
+        return {"model.encoder.embed_positions.weight": sinusoids(64, 32),
+                "model.encoder.layers.0.fc1.weight": rng.standard_normal((64, 32)).astype(np.float32),
+                "model.encoder.layers.0.fc2.weight": rng.standard_normal((32, 64)).astype(np.float32)}  # fmt: skip
+
+    root = scratch_repo(tmp_path, model(), model())
+    for depth in ("exact", "full"):
+        report = check(root, lineage_depth=depth)
+        assert not errors(report), [f.message for f in lineage_findings(report)]
+
+
+def test_the_lock_file_keeps_the_formula_flag() -> None:
+    from gate import lockfile
+
+    t = TensorDigest("pos.weight", "F32", (64, 32), "a" * 64, False, True)
+    assert lockfile.tensor_entry(t) == {"dtype": "F32", "shape": [64, 32], "blake3": "a" * 64,
+                                        "formula": True}  # fmt: skip
