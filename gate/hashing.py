@@ -365,7 +365,9 @@ class Columns:
     @classmethod
     def of(cls, name: str, dtype: str, shape: tuple[int, ...]) -> Columns | None:
         code = _COLUMN_FORMATS.get(dtype)
-        if code is None or len(shape) != 2 or "pos" not in name.lower() or shape[0] < 8:
+        if code is None or len(shape) != 2 or "pos" not in name.lower():
+            return None
+        if shape[0] < 8 or shape[1] < 1:
             return None
         width = 2 if dtype in ("F16", "BF16") else 4
         if shape[0] * shape[1] * width > cls.MAX_BYTES:
