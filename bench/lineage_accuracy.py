@@ -6,7 +6,10 @@
 Positives: each zoo model against its true base (merges: against all their parents), in every
 format the zoo stores (safetensors, GGUF, ONNX, GPTQ, AWQ, NF4, MLX, torch: one row each);
 every cross-format pair: each llama base in every format against each other form of it, and
-against each form of another base (cross_format); and the sibling pairs (siblings).
+against each form of another base (cross_format); the sibling pairs (siblings); and the
+architecture zoo (tests/zoo/archs.py: BERT, RoBERTa, T5, ViT, Whisper, Qwen2, Gemma, Phi,
+Mixtral), one row per family and per relation, with its own negatives across seeds and across
+architectures (architectures).
 Negatives: each zoo model against every base of its family it was not made from (same
 architecture, same data, other seed: the hardest negatives there are). Prints the confusion
 matrix of relations, TPR at the default alpha and the FPR observed on the negatives (with its 95%
@@ -393,6 +396,8 @@ def main() -> int:
         print(f"  {rel:12} {row['right']:3d}/{row['pairs']:<3d} right")
     print(f"  negatives: {arch['false_positives']}/{arch['negatives']} dependent (95% upper"
           f" bound {arch['false_positive_upper95']:.2%})")  # fmt: skip
+    for k, v in arch["confusion"].items():
+        print(f"  {k}: {v}")
     for line in arch["wrong"]:
         print(f"  mislabelled: {line}")
     print("confusion (expected -> found):")
