@@ -5,6 +5,7 @@ across architectures."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,12 @@ TOKENIZED = (".residual-fp16", ".vocab-permuted")  # need a vocabulary: not buil
 
 
 @pytest.fixture(scope="module")
-def opened(arch_zoo: Path) -> dict[str, Model]:
-    return {}
+def opened(arch_zoo: Path) -> Iterator[dict[str, Model]]:
+    """The zoo's models, each opened once for the module and closed after it."""
+    cache: dict[str, Model] = {}
+    yield cache
+    for model in cache.values():
+        model.close()
 
 
 def verdict(zoo: Path, cache: dict[str, Model], name: str, ref: str) -> Verdict:
