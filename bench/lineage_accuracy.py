@@ -270,7 +270,7 @@ def architectures(root: Path, alpha: float) -> dict[str, Any]:
     families: dict[str, dict[str, int]] = {}
     relations: dict[str, dict[str, int]] = {}
     confusion: Counter[str] = Counter()
-    wrong, fp, negatives = [], 0, 0
+    wrong, fp, negatives, inconclusive = [], 0, 0, 0
     firsts = sorted(n for n, t in truth.items() if t["relation"] == "base" and n.endswith("-s0"))
     for name, t in sorted(truth.items()):
         fam = families.setdefault(t["family"], {"positives": 0, "right": 0, "negatives": 0,
@@ -294,6 +294,7 @@ def architectures(root: Path, alpha: float) -> dict[str, Any]:
             v = verdict(name, other)
             confusion[f"independent -> {v.relation}"] += 1
             negatives += 1
+            inconclusive += v.relation == "inconclusive"  # no tensor in common to compare
             fam["negatives"] += 1
             fam["fp"] += v.dependent
             fp += v.dependent
@@ -306,8 +307,10 @@ def architectures(root: Path, alpha: float) -> dict[str, Any]:
         "relations": relations,
         "confusion": dict(sorted(confusion.items())),
         "negatives": negatives,
+        "inconclusive": inconclusive,
         "false_positives": fp,
-        "false_positive_upper95": upper95(fp, negatives),
+        # over the pairs that had something to compare
+        "false_positive_upper95": upper95(fp, negatives - inconclusive),
         "wrong": wrong,
     }
 
@@ -394,8 +397,10 @@ def main() -> int:
               f"   {row['fp']}/{row['negatives']} false positives")  # fmt: skip
     for rel, row in arch["relations"].items():
         print(f"  {rel:12} {row['right']:3d}/{row['pairs']:<3d} right")
-    print(f"  negatives: {arch['false_positives']}/{arch['negatives']} dependent (95% upper"
-          f" bound {arch['false_positive_upper95']:.2%})")  # fmt: skip
+    compared = arch["negatives"] - arch["inconclusive"]
+    print(f"  negatives: {arch['false_positives']}/{arch['negatives']} dependent ({compared}"
+          f" compared: 95% upper bound {arch['false_positive_upper95']:.2%};"
+          f" {arch['inconclusive']} inconclusive, no tensor in common)")  # fmt: skip
     for k, v in arch["confusion"].items():
         print(f"  {k}: {v}")
     for line in arch["wrong"]:

@@ -113,7 +113,7 @@ class _TensorStream:
             if a < b:
                 if self.hasher is None:
                     self.hasher, self.constancy = blake3.blake3(), _Constancy(8 * t.width)
-                    self.columns = Columns.of(t.name, t.dtype, t.shape)
+                    self.columns = Columns.of(t.dtype, t.shape) if positional(t.name) else None
                 seg = chunk[a - lo : b - lo]
                 self.hasher.update(seg)
                 assert self.constancy is not None
@@ -342,12 +342,27 @@ SINUSOID_TOL = 2e-2  # of the table's largest value: fp16 and bf16 storage stay 
 _COLUMN_FORMATS = {"F32": "<f", "F16": "<e", "BF16": ""}  # struct codes (bf16: widened by hand)
 
 
+def positional(name: str) -> bool:
+    """Whether a tensor's name (or role) says it is indexed by position."""
+    return "pos" in name.lower()
+
+
+def formula_table(dtype: str, shape: tuple[int, ...], data: bytes | memoryview) -> bool:
+    """Whether a 2-D table's values (its bytes, as stored) are sinusoids of the row index:
+    the one test of a formula table, for the digests here, torch checkpoints' digests and the
+    weight tiers (gate/lineage/relation.py)."""
+    columns = Columns.of(dtype, shape)
+    if columns is None:
+        return False
+    columns.feed(memoryview(data).cast("B"), 0)
+    return columns.sinusoidal()
+
+
 class Columns:
-    """A few columns (the first and last four) of a 2-D table whose name says it is indexed by
-    position, gathered as its bytes stream past, to tell a table computed by a formula from a
-    learned one without numpy (the core never imports it): every column of a sinusoidal table
-    obeys a[p+1] + a[p-1] = 2 cos(w) a[p], which a learned column misses by its own size.
-    gate/lineage/stats.sinusoidal applies the same test to whole tables."""
+    """A few columns (the first and last four) of a 2-D table indexed by position, gathered as
+    its bytes stream past, to tell a table computed by a formula from a learned one without
+    numpy (the core never imports it): every column of a sinusoidal table obeys
+    a[p+1] + a[p-1] = 2 cos(w) a[p], which a learned column misses by its own size."""
 
     EDGE = 4  # columns kept at each end
     MAX_BYTES = 64 << 20  # larger tables are not position tables
@@ -363,9 +378,9 @@ class Columns:
         self.buf = bytearray(rows * len(keep) * width)
 
     @classmethod
-    def of(cls, name: str, dtype: str, shape: tuple[int, ...]) -> Columns | None:
+    def of(cls, dtype: str, shape: tuple[int, ...]) -> Columns | None:
         code = _COLUMN_FORMATS.get(dtype)
-        if code is None or len(shape) != 2 or "pos" not in name.lower():
+        if code is None or len(shape) != 2:
             return None
         if shape[0] < 8 or shape[1] < 1:
             return None

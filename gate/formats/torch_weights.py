@@ -14,7 +14,7 @@ import blake3
 
 from gate.formats.exposure import PickleScan
 from gate.formats.pickles import ALLOWED
-from gate.hashing import Columns, TensorDigest
+from gate.hashing import TensorDigest, formula_table, positional
 
 _DTYPES = {
     "float32": "F32",
@@ -76,10 +76,9 @@ def tensor_digests(path: str, scan: PickleScan) -> tuple[TensorDigest, ...]:
         data = flat.view(torch.uint8).numpy() if flat.numel() else b""
         digest = blake3.blake3(memoryview(data)).hexdigest()
         constant = bool(flat.numel() <= 1 or torch.equal(flat, flat[:1].expand_as(flat)))
-        columns = Columns.of(name, dtype, tuple(tensor.shape))
-        if columns is not None:
-            columns.feed(memoryview(data).cast("B"), 0)
-        formula = columns is not None and not constant and columns.sinusoidal()
+        formula = (
+            not constant and positional(name) and formula_table(dtype, tuple(tensor.shape), data)
+        )
         out.append(TensorDigest(name, dtype, tuple(tensor.shape), digest, constant, formula))
     return tuple(out)
 

@@ -18,6 +18,8 @@ import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from gate import hashing
+from gate.formats import safetensors
 from gate.lineage import adapters, layermap, merges, models, stats
 from gate.lineage.models import Model, iter_float, sample_rows
 from gate.lineage.result import (
@@ -69,10 +71,8 @@ PARTIAL = 0.9
 SIBLING_TOKENS = 0.05
 _EXPERT = re.compile(r"^(.*\.experts\.)(\d+)(\..+)$")  # one routed expert's tensor (its role)
 _ROUTER = "blk.*.ffn_gate_inp.weight"  # the router: one row per expert
-_POSITIONAL = ("pos",)  # roles of position-indexed tables ('position_embd', 'embed_positions')
 _VOCAB_ROLES = ("token_embd.weight", "output.weight")
 CONV1D_ARCHS = ("gpt2", "openai-gpt", "imagegpt")  # transformers' Conv1D: weights [in, out]
-_WIDTH = {"F8_E5M2": 1, "F8_E4M3": 1, "F16": 2, "BF16": 2, "F32": 4, "F64": 8}  # bytes
 _TOKEN_AXIS = (*_VOCAB_ROLES, "position_embd.weight")  # rows indexed by tokens or positions
 # which linear layers read each norm's output (RMSNorm/LayerNorm weights fold into them)
 _NORM_READERS = {
@@ -246,10 +246,11 @@ class _Compare:
         BERTs trained from different seeds)."""
         if t.layer is None and len(t.shape) == 1 and t.shape[0] == self.tokens(model):
             return True
-        positional = any(k in t.role.lower() for k in _POSITIONAL)
-        if not positional or len(t.shape) != 2 or t.size > MULTISET_MAX:
+        if not (hashing.positional(t.name) or hashing.positional(t.role)):
             return False
-        return stats.sinusoidal(model.array(t))
+        if len(t.shape) != 2 or t.size > MULTISET_MAX:
+            return False
+        return hashing.formula_table("F32", t.shape, model.array(t).tobytes())
 
     # ------------------------------------------------------------------ tier 1: structure
     def structure(self) -> dict[str, Any]:
@@ -499,18 +500,13 @@ class _Compare:
                 return None
         return "recast"
 
-    @classmethod
-    def cand_np_dtype(cls, t: TensorRef) -> Any:
-        return cls.np_dtype(t.dtype)
-
     @staticmethod
-    def np_dtype(dtype: str) -> Any:
-        """The numpy dtype of a float dtype name (KeyError for quantized and integer types)."""
+    def cand_np_dtype(t: TensorRef) -> Any:
         from gate.lineage.tensors import numpy_dtype
 
-        if dtype not in ("F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"):
-            raise KeyError(dtype)
-        return numpy_dtype(dtype)
+        if t.dtype not in ("F16", "BF16", "F32", "F64", "F8_E5M2", "F8_E4M3"):
+            raise KeyError(t.dtype)
+        return numpy_dtype(t.dtype)
 
     def robust(self, c: np.ndarray, r: np.ndarray) -> list[stats.Outcome]:
         """Permutation-, sign- and scale-robust matching, in place and after mapping the
@@ -1050,7 +1046,8 @@ class _Compare:
             if len(set(order.tolist())) == len(order):  # a re-ordering, nothing else
                 options.append(r[order] if axis == 0 else r[:, order])
         # both rounded to the narrower dtype: a cast copy is then equal
-        narrow = p.c.dtype if _WIDTH.get(p.c.dtype, 4) <= _WIDTH.get(p.r.dtype, 4) else p.r.dtype
+        bits = safetensors.DTYPE_BITS
+        narrow = p.c.dtype if bits.get(p.c.dtype, 32) <= bits.get(p.r.dtype, 32) else p.r.dtype
 
         def cast(x: np.ndarray) -> np.ndarray:
             try:

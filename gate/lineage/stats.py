@@ -26,7 +26,6 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING, Literal
 
-from gate.hashing import SINUSOID_TOL
 from gate.lineage import calibration
 
 if TYPE_CHECKING:
@@ -250,23 +249,6 @@ def _raw_cos(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     cos = np.abs(np.einsum("ij,ij->i", a[ok], b[ok])) / (na[ok] * nb[ok])
     return float(cos.min())
-
-
-def sinusoidal(x: np.ndarray, tol: float = SINUSOID_TOL) -> bool:
-    """Whether every column of x is a sinusoid of the row index (a fixed positional table: the
-    Transformer's, Whisper's). A sinusoid obeys a[p+1] + a[p-1] = 2 cos(w) a[p] for one w, so
-    each column is fitted with one coefficient and the residual must vanish; a learned table
-    leaves residuals of its own size. (hashing.Columns tests a few columns the same way while
-    digesting, for the exact tier.)"""
-    import numpy as np
-
-    if x.ndim != 2 or x.shape[0] < 8:
-        return False
-    a = x[1:-1].astype(np.float64)
-    b = (x[2:] + x[:-2]).astype(np.float64)
-    k = (a * b).sum(axis=0) / np.maximum((a * a).sum(axis=0), 1e-300)
-    scale = float(np.abs(x).max())
-    return scale > 0 and float(np.abs(b - a * k).max()) <= tol * scale
 
 
 def assignment(c: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gate.lineage import models, stats
+from gate import hashing
+from gate.lineage import models
 from gate.lineage import relation as relate
 from tests.helpers import write_st
 
@@ -69,14 +70,18 @@ def test_roberta_reads_through_berts_table() -> None:
 
 
 def test_sinusoidal_tables() -> None:
+    def formula(x: np.ndarray) -> bool:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return hashing.formula_table("F32", x.shape, x.tobytes())
+
     table = sinusoids(1500, 384)
-    assert stats.sinusoidal(table)
-    assert stats.sinusoidal(table.astype(np.float16).astype(np.float32))  # stored in half
+    assert formula(table)
+    assert formula(table.astype(np.float16))  # stored in half
     rng = np.random.default_rng(0)
-    assert not stats.sinusoidal(rng.standard_normal((64, 64)))
+    assert not formula(rng.standard_normal((64, 64)))
     # a learned, smooth table (a random walk along positions) is no formula
-    assert not stats.sinusoidal(np.cumsum(rng.standard_normal((64, 64)), axis=0))
-    assert not stats.sinusoidal(table[:4]) and not stats.sinusoidal(np.zeros((32, 8)))
+    assert not formula(np.cumsum(rng.standard_normal((64, 64)), axis=0))
+    assert not formula(table[:4]) and not formula(np.zeros((32, 8)))
 
 
 def encoder(seed: int) -> dict[str, np.ndarray]:

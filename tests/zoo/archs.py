@@ -139,23 +139,28 @@ def _llama_attention(p: str, kv: int = KV, bias: tuple[str, ...] = ()) -> Attent
     return Attention(a + "q_proj", a + "k_proj", a + "v_proj", a + "o_proj", kv, bias)
 
 
-def _bert(stem: str) -> Family:
-    p = stem + ".encoder.layer.{i}."
+def _encoder(name: str, task: str, p: str, a: str) -> Family:
+    """A BERT-style encoder: layers at p, self-attention's query/key/value under a."""
     return Family(
-        stem,
-        "masked",
+        name,
+        task,
         (p,),
         (
             Attention(
-                p + "attention.self.query",
-                p + "attention.self.key",
-                p + "attention.self.value",
+                a + "query",
+                a + "key",
+                a + "value",
                 p + "attention.output.dense",
                 bias=("q", "k", "v"),
             ),
         ),
         (Ffn((p + "intermediate.dense",), p + "output.dense"),),
     )
+
+
+def _bert(stem: str) -> Family:
+    p = stem + ".encoder.layer.{i}."
+    return _encoder(stem, "masked", p, p + "attention.self.")
 
 
 def _t5() -> Family:
@@ -209,22 +214,7 @@ def _whisper() -> Family:
 
 def _vit() -> Family:
     p = "vit.encoder.layer.{i}."
-    a = p + "attention.attention."
-    return Family(
-        "vit",
-        "image",
-        (p,),
-        (
-            Attention(
-                a + "query",
-                a + "key",
-                a + "value",
-                p + "attention.output.dense",
-                bias=("q", "k", "v"),
-            ),
-        ),
-        (Ffn((p + "intermediate.dense",), p + "output.dense"),),
-    )
+    return _encoder("vit", "image", p, p + "attention.attention.")
 
 
 _L = "model.layers.{i}."
