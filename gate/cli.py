@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast, get_args
 
 import click
 
-from gate import __version__
+from gate import __version__, pip_install
 from gate.errors import ExitCode, GateError
 from gate.findings import FailOn
 from gate.reporters import FORMATS  # light: the reporter modules themselves load lazily
@@ -351,6 +351,176 @@ def lineage(
     report = audit(candidate, references, alpha, offline, probe, device, _settings(None, offline))
     _emit(render(report, fmt), output)
     if fail_if_dependent and any(v.dependent for v in report.verdicts):
+        return int(ExitCode.FAILED)
+    return int(ExitCode.PASS)
+
+
+def _weight_tiers(command: str) -> None:
+    from gate.lineage.claims import weight_tiers_available
+    from gate.lineage.command import EXTRA_HINT
+
+    if not weight_tiers_available():
+        raise GateError(f"{command} needs numpy, scipy, ml_dtypes and gguf", hint=EXTRA_HINT)
+
+
+@cli.command()
+@click.argument("source")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True),
+    help="The pack file to write (by convention NAME.pack.safetensors).",
+)
+@click.option("--name", help="The pack's name in indexes and reports (default: the source's).")
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="HF_HUB_OFFLINE",
+    help="Never contact the Hugging Face Hub (an hf:// source must then be in the cache).",
+)
+def fingerprint(source: str, output: str, name: str | None, offline: bool) -> int:
+    """Write the reference pack of SOURCE: a local model folder or weight file, or a Hub model
+    hf://owner/name@revision (read with range requests: headers and sampled rows only)."""
+    from gate.lineage import pack
+
+    _weight_tiers("fingerprint")
+    hub = None
+    settings = _settings(None, offline)
+    if source.startswith("hf://"):
+        from gate import hubclient
+
+        if not hubclient.available():
+            raise GateError("Hub sources need huggingface_hub", hint=pip_install("hub"))
+        hub = hubclient.HubClient(settings, offline=offline)
+    elif not os.path.exists(source):
+        raise click.BadParameter(f"{source!r} does not exist", param_hint="'SOURCE'")
+    with _scanner(False, settings, None) as scanner:
+        got = pack.fingerprint(source, output, scanner=scanner, hub=hub, name=name)
+    counts = got.doc["counts"]
+    size = os.path.getsize(output)
+    share = 100.0 * size / max(1, int(got.doc["weight_bytes"]))
+    click.echo(
+        f"wrote {output}: {got.name}, {counts['tensors'][0]} of {counts['tensors'][1]} tensors,"
+        f" {counts['layers'][0]} of {counts['layers'][1]} layers, {size} bytes"
+        f" ({share:.2f}% of the weights), {got.content_digest}"
+    )
+    return int(ExitCode.PASS)
+
+
+@cli.group("index")
+def index_group() -> None:
+    """Folders of reference packs that `identify` (and `check`) look bases up in."""
+
+
+@index_group.command("add")
+@click.argument("index", type=click.Path(file_okay=False))
+@click.argument("packs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+def index_add(index: str, packs: tuple[str, ...]) -> int:
+    """Verify PACKS, copy them into the INDEX folder (created if needed) and record them."""
+    from gate.lineage import index as index_mod
+
+    _weight_tiers("index")
+    _, added = index_mod.add(index, packs)
+    for e in added:
+        click.echo(f"added {e.name}: {e.file} ({e.content_digest})")
+    return int(ExitCode.PASS)
+
+
+@index_group.command("list")
+@click.argument("index", type=click.Path(exists=True))
+@click.option(
+    "--format", "-f", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def index_list(index: str, fmt: str) -> int:
+    """The packs of INDEX with their sources and signatures."""
+    import json
+
+    from gate.lineage import index as index_mod
+
+    got = index_mod.load(index)
+    if fmt == "json":
+        click.echo(json.dumps([e.as_dict() for e in got.entries], indent=2))
+        return int(ExitCode.PASS)
+    for e in got.entries:
+        s = e.signature
+        click.echo(
+            f"{e.name}\t{e.source}\t{s.model_type or '?'} hidden {s.hidden} layers {s.layers}"
+            f" vocab {s.vocab_size}\t{e.size} bytes\t{e.file}"
+        )
+    click.echo(f"{len(got.entries)} pack(s)")
+    return int(ExitCode.PASS)
+
+
+@index_group.command("verify")
+@click.argument("index", type=click.Path(exists=True))
+def index_verify(index: str) -> int:
+    """Check every pack of INDEX: present, unaltered (size, SHA-256, content digest), its
+    signature as listed; and no unlisted pack in the folder. Exit 1 on any problem."""
+    from gate.lineage import index as index_mod
+
+    _weight_tiers("index")
+    got = index_mod.load(index)
+    problems = index_mod.verify(got)
+    for p in problems:
+        click.echo(f"problem: {visible(p)}")
+    click.echo(f"{len(got.entries)} pack(s), {len(problems)} problem(s)")
+    return int(ExitCode.FAILED) if problems else int(ExitCode.PASS)
+
+
+@cli.command()
+@click.argument("candidate", type=click.Path(exists=True))
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True),
+    help="A pack index folder (repeat for several); p-values are corrected over all their packs.",
+)
+@click.option(
+    "--format",
+    "-f",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the report to this file instead of standard output.",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Significance level (after correction for every test and every pack).",
+)
+@click.option(
+    "--fail-if-found",
+    is_flag=True,
+    help="Exit 1 when a known base is found (e.g. to test a scratch claim).",
+)
+def identify(
+    candidate: str,
+    indexes: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    alpha: float,
+    fail_if_found: bool,
+) -> int:
+    """The known bases CANDIDATE derives from, ranked, from indexes of reference packs."""
+    from gate.lineage import identify as identify_mod
+
+    _weight_tiers("identify")
+    with _scanner(False, _settings(None), None) as scanner:
+        result = identify_mod.identify(candidate, indexes, scanner, alpha)
+    _emit(identify_mod.render(result, fmt), output)
+    if fail_if_found and result.found:
         return int(ExitCode.FAILED)
     return int(ExitCode.PASS)
 

@@ -107,3 +107,24 @@ def test_lineage_accuracy_on_the_zoo(tmp_path: Path) -> None:
     assert len(arch["families"]) == 9 and arch["wrong"] == []
     assert all(row["right"] == row["positives"] > 0 for row in arch["families"].values())
     assert arch["negatives"] - arch["inconclusive"] >= 500 and arch["false_positives"] == 0
+
+
+def test_identify_bench_on_the_zoo(tmp_path: Path, zoo: Path) -> None:
+    """Identification against an index of every zoo base: the true base first for every model
+    outside the documented limits, no wrong base over the compared negatives, "no known base"
+    when the base is held out; a small pack-size and scaling run (timings not asserted)."""
+    out = tmp_path / "identify.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "identify.py"), "--zoo", str(zoo),
+         "--size-gb", "0.05", "--packs", "5,20", "--json", str(out)],
+        capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    acc = doc["accuracy"]
+    assert acc["models"] == 210 and acc["misses_outside_documented_limits"] == 0, acc["misses"]
+    assert acc["false_positives"] == 0 and acc["negatives_compared"] >= 500
+    assert acc["held_out_models"] > 0 and acc["held_out_wrong"] == []
+    assert acc["held_out_no_known_base"] == acc["held_out_models"]
+    assert [s["top"] for s in doc["size"]["scaling"]] == ["big-base", "big-base"]
+    assert doc["size"]["pack"]["bytes"] > 0

@@ -95,11 +95,14 @@ def compare(
     references: Sequence[Model],
     alpha: float = DEFAULT_ALPHA,
     exact_matches: dict[str, set[str]] | None = None,
+    family: int | None = None,
 ) -> LineageReport:
     """The relation of the candidate to each reference, plus merge analysis across them.
 
     exact_matches: per reference display name, the candidate tensor names whose content digest
     equals some reference tensor's (tier 0, computed from the stat-cached scan).
+    family: the number of references p-values are corrected for (default: those given; an
+    index lookup compares with a shortlist but corrects for every pack in the index).
     """
     # One BLAS thread: the tests are many small products and decompositions, where OpenBLAS's
     # thread start-up dominates (measured: a 256x96 SVD 0.5 s threaded, 1 ms single-threaded).
@@ -109,7 +112,7 @@ def compare(
     # huge but finite weights overflow float32 products: the result is a weaker statistic
     # (record() turns non-finite ones into "no evidence"), not a warning
     with threadpool_limits(limits=1, user_api="blas"), np.errstate(all="ignore"):
-        return _compare(candidate, references, alpha, exact_matches or {})
+        return _compare(candidate, references, alpha, exact_matches or {}, family)
 
 
 def _compare(
@@ -117,11 +120,11 @@ def _compare(
     references: Sequence[Model],
     alpha: float,
     exact_matches: dict[str, set[str]],
+    family: int | None,
 ) -> LineageReport:
+    n_refs = max(family or 0, len(references))
     verdicts = [
-        _Compare(
-            candidate, ref, len(references), alpha, exact_matches.get(ref.display, set())
-        ).run()
+        _Compare(candidate, ref, n_refs, alpha, exact_matches.get(ref.display, set())).run()
         for ref in references
     ]
     verdicts = merges.across_references(candidate, references, verdicts)

@@ -20,7 +20,8 @@ import json
 import os
 import re
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from gate.errors import FormatError
 from gate.formats import safetensors
@@ -41,6 +42,7 @@ WHOLE_BELOW = 64 << 10  # tensors this small (norms, biases) are fetched whole
 MAX_TENSORS = 100_000
 FETCH_THREADS = 4
 _LAYER = re.compile(r"^.*?\.(\d+)\.")
+T = TypeVar("T")
 _SMALL_FILES = ("config.json", "tokenizer.json", "vocab.json")
 
 
@@ -114,7 +116,7 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
     if not weights:
         raise HubError("invalid", f"{repo}@{sha[:12]} has no top-level safetensors files")
     tensors = [t for t in headers(hub, repo, sha, weights) if t.info.dtype in FLOAT_DTYPES]
-    chosen, layers = _choose(tensors, seed, sum(f.size for f in weights))
+    chosen, layers = choose(tensors, _layer, _cost, seed, sum(f.size for f in weights))
     rows = {t.info.name: (None if _whole(t) else rows_for(t.n, seed)) for t in chosen}
     from concurrent.futures import ThreadPoolExecutor  # only when a sample is fetched
 
@@ -126,7 +128,7 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
         data.setdefault(t.info.name, bytearray()).extend(part)
     os.makedirs(folder, exist_ok=True)
     _write(os.path.join(folder, "sample.safetensors"), chosen, rows, data)
-    _small_files(hub, repo, sha, folder)
+    small_files(hub, repo, sha, folder)
     model = open_model(folder, f"{repo}@{sha[:12]}")
     full = {t.info.name: t.info.shape for t in chosen}
     model.tensors = {
@@ -154,7 +156,7 @@ def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
     ]
     tensors = headers(hub, repo, sha, weights)
     os.makedirs(folder, exist_ok=True)
-    _small_files(hub, repo, sha, folder)
+    small_files(hub, repo, sha, folder)
     model = open_model(folder, f"{repo}@{sha[:12]}")
     refs = {
         t.info.name: TensorRef(
@@ -174,7 +176,7 @@ def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
     return model
 
 
-def _small_files(hub: Hub, repo: str, sha: str, folder: str) -> None:
+def small_files(hub: Hub, repo: str, sha: str, folder: str) -> None:
     for name in _SMALL_FILES:
         small = hub.read_small(repo, sha, name)
         if small is not None:
@@ -190,18 +192,25 @@ def _cost(t: _Remote) -> int:
     return t.nbytes if _whole(t) else ROWS * (t.nbytes // t.n)
 
 
-def _choose(tensors: list[_Remote], seed: int, base_bytes: int) -> tuple[list[_Remote], set[str]]:
-    """Tensors outside the layers always; then whole layers in a seeded order while the budget
-    lasts (at least MIN_LAYERS)."""
+def choose(
+    items: Sequence[T],
+    layer: Callable[[T], str | None],
+    cost: Callable[[T], int],
+    seed: int,
+    base_bytes: int,
+) -> tuple[list[T], set[str]]:
+    """Items outside the layers always; then whole layers in a seeded order while the budget
+    (FRACTION of base_bytes, at most MAX_BYTES) lasts, at least MIN_LAYERS of them. Hub samples
+    and reference packs (gate/lineage/pack.py) choose alike."""
     import numpy as np
 
-    by_layer: dict[str, list[_Remote]] = {}
-    outside: list[_Remote] = []
-    for t in tensors:
-        m = _LAYER.match(t.info.name)
-        (by_layer.setdefault(m.group(1), []) if m else outside).append(t)
+    by_layer: dict[str, list[T]] = {}
+    outside: list[T] = []
+    for t in items:
+        key = layer(t)
+        (by_layer.setdefault(key, []) if key is not None else outside).append(t)
     budget = min(MAX_BYTES, int(FRACTION * base_bytes))
-    chosen, spent = list(outside), sum(_cost(t) for t in outside)
+    chosen, spent = list(outside), sum(cost(t) for t in outside)
     order = sorted(by_layer, key=int)
     rng = np.random.default_rng(seed)
     # The first MIN_LAYERS draws come one from each contiguous band of depth, so a model stacked
@@ -211,14 +220,19 @@ def _choose(tensors: list[_Remote], seed: int, base_bytes: int) -> tuple[list[_R
     rest = [int(i) for i in rng.permutation(len(order)) if int(i) not in first]
     layers: set[str] = set()
     for i in first + rest:
-        layer = by_layer[order[i]]
-        cost = sum(_cost(t) for t in layer)
-        if len(layers) >= MIN_LAYERS and spent + cost > budget:
+        group = by_layer[order[i]]
+        price = sum(cost(t) for t in group)
+        if len(layers) >= MIN_LAYERS and spent + price > budget:
             break
-        chosen += layer
-        spent += cost
+        chosen += group
+        spent += price
         layers.add(order[i])
     return chosen, layers
+
+
+def _layer(t: _Remote) -> str | None:
+    m = _LAYER.match(t.info.name)
+    return m.group(1) if m else None
 
 
 def _ranges(t: _Remote, rows: np.ndarray | None) -> list[tuple[int, int]]:
@@ -235,6 +249,31 @@ def _ranges(t: _Remote, rows: np.ndarray | None) -> list[tuple[int, int]]:
     return out
 
 
+def write_safetensors(
+    path: str,
+    tensors: Sequence[tuple[str, str, Sequence[int], bytes | bytearray]],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """(name, dtype, shape, bytes) as a safetensors file. Written here rather than through
+    safetensors.numpy: the bytes are fetched rows in their stored dtype (bf16 included), which
+    need no decoding to be written back."""
+    header: dict[str, object] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {
+            "dtype": dtype,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        offset += len(data)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for _, _, _, data in tensors:
+            f.write(data)
+
+
 def _write(
     path: str,
     chosen: list[_Remote],
@@ -242,24 +281,12 @@ def _write(
     data: dict[str, bytearray],
 ) -> None:
     """The sample as a safetensors file: each tensor keeps its name, dtype and columns."""
-    header: dict[str, object] = {}
-    offset = 0
+    out = []
     for t in chosen:
         idx = rows[t.info.name]
         shape = list(t.info.shape) if idx is None else [len(idx), *t.info.shape[1:]]
-        size = len(data[t.info.name])
-        header[t.info.name] = {
-            "dtype": t.info.dtype,
-            "shape": shape,
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        for t in chosen:
-            f.write(data[t.info.name])
+        out.append((t.info.name, t.info.dtype, shape, data[t.info.name]))
+    write_safetensors(path, out)
 
 
 class Subset(Model):

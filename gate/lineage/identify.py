@@ -1,0 +1,239 @@
+"""`provenance-gate identify`: which known bases a model derives from, from an index of packs.
+
+The candidate is opened once (headers; rows are read only where a pack asks for them) and its
+signature computed; the index's pre-filter (index.shortlist) names the packs worth opening; each
+is verified and compared with the ordinary engine, the candidate cut to the pack's rows
+(sampled.Subset), exactly as a Hub base is compared from a sample. p-values are
+Bonferroni-corrected over every pack of every index given, not only those compared: a large
+index makes a chance match no likelier. Bases are ranked by p-value, then by agreement; none
+significant is "no known base".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from gate.errors import GateError, NothingToCheck
+from gate.lineage.result import DEFAULT_ALPHA, Verdict
+
+if TYPE_CHECKING:
+    from gate.lineage.index import Entry
+    from gate.lineage.models import Model
+    from gate.scanner import Scanner
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    """One compared pack: its verdict, and whether the weight files are the base's own."""
+
+    name: str
+    source: str
+    content_digest: str
+    verdict: Verdict
+    same_files: int  # candidate weight files with the SHA-256 of one of the base's
+
+    def as_dict(self) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "name": self.name,
+            "source": self.source,
+            "content_digest": self.content_digest,
+            "relation": v.relation,
+            "dependent": v.dependent,
+            "p_value": v.p_value,
+            "log10_p": v.log10_p,
+            "same_files": self.same_files,
+            "summary": v.summary(),
+            "effects": v.effects,
+            "notes": list(v.notes),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Identification:
+    candidate: str
+    alpha: float
+    packs: int  # in every index given (the Bonferroni family)
+    shortlisted: int
+    bases: tuple[Match, ...]  # dependent, ranked
+    others: tuple[Match, ...]  # compared and not dependent
+    problems: tuple[str, ...]
+    seconds: float
+
+    @property
+    def found(self) -> bool:
+        return bool(self.bases)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "identify_version": 1,
+            "candidate": self.candidate,
+            "alpha": self.alpha,
+            "result": "known base" if self.found else "no known base",
+            "index": {"packs": self.packs, "shortlisted": self.shortlisted},
+            "bases": [m.as_dict() for m in self.bases],
+            "compared": [m.as_dict() for m in self.others],
+            "problems": list(self.problems),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def candidate_signature(
+    cand: Model, files: Sequence[str], scanner: Scanner
+) -> tuple[Any, list[str]]:
+    """The candidate's signature (its weight files hashed through the stat cache)."""
+    from gate import hashing
+    from gate.lineage import pack
+
+    scans = scanner.scan_many([os.path.realpath(f) for f in files])
+    digests = [s.sha256 for s in scans.values() if isinstance(s, hashing.FileScan)]
+    return pack.signature(cand, digests), digests
+
+
+def identify(
+    candidate: str,
+    indexes: Sequence[str],
+    scanner: Scanner,
+    alpha: float = DEFAULT_ALPHA,
+) -> Identification:
+    from gate.lineage import index as index_mod
+    from gate.lineage import relation, remote, sampled
+    from gate.lineage.models import ModelError, model_files, open_model
+    from gate.lineage.pack import PackError
+
+    started = time.perf_counter()
+    entries: dict[str, Entry] = {}
+    for path in indexes:
+        for e in index_mod.load(path).entries:
+            entries.setdefault(e.content_digest, e)  # one pack in two indexes counts once
+    if not entries:
+        raise GateError(
+            "the index holds no packs", hint="add packs with `provenance-gate index add`"
+        )
+    try:
+        files, _ = model_files(candidate, candidate)
+        cand = open_model(candidate)
+    except ModelError as e:
+        raise GateError(str(e), hint="pass a model folder or a weight file") from None
+    try:
+        if not cand.tensors:
+            raise NothingToCheck(
+                f"{candidate}: {'; '.join(cand.problems) or 'no tensors'}",
+                hint="pass a folder with safetensors, GGUF or ONNX weights",
+            )
+        sig, digests = candidate_signature(cand, files, scanner)
+        short = index_mod.shortlist(entries.values(), sig)
+        matches, problems = [], list(cand.problems)
+        if cand.adapter is not None:  # its factors hold none of the base's weights
+            declared = cand.adapter.get("base_model_name_or_path")
+            problems.append(
+                "an unmerged adapter holds no base weights to identify"
+                + (f" (adapter_config.json names {declared!r})" if declared else "")
+                + ": identify the model it is merged into"
+            )
+            short = []
+        for entry in short:
+            try:
+                got = entry.open()
+            except PackError as err:
+                problems.append(f"{entry.name}: not compared: {err}")
+                continue
+            sample = got.open()
+            try:
+                sub = sampled.Subset(cand, sample)
+                report = relation.compare(sub, [sample.model], alpha, family=len(entries))
+                (v,) = remote.explain(sub, report.verdicts)
+            finally:
+                sample.model.close()
+            same = remote.digest_match(
+                {str(i): d for i, d in enumerate(digests)},
+                {f["path"]: f["sha256"] for f in got.doc["files"]},
+                entry.name,
+            )
+            if same.identical:
+                v = dataclasses.replace(v, notes=(*v.notes, same.summary))
+            v = dataclasses.replace(
+                v, notes=(*v.notes, sample.summary().replace("sampled", "pack:", 1))
+            )
+            matches.append(Match(entry.name, entry.source, entry.content_digest, v, same.same))
+    finally:
+        cand.close()
+    bases = sorted(
+        (m for m in matches if m.verdict.dependent),
+        key=lambda m: (m.verdict.log10_p or 0.0, -_agreement(m.verdict)),
+    )
+    others = tuple(m for m in matches if not m.verdict.dependent)
+    return Identification(
+        candidate,
+        alpha,
+        len(entries),
+        len(short),
+        tuple(bases),
+        others,
+        tuple(problems),
+        time.perf_counter() - started,
+    )
+
+
+def _agreement(v: Verdict) -> float:
+    e = v.effects
+    return max(
+        e.get("exact_fraction", 0.0),
+        e.get("mean_aligned_cosine", 0.0),
+        e.get("mean_matched_cosine", 0.0),
+    )
+
+
+def render(result: Identification, fmt: str) -> str:
+    import json
+
+    if fmt == "json":
+        return json.dumps(result.as_dict(), indent=2) + "\n"
+    lines = []
+    md = fmt == "markdown"
+    head = f"{'## ' if md else ''}identify {result.candidate}"
+    lines.append(head)
+    lines.append("")
+    lines.append(
+        f"{result.packs} pack(s) in the index, {result.shortlisted} shortlisted by signature;"
+        f" alpha {result.alpha:g}, Bonferroni-corrected over all {result.packs}."
+    )
+    lines.append("")
+    if not result.found:
+        lines.append("no known base: no pack in the index is a significant match")
+    elif md:
+        lines += ["| rank | base | relation | p | evidence |", "|---|---|---|---|---|"]
+        for k, m in enumerate(result.bases, 1):
+            lines.append(
+                f"| {k} | {m.name} ({m.source}) | {m.verdict.relation} | {_p(m.verdict)} |"
+                f" {m.verdict.summary()} |"
+            )
+    else:
+        for k, m in enumerate(result.bases, 1):
+            lines.append(f"{k}. {m.name}: {m.verdict.relation}, p {_p(m.verdict)}")
+            lines.append(f"   source: {m.source}")
+            lines.append(f"   {m.verdict.summary()}")
+            for note in m.verdict.notes:
+                lines.append(f"   note: {note}")
+    if result.others:
+        lines.append("")
+        names = ", ".join(f"{m.name} ({m.verdict.relation})" for m in result.others)
+        lines.append(f"compared and not dependent: {names}")
+    for p in result.problems:
+        lines.append(f"problem: {p}")
+    return "\n".join(lines) + "\n"
+
+
+def _p(v: Verdict) -> str:
+    from gate.lineage.result import EXACT_LOG10_P
+
+    if v.p_value is None or v.log10_p is None:
+        return "n/a"
+    if v.log10_p <= EXACT_LOG10_P:
+        return "0 (exact)"
+    return f"< 1e{math.floor(v.log10_p) + 1}" if v.p_value == 0.0 else f"{v.p_value:.3g}"

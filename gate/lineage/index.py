@@ -1,0 +1,265 @@
+"""An index of reference packs: a folder of packs and `index.json`, their signatures.
+
+The signatures let a lookup skip every pack that cannot be a candidate's base without opening
+it. A pack is shortlisted when it shares a weight file's SHA-256 with the candidate (a copy), its
+vocabulary (same tokens, same ids), or at least MIN_SHAPE_SHARE of its tensor roles with the same
+shapes (a fine-tune, a re-ordering, a quantization, a depth pruning keep them). The signatures
+are looked up through inverted maps, so the work of a lookup grows with the packs that share
+something with the candidate, not with the index (bench/identify_scaling.py measures it).
+
+`index.json` (schemas/index.v1.schema.json) is untrusted input like a pack: bounded, strict
+JSON, schema-validated; every pack path stays inside the index folder, and a pack is opened only
+after its size and SHA-256 match its entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gate.errors import FormatError
+from gate.formats import safetensors
+from gate.lineage import pack
+from gate.lineage.pack import PackError, Signature
+
+SCHEMA = "provenance-gate/index/v1"
+INDEX_FILE = "index.json"
+MAX_INDEX_BYTES = 256 << 20
+MAX_PACKS = 100_000
+MIN_SHAPE_SHARE = 0.25
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One pack of an index, as index.json describes it."""
+
+    root: str  # the index folder
+    file: str  # relative to root
+    sha256: str
+    size: int
+    name: str
+    source: str
+    content_digest: str
+    signature: Signature
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.root, self.file)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "size": self.size,
+            "name": self.name,
+            "source": self.source,
+            "content_digest": self.content_digest,
+            "signature": self.signature.as_dict(),
+        }
+
+    def open(self) -> pack.Pack:
+        """The pack, once its file is inside the index folder with the recorded size and hash."""
+        real = os.path.realpath(self.path)
+        if not real.startswith(os.path.realpath(self.root) + os.sep):
+            raise PackError(f"{self.file}: outside the index folder", where=self.root)
+        try:
+            size = os.path.getsize(real)
+        except OSError as e:
+            raise PackError(f"{self.file}: {e.strerror}", where=self.root) from None
+        if size != self.size:
+            raise PackError(
+                f"{self.file}: {size} bytes, the index says {self.size}", where=self.root
+            )
+        h = hashlib.sha256()
+        with open(real, "rb") as f:  # before any parsing: an altered pack is not read at all
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != self.sha256:
+            raise PackError(
+                f"{self.file}: sha256 {h.hexdigest()}, the index says {self.sha256}",
+                where=self.root,
+            )
+        got = pack.read(real)
+        if got.content_digest != self.content_digest:
+            raise PackError(
+                f"{self.file}: content digest differs from the index's", where=self.root
+            )
+        return got
+
+
+@dataclasses.dataclass
+class Index:
+    root: str
+    entries: list[Entry]
+
+    def write(self) -> None:
+        from gate.paths import atomic_write
+
+        doc = {"schema": SCHEMA, "packs": [e.as_dict() for e in self.entries]}
+        try:
+            atomic_write(os.path.join(self.root, INDEX_FILE), json.dumps(doc, indent=1) + "\n")
+        except OSError as e:
+            raise PackError(f"cannot write the index: {e.strerror}", where=self.root) from None
+
+
+def load(path: str, create: bool = False) -> Index:
+    """An index from its folder (or its index.json); create: an empty one for a new folder."""
+    root = os.path.dirname(path) if os.path.basename(path) == INDEX_FILE else path
+    file = os.path.join(root, INDEX_FILE)
+    if not os.path.exists(file):
+        if create:
+            os.makedirs(root, exist_ok=True)
+            return Index(root, [])
+        raise PackError("no index.json: not a pack index", where=root)
+    try:
+        size = os.path.getsize(file)
+        if size > MAX_INDEX_BYTES:
+            raise PackError(f"{size} bytes, over the {MAX_INDEX_BYTES}-byte cap", where=file)
+        with open(file, "rb") as f:
+            text = f.read().decode("utf-8")
+        doc = safetensors.strict_json(text, max_objects=4 * MAX_PACKS + 8)
+    except (FormatError, UnicodeDecodeError) as e:
+        raise PackError(f"not a valid index: {e}", where=file) from None
+    except OSError as e:
+        raise PackError(f"cannot read the index: {e.strerror}", where=file) from None
+    problem = _schema_problem(doc)
+    if problem:
+        raise PackError(problem, where=file)
+    entries = []
+    for i, d in enumerate(doc["packs"]):
+        rel = d["file"]
+        if os.path.isabs(rel) or ".." in rel.replace("\\", "/").split("/"):
+            raise PackError(f"packs[{i}].file {rel!r} leaves the index folder", where=file)
+        entries.append(
+            Entry(
+                root,
+                rel,
+                d["sha256"],
+                d["size"],
+                d["name"],
+                d["source"],
+                d["content_digest"],
+                Signature.from_dict(d["signature"]),
+            )
+        )
+    return Index(root, entries)
+
+
+def _schema_problem(doc: Any) -> str | None:
+    import jsonschema
+
+    from gate.manifest import schema
+
+    try:
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(schema("index.v1.schema.json")).iter_errors(doc)
+        )
+    except RecursionError:
+        return "index is nested too deeply"
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"index does not match its schema at `{where}`: {error.message}"
+
+
+def add(root: str, packs: Sequence[str]) -> tuple[Index, list[Entry]]:
+    """Verify each pack, copy it into the index folder (unless it is there already) and record
+    it; a pack with the content of one already indexed replaces it."""
+    import shutil
+
+    index = load(root, create=True)
+    added = []
+    for path in packs:
+        got = pack.read(path)
+        inside = os.path.realpath(path).startswith(os.path.realpath(index.root) + os.sep)
+        if inside:
+            rel = os.path.relpath(os.path.realpath(path), os.path.realpath(index.root))
+        else:
+            rel = f"{_SAFE.sub('_', got.name).strip('._') or 'pack'}-{got.content_digest[7:19]}"
+            rel += pack.SUFFIX
+            try:
+                shutil.copyfile(path, os.path.join(index.root, rel))
+            except OSError as e:
+                raise PackError(f"cannot copy the pack: {e.strerror}", where=path) from None
+        entry = Entry(
+            index.root,
+            rel.replace(os.sep, "/"),
+            got.sha256,
+            os.path.getsize(path),
+            got.name,
+            got.source,
+            got.content_digest,
+            got.signature,
+        )
+        index.entries = [
+            e
+            for e in index.entries
+            if e.content_digest != entry.content_digest and e.file != entry.file
+        ]
+        index.entries.append(entry)
+        added.append(entry)
+    if len(index.entries) > MAX_PACKS:
+        raise PackError(f"more than {MAX_PACKS} packs in one index", where=index.root)
+    index.write()
+    return index, added
+
+
+def verify(index: Index) -> list[str]:
+    """Every pack present, unaltered and described truly by its entry; packs in the folder the
+    index does not list. One line per problem (none: the index is sound)."""
+    problems = []
+    for e in index.entries:
+        try:
+            got = e.open()
+        except PackError as err:
+            problems.append(str(err))
+            continue
+        if got.signature != e.signature:
+            problems.append(f"{e.file}: the index's signature differs from the pack's")
+    listed = {os.path.normpath(e.file) for e in index.entries}
+    for dirpath, _, files in os.walk(index.root):
+        for f in files:
+            rel = os.path.normpath(os.path.relpath(os.path.join(dirpath, f), index.root))
+            if f.endswith(pack.SUFFIX) and rel not in listed:
+                problems.append(f"{rel}: a pack the index does not list")
+    return problems
+
+
+def shortlist(entries: Iterable[Entry], cand: Signature) -> list[Entry]:
+    """The entries that may be the candidate's base (see the module docstring), found through
+    inverted maps of the signatures."""
+    by_file: dict[str, list[int]] = {}
+    by_vocab: dict[str, list[int]] = {}
+    by_shape: dict[str, list[int]] = {}
+    listed = list(entries)
+    for i, e in enumerate(listed):
+        for f in e.signature.files:
+            by_file.setdefault(f, []).append(i)
+        if e.signature.vocab_digest:
+            by_vocab.setdefault(e.signature.vocab_digest, []).append(i)
+        for s in e.signature.shapes:
+            by_shape.setdefault(s, []).append(i)
+    keep: set[int] = set()
+    for f in cand.files:
+        keep.update(by_file.get(f, ()))
+    if cand.vocab_digest:
+        keep.update(by_vocab.get(cand.vocab_digest, ()))
+    shared: dict[int, int] = {}
+    for s in cand.shapes:
+        for i in by_shape.get(s, ()):
+            shared[i] = shared.get(i, 0) + 1
+    keep.update(
+        i for i, n in shared.items() if n >= MIN_SHAPE_SHARE * len(listed[i].signature.shapes)
+    )
+    return [listed[i] for i in sorted(keep)]
+
+
+def digest(entries: Iterable[Entry]) -> str:
+    """One digest of an index's content (the packs' content digests, sorted)."""
+    return hashlib.sha256("\n".join(sorted(e.content_digest for e in entries)).encode()).hexdigest()
