@@ -101,7 +101,7 @@ class _TensorStream:
         self.i = 0
         self.hasher: Any = None
         self.constancy: _Constancy | None = None
-        self.columns: Columns | None = None
+        self.columns: Columns | Rows | None = None
         self.done: list[TensorDigest] = []
 
     def feed(self, chunk: memoryview, offset: int) -> None:
@@ -113,7 +113,7 @@ class _TensorStream:
             if a < b:
                 if self.hasher is None:
                     self.hasher, self.constancy = blake3.blake3(), _Constancy(8 * t.width)
-                    self.columns = Columns.of(t.dtype, t.shape) if positional(t.name) else None
+                    self.columns = formula_probe(t.name, t.dtype, t.shape)
                 seg = chunk[a - lo : b - lo]
                 self.hasher.update(seg)
                 assert self.constancy is not None
@@ -131,7 +131,7 @@ class _TensorStream:
         else:
             assert self.constancy is not None
             digest, constant = self.hasher.hexdigest(), self.constancy.constant
-            formula = self.columns is not None and not constant and self.columns.sinusoidal()
+            formula = self.columns is not None and not constant and self.columns.formula()
         self.done.append(TensorDigest(t.name, t.dtype, t.shape, digest, constant, formula))
         self.hasher = self.constancy = self.columns = None
         self.i += 1
@@ -347,15 +347,120 @@ def positional(name: str) -> bool:
     return "pos" in name.lower()
 
 
-def formula_table(dtype: str, shape: tuple[int, ...], data: bytes | memoryview) -> bool:
-    """Whether a 2-D table's values (its bytes, as stored) are sinusoids of the row index:
-    the one test of a formula table, for the digests here, torch checkpoints' digests and the
-    weight tiers (gate/lineage/relation.py)."""
-    columns = Columns.of(dtype, shape)
-    if columns is None:
+_SIGNAL_WORDS = ("stft", "basis", "dft", "fourier", "window", "mel", "fbank", "filterbank")
+
+
+def signal_table(name: str) -> bool:
+    """Whether a tensor's name says it is a signal-processing table (a Fourier basis, a mel
+    filter bank): computed by a formula in every model that has one."""
+    low = name.lower()
+    return any(w in low for w in _SIGNAL_WORDS)
+
+
+def formula_probe(name: str, dtype: str, shape: tuple[int, ...]) -> Columns | Rows | None:
+    """What gathers the values the formula test needs while a tensor's bytes stream past:
+    columns of a position table, rows of a signal-processing table; None: neither."""
+    if positional(name):
+        return Columns.of(dtype, shape)
+    if signal_table(name):
+        return Rows.of(dtype, shape)
+    return None
+
+
+def formula_table(
+    dtype: str, shape: tuple[int, ...], data: bytes | memoryview, name: str = "pos"
+) -> bool:
+    """Whether a table's values (its bytes, as stored) are computed by a formula: sinusoids of
+    the row index (a position table), or rows that are each a windowed sinusoid (a Fourier
+    basis); the one test for the digests here, torch checkpoints' digests and the weight tiers
+    (gate/lineage/relation.py)."""
+    probe = formula_probe(name, dtype, shape)
+    if probe is None:
         return False
-    columns.feed(memoryview(data).cast("B"), 0)
-    return columns.sinusoidal()
+    probe.feed(memoryview(data).cast("B"), 0)
+    return probe.formula()
+
+
+def _unpack(code: str, buf: bytes | bytearray) -> list[float]:
+    if code:
+        return [v for (v,) in struct.iter_unpack(code, buf)]
+    return [  # bf16: the upper half of a float32
+        struct.unpack("<f", b"\0\0" + bytes(buf[i : i + 2]))[0] for i in range(0, len(buf), 2)
+    ]
+
+
+class Rows:
+    """A few rows (up to SAMPLE, spread over the table) of a table whose rows are signals, kept
+    as its bytes stream past. A Fourier basis (STFT kernels, windowed or not) has every row a
+    windowed sinusoid: nearly all its energy falls in three adjacent DFT bins, where a learned
+    filter's spreads (measured on Silero VAD's kernels: basis rows 1.0000, learned rows 0.04-0.88).
+    The DFT of a few rows is computed in pure Python (the core never imports numpy)."""
+
+    SAMPLE = 8
+    MAX_BYTES = 16 << 20
+    MIN_ROWS, MIN_COLS = 8, 16
+    CONCENTRATION = 0.99
+
+    __slots__ = ("buf", "code", "keep", "row_bytes", "width")
+
+    def __init__(self, rows: int, cols: int, code: str, width: int) -> None:
+        self.code, self.width, self.row_bytes = code, width, cols * width
+        step = max(1, rows // self.SAMPLE)
+        self.keep = {r: k for k, r in enumerate(range(0, rows, step)[: self.SAMPLE])}
+        self.buf = bytearray(len(self.keep) * self.row_bytes)
+
+    @classmethod
+    def of(cls, dtype: str, shape: tuple[int, ...]) -> Rows | None:
+        code = _COLUMN_FORMATS.get(dtype)
+        if code is None or len(shape) < 2:
+            return None
+        cols = math.prod(shape[1:])
+        width = 2 if dtype in ("F16", "BF16") else 4
+        if (
+            shape[0] < cls.MIN_ROWS
+            or cols < cls.MIN_COLS
+            or shape[0] * cols * width > cls.MAX_BYTES
+        ):
+            return None
+        return cls(shape[0], cols, code, width)
+
+    def feed(self, seg: memoryview, start: int) -> None:
+        end = start + len(seg)
+        for r in range(start // self.row_bytes, (end - 1) // self.row_bytes + 1):
+            k = self.keep.get(r)
+            if k is None:
+                continue
+            a = r * self.row_bytes
+            lo, hi = max(a, start), min(a + self.row_bytes, end)
+            at = k * self.row_bytes + lo - a
+            self.buf[at : at + hi - lo] = seg[lo - start : hi - start]
+
+    def formula(self) -> bool:
+        values = _unpack(self.code, self.buf)
+        if not all(math.isfinite(v) for v in values):
+            return False
+        n = self.row_bytes // self.width
+        rows = [values[i : i + n] for i in range(0, len(values), n)]
+        energy = [sum(x * x for x in row) for row in rows]
+        top = max(energy, default=0.0)
+        live = [row for row, e in zip(rows, energy, strict=True) if e > 1e-8 * top]
+        return bool(live) and all(concentrated(row, self.CONCENTRATION) for row in live)
+
+
+def concentrated(row: list[float], share: float) -> bool:
+    """Whether share of a signal's energy lies in three adjacent bins of its real DFT."""
+    n = len(row)
+    power = []
+    for k in range(n // 2 + 1):
+        w = -2.0 * math.pi * k / n
+        re = sum(x * math.cos(w * i) for i, x in enumerate(row))
+        im = sum(x * math.sin(w * i) for i, x in enumerate(row))
+        power.append(re * re + im * im)
+    total = sum(power)
+    if total == 0.0:
+        return True
+    best = max(sum(power[k : k + 3]) for k in range(max(1, len(power) - 2)))
+    return best >= share * total
 
 
 class Columns:
@@ -401,15 +506,9 @@ class Columns:
                     at = r * kept + to + (lo - a)
                     self.buf[at : at + hi - lo] = seg[lo - start : hi - start]
 
-    def sinusoidal(self) -> bool:
+    def formula(self) -> bool:
         n = len(self.ranges)
-        if self.code:
-            values = [v for (v,) in struct.iter_unpack(self.code, self.buf)]
-        else:  # bf16: the upper half of a float32
-            values = [
-                struct.unpack("<f", b"\0\0" + bytes(self.buf[i : i + 2]))[0]
-                for i in range(0, len(self.buf), 2)
-            ]
+        values = _unpack(self.code, self.buf)
         if not all(math.isfinite(v) for v in values):
             return False
         scale = max(abs(v) for v in values)

@@ -54,6 +54,8 @@ class Policy:
     lineage_strict: bool = False
     probe: bool = False  # run the logit probe against local bases and references (torch extra)
     references: tuple[str, ...] = ()
+    index: tuple[str, ...] = ()  # pack index folders, relative to the repository
+    bundled_index: bool = True  # also the index shipped with the gate (gate/data/index)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,6 +413,8 @@ def _build(plain: dict[str, Any], positions: Positions, display: str) -> Manifes
             lineage_strict=bool(lineage.get("strict", False)),
             probe=bool(lineage.get("probe", False)),
             references=tuple(lineage.get("references", ())),
+            index=tuple(lineage.get("index", ())),
+            bundled_index=bool(lineage.get("bundled_index", True)),
         ),
         ignore=tuple(plain.get("ignore", ())),
         positions=positions,

@@ -14,7 +14,7 @@ import blake3
 
 from gate.formats.exposure import PickleScan
 from gate.formats.pickles import ALLOWED
-from gate.hashing import TensorDigest, formula_table, positional
+from gate.hashing import TensorDigest, formula_table
 
 _DTYPES = {
     "float32": "F32",
@@ -76,9 +76,7 @@ def tensor_digests(path: str, scan: PickleScan) -> tuple[TensorDigest, ...]:
         data = flat.view(torch.uint8).numpy() if flat.numel() else b""
         digest = blake3.blake3(memoryview(data)).hexdigest()
         constant = bool(flat.numel() <= 1 or torch.equal(flat, flat[:1].expand_as(flat)))
-        formula = (
-            not constant and positional(name) and formula_table(dtype, tuple(tensor.shape), data)
-        )
+        formula = not constant and formula_table(dtype, tuple(tensor.shape), data, name)
         out.append(TensorDigest(name, dtype, tuple(tensor.shape), digest, constant, formula))
     return tuple(out)
 

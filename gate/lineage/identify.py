@@ -83,34 +83,16 @@ class Identification:
         }
 
 
-def candidate_signature(
-    cand: Model, files: Sequence[str], scanner: Scanner
-) -> tuple[Any, list[str]]:
-    """The candidate's signature (its weight files hashed through the stat cache)."""
-    from gate import hashing
-    from gate.lineage import pack
-
-    scans = scanner.scan_many([os.path.realpath(f) for f in files])
-    digests = [s.sha256 for s in scans.values() if isinstance(s, hashing.FileScan)]
-    return pack.signature(cand, digests), digests
-
-
 def identify(
     candidate: str,
     indexes: Sequence[str],
     scanner: Scanner,
     alpha: float = DEFAULT_ALPHA,
 ) -> Identification:
-    from gate.lineage import index as index_mod
-    from gate.lineage import relation, remote, sampled
     from gate.lineage.models import ModelError, model_files, open_model
-    from gate.lineage.pack import PackError
 
     started = time.perf_counter()
-    entries: dict[str, Entry] = {}
-    for path in indexes:
-        for e in index_mod.load(path).entries:
-            entries.setdefault(e.content_digest, e)  # one pack in two indexes counts once
+    entries = load_entries(indexes)
     if not entries:
         raise GateError(
             "the index holds no packs", hint="add packs with `provenance-gate index add`"
@@ -126,55 +108,83 @@ def identify(
                 f"{candidate}: {'; '.join(cand.problems) or 'no tensors'}",
                 hint="pass a folder with safetensors, GGUF or ONNX weights",
             )
-        sig, digests = candidate_signature(cand, files, scanner)
-        short = index_mod.shortlist(entries.values(), sig)
-        matches, problems = [], list(cand.problems)
-        if cand.adapter is not None:  # its factors hold none of the base's weights
-            declared = cand.adapter.get("base_model_name_or_path")
-            problems.append(
-                "an unmerged adapter holds no base weights to identify"
-                + (f" (adapter_config.json names {declared!r})" if declared else "")
-                + ": identify the model it is merged into"
-            )
-            short = []
-        for entry in short:
-            try:
-                got = entry.open()
-            except PackError as err:
-                problems.append(f"{entry.name}: not compared: {err}")
-                continue
-            sample = got.open()
-            try:
-                sub = sampled.Subset(cand, sample)
-                report = relation.compare(sub, [sample.model], alpha, family=len(entries))
-                (v,) = remote.explain(sub, report.verdicts)
-            finally:
-                sample.model.close()
-            same = remote.digest_match(
-                {str(i): d for i, d in enumerate(digests)},
-                {f["path"]: f["sha256"] for f in got.doc["files"]},
-                entry.name,
-            )
-            if same.identical:
-                v = dataclasses.replace(v, notes=(*v.notes, same.summary))
-            v = dataclasses.replace(
-                v, notes=(*v.notes, sample.summary().replace("sampled", "pack:", 1))
-            )
-            matches.append(Match(entry.name, entry.source, entry.content_digest, v, same.same))
+        from gate import hashing
+
+        scans = scanner.scan_many([os.path.realpath(f) for f in files])
+        digests = [s.sha256 for s in scans.values() if isinstance(s, hashing.FileScan)]
+        found = lookup(cand, digests, entries, alpha)
     finally:
         cand.close()
+    return dataclasses.replace(found, candidate=candidate, seconds=time.perf_counter() - started)
+
+
+def load_entries(indexes: Sequence[str]) -> list[Entry]:
+    """The packs of every index, each content once (a pack in two indexes counts once)."""
+    from gate.lineage import index as index_mod
+
+    entries: dict[str, Entry] = {}
+    for path in indexes:
+        for e in index_mod.load(path).entries:
+            entries.setdefault(e.content_digest, e)
+    return list(entries.values())
+
+
+def lookup(
+    cand: Model, digests: Sequence[str], entries: Sequence[Entry], alpha: float = DEFAULT_ALPHA
+) -> Identification:
+    """Compare an opened model (weight files with these SHA-256s) with the shortlisted packs;
+    p-values corrected over all the entries. The model stays open."""
+    from gate.lineage import index as index_mod
+    from gate.lineage import pack, relation, remote, sampled
+    from gate.lineage.pack import PackError
+
+    started = time.perf_counter()
+    sig = pack.signature(cand, digests)
+    short = index_mod.shortlist(entries, sig)
+    matches, problems = [], list(cand.problems)
+    if cand.adapter is not None:  # its factors hold none of the base's weights
+        declared = cand.adapter.get("base_model_name_or_path")
+        problems.append(
+            "an unmerged adapter holds no base weights to identify"
+            + (f" (adapter_config.json names {declared!r})" if declared else "")
+            + ": identify the model it is merged into"
+        )
+        short = []
+    for entry in short:
+        try:
+            got = entry.open()
+        except PackError as err:
+            problems.append(f"{entry.name}: not compared: {err}")
+            continue
+        sample = got.open()
+        try:
+            sub = sampled.Subset(cand, sample)
+            report = relation.compare(sub, [sample.model], alpha, family=len(entries))
+            (v,) = remote.explain(sub, report.verdicts)
+        finally:
+            sample.model.close()
+        same = remote.digest_match(
+            {str(i): d for i, d in enumerate(digests)},
+            {f["path"]: f["sha256"] for f in got.doc["files"]},
+            entry.name,
+        )
+        if same.identical:
+            v = dataclasses.replace(v, notes=(*v.notes, same.summary))
+        v = dataclasses.replace(
+            v, notes=(*v.notes, sample.summary().replace("sampled", "pack:", 1))
+        )
+        matches.append(Match(entry.name, entry.source, entry.content_digest, v, same.same))
     bases = sorted(
         (m for m in matches if m.verdict.dependent),
         key=lambda m: (m.verdict.log10_p or 0.0, -_agreement(m.verdict)),
     )
-    others = tuple(m for m in matches if not m.verdict.dependent)
     return Identification(
-        candidate,
+        cand.display,
         alpha,
         len(entries),
         len(short),
         tuple(bases),
-        others,
+        tuple(m for m in matches if not m.verdict.dependent),
         tuple(problems),
         time.perf_counter() - started,
     )

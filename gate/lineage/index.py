@@ -3,7 +3,8 @@
 The signatures let a lookup skip every pack that cannot be a candidate's base without opening
 it. A pack is shortlisted when it shares a weight file's SHA-256 with the candidate (a copy), its
 vocabulary (same tokens, same ids), or at least MIN_SHAPE_SHARE of its tensor roles with the same
-shapes (a fine-tune, a re-ordering, a quantization, a depth pruning keep them). The signatures
+shapes (a fine-tune, a re-ordering, a quantization, a depth pruning keep them), or half of its
+distinct shapes whatever the names (another exporter's names for the same weights). The signatures
 are looked up through inverted maps, so the work of a lookup grows with the packs that share
 something with the candidate, not with the index (bench/identify_scaling.py measures it).
 
@@ -32,6 +33,7 @@ INDEX_FILE = "index.json"
 MAX_INDEX_BYTES = 256 << 20
 MAX_PACKS = 100_000
 MIN_SHAPE_SHARE = 0.25
+MIN_DISTINCT_SHAPES = 4  # fewer role-free shapes than this say too little to shortlist on
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -237,6 +239,8 @@ def shortlist(entries: Iterable[Entry], cand: Signature) -> list[Entry]:
     by_file: dict[str, list[int]] = {}
     by_vocab: dict[str, list[int]] = {}
     by_shape: dict[str, list[int]] = {}
+    by_dims: dict[str, list[int]] = {}
+    distinct: list[int] = []
     listed = list(entries)
     for i, e in enumerate(listed):
         for f in e.signature.files:
@@ -245,6 +249,10 @@ def shortlist(entries: Iterable[Entry], cand: Signature) -> list[Entry]:
             by_vocab.setdefault(e.signature.vocab_digest, []).append(i)
         for s in e.signature.shapes:
             by_shape.setdefault(s, []).append(i)
+        dims = {_dims(s) for s in e.signature.shapes}
+        distinct.append(len(dims))
+        for d in dims:
+            by_dims.setdefault(d, []).append(i)
     keep: set[int] = set()
     for f in cand.files:
         keep.update(by_file.get(f, ()))
@@ -257,7 +265,19 @@ def shortlist(entries: Iterable[Entry], cand: Signature) -> list[Entry]:
     keep.update(
         i for i, n in shared.items() if n >= MIN_SHAPE_SHARE * len(listed[i].signature.shapes)
     )
+    # the same shapes under other names (another exporter): half of the role-free shapes
+    common: dict[int, int] = {}
+    for d in {_dims(s) for s in cand.shapes}:
+        for i in by_dims.get(d, ()):
+            common[i] = common.get(i, 0) + 1
+    keep.update(
+        i for i, n in common.items() if distinct[i] >= MIN_DISTINCT_SHAPES and 2 * n >= distinct[i]
+    )
     return [listed[i] for i in sorted(keep)]
+
+
+def _dims(entry: str) -> str:
+    return entry.rpartition(":")[2]
 
 
 def digest(entries: Iterable[Entry]) -> str:

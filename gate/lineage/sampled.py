@@ -21,7 +21,7 @@ import os
 import re
 import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gate.errors import FormatError
 from gate.formats import safetensors
@@ -289,6 +289,38 @@ def _write(
     write_safetensors(path, out)
 
 
+def _by_shape(
+    inner: Model, sample: Sample, want: dict[tuple[str, int | None], TensorRef]
+) -> dict[str, TensorRef]:
+    """Candidate tensors of roles the sample does not have, paired with sampled tensors of roles
+    the candidate does not have, when they are the only two of their full shape (and layer
+    index, else of their shape alone): the same weights under another exporter's names (an
+    ONNX graph's inlined branches, `conv1` for `encoder.0.reparam_conv`). Each comes back
+    carrying the sampled tensor's role and layer. A role both sides have is never re-paired
+    (a depth-pruned model's layers are matched by the layer map, not by shape)."""
+    mine_roles = {t.role for t in inner.tensors.values()}
+    their_roles = {role for role, _ in want}
+    spare = [s for (role, _), s in want.items() if role not in mine_roles]
+    loose = [
+        t for t in inner.tensors.values() if t.role not in their_roles and t.floating and t.size > 1
+    ]
+    out: dict[str, TensorRef] = {}
+    for keyed in (lambda shape, layer: (shape, layer), lambda shape, layer: (shape, None)):
+        left = [s for s in spare if all(s.role != t.role for t in out.values())]
+        free = [t for t in loose if t.name not in out]
+        theirs: dict[Any, list[TensorRef]] = {}
+        for s in left:
+            theirs.setdefault(keyed(s.full_shape or s.shape, s.layer), []).append(s)
+        mine: dict[Any, list[TensorRef]] = {}
+        for t in free:
+            mine.setdefault(keyed(t.shape, t.layer), []).append(t)
+        for key, found in theirs.items():
+            if len(found) == 1 and len(mine.get(key, ())) == 1:
+                t = mine[key][0]
+                out[t.name] = dataclasses.replace(t, role=found[0].role, layer=found[0].layer)
+    return out
+
+
 class Subset(Model):
     """A model cut to the rows of a sample: only tensors that pair (same role, layer and full
     shape) with a sampled tensor, and only the sampled rows of each."""
@@ -301,7 +333,10 @@ class Subset(Model):
         # vocabulary; such tensors cannot be compared row for row, so they are left out
         self.reshaped: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         kept: dict[str, TensorRef] = {}
+        renamed = _by_shape(inner, sample, want)
         for name, t in inner.tensors.items():
+            if name in renamed:  # named otherwise (another exporter): paired by shape
+                t = renamed[name]
             s = want.get((t.role, t.layer))
             if s is not None and (s.full_shape or s.shape) != t.shape:
                 self.reshaped[t.role] = (t.shape, s.full_shape or s.shape)

@@ -190,6 +190,22 @@ def matched_many(
     return out
 
 
+def fourier_rows(a: np.ndarray, share: float = 0.99) -> bool:
+    """Whether every non-zero row of a table (trailing dimensions flattened) is a windowed
+    sinusoid: share of its energy in three adjacent bins of its real DFT, as a Fourier basis's
+    rows are and a learned filter's are not (hashing.Rows is the numpy-free twin)."""
+    import numpy as np
+
+    x = np.asarray(a, dtype=np.float64).reshape(a.shape[0], -1)
+    power = np.abs(np.fft.rfft(x, axis=1)) ** 2
+    total = power.sum(axis=1)
+    live = total > 1e-8 * total.max()  # rows of rounding noise (sin at 0 and Nyquist) are zero
+    if not live.any() or power.shape[1] < 3:
+        return False
+    best = (power[:, :-2] + power[:, 1:-1] + power[:, 2:]).max(axis=1)
+    return bool((best[live] >= share * total[live]).all())
+
+
 def binomial_log_sf(hits: int, n: int, rate: float) -> float:
     """ln P(X >= hits) for X ~ Binomial(n, rate), summed in log space (n is a sample of at most
     SAMPLE_ROWS vectors, so at most 33 terms). Written out rather than scipy.stats.binom.logsf:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from gate.findings import Finding, Report
 from gate.hashing import TensorDigest
@@ -237,29 +239,88 @@ def sinusoids(length: int, channels: int) -> np.ndarray:
 def test_a_formula_position_table_is_flagged_while_digesting(dtype: str) -> None:
     """The columns a position table's digest keeps, fed in uneven pieces, tell sinusoids from a
     learned table; other names are not looked at."""
-    from gate.hashing import Columns, positional
-
-    def flagged(name: str, table: np.ndarray) -> bool:
-        raw = table.astype(np.float32)
-        if dtype == "F16":
-            data = raw.astype(np.float16).tobytes()
-        elif dtype == "BF16":
-            data = (raw.view(np.uint32) >> 16).astype(np.uint16).tobytes()
-        else:
-            data = raw.tobytes()
-        columns = Columns.of(dtype, table.shape) if positional(name) else None
-        if columns is None:
-            return False
-        for start in range(0, len(data), 777):  # pieces cut across rows and elements
-            columns.feed(memoryview(data[start : start + 777]), start)
-        return columns.sinusoidal()
-
+    flagged = functools.partial(_flagged, dtype)
     table = sinusoids(300, 64)
     assert flagged("model.encoder.embed_positions.weight", table)
     rng = np.random.default_rng(0)
     learned = np.cumsum(rng.standard_normal((300, 64)), axis=0).astype(np.float32)
     assert not flagged("model.decoder.embed_positions.weight", learned)
     assert not flagged("model.layers.0.mlp.weight", table)  # not a position table's name
+
+
+def _flagged(dtype: str, name: str, table: np.ndarray) -> bool:
+    """Whether the digest pass flags the table as a formula, its bytes fed in uneven pieces."""
+    from gate.hashing import formula_probe
+
+    raw = table.astype(np.float32)
+    if dtype == "F16":
+        data = raw.astype(np.float16).tobytes()
+    elif dtype == "BF16":
+        data = (raw.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    else:
+        data = raw.tobytes()
+    probe = formula_probe(name, dtype, table.shape)
+    if probe is None:
+        return False
+    for start in range(0, len(data), 777):  # pieces cut across rows and elements
+        probe.feed(memoryview(data[start : start + 777]), start)
+    return probe.formula()
+
+
+def fourier_basis(n_fft: int = 256) -> np.ndarray:
+    """An STFT kernel as Silero VAD stores it: the Hann-windowed real and imaginary DFT rows,
+    [2 * (n_fft // 2 + 1), 1, n_fft] (two of its rows, sin at 0 and at Nyquist, are zero)."""
+    n = np.arange(n_fft)
+    k = np.arange(n_fft // 2 + 1)[:, None]
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)
+    real, imag = np.cos(2 * np.pi * k * n / n_fft), -np.sin(2 * np.pi * k * n / n_fft)
+    return (np.concatenate([real, imag]) * window)[:, None, :].astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_a_fourier_basis_is_a_formula_and_a_learned_filter_is_not(dtype: str) -> None:
+    """Found on Silero VAD (silero-vad 6.2.3): its ONNX and safetensors releases of different
+    weights share the STFT basis bit for bit, which made `lineage` call unrelated versions a
+    fine-tune (p = 0 from that one tensor) before it was counted as a formula."""
+    from gate.lineage import stats
+
+    basis = fourier_basis()
+    rng = np.random.default_rng(1)
+    learned = (0.1 * rng.standard_normal((128, 129, 3))).astype(np.float32)
+    smooth = np.cumsum(rng.standard_normal((64, 1, 256)), axis=2).astype(np.float32)
+    assert _flagged(dtype, "model.stft.forward_basis_buffer", basis)
+    assert _flagged(dtype, "stft_conv.weight", basis)
+    assert not _flagged(dtype, "stft_conv.weight", smooth)  # a named but learned filter
+    assert not _flagged(dtype, "encoder.0.conv.weight", basis)  # the digest pass reads names
+    assert stats.fourier_rows(basis) and not stats.fourier_rows(learned)
+    assert not stats.fourier_rows(smooth)
+
+
+def test_a_shared_fourier_basis_is_no_lineage(tmp_path: Path) -> None:
+    """Two unrelated audio models with one STFT basis (under a name the digest pass does not
+    recognise): the weight tiers do not count it, and pair the renamed layers by shape."""
+    from gate.lineage.models import open_model
+    from gate.lineage.relation import compare
+
+    rng = np.random.default_rng(2)
+
+    def model(folder: Path, names: tuple[str, str], w: np.ndarray) -> Path:
+        folder.mkdir()
+        save_file({"frontend.kernel": fourier_basis(), names[0]: w,
+                   names[1]: rng.standard_normal((64, 128, 3)).astype(np.float32)},
+                  str(folder / "model.safetensors"))  # fmt: skip
+        return folder
+
+    w = rng.standard_normal((128, 129, 3)).astype(np.float32)
+    a = model(tmp_path / "a", ("conv1.weight", "conv2.weight"), w)
+    b = model(tmp_path / "b", ("encoder.0.conv.weight", "encoder.1.conv.weight"),
+              rng.standard_normal((128, 129, 3)).astype(np.float32))  # fmt: skip
+    tuned = model(tmp_path / "c", ("encoder.0.conv.weight", "encoder.1.conv.weight"),
+                  w + 0.3 * rng.standard_normal(w.shape).astype(np.float32))  # fmt: skip
+    (v,) = compare(open_model(str(b)), [open_model(str(a))]).verdicts
+    assert not v.dependent, v.summary()
+    (v,) = compare(open_model(str(tuned)), [open_model(str(a))]).verdicts
+    assert v.relation == "finetune", v.summary()  # conv1 paired with encoder.0.conv by shape
 
 
 def test_a_shared_formula_table_is_no_copy(tmp_path: Path) -> None:
