@@ -124,13 +124,6 @@ def synthetic_model(folder: str, *, hidden: int, inter: int, vocab: int, layers:
     like: a model to perturb instead (a fine-tune: + noise x its scale)."""
     import numpy as np
 
-    from tests.hubserver import llama_family
-
-    if like is None and hidden * inter * layers < (1 << 22):  # small: the tests' family writer
-        out = llama_family(folder, hidden=hidden, inter=inter, vocab=vocab, layers=layers,
-                           seed=seed, kinds=("base",))["base"]  # fmt: skip
-        _vocab(out, vocab, seed)
-        return out
     os.makedirs(folder, exist_ok=True)
     names = [("model.embed_tokens.weight", (vocab, hidden))]
     for i in range(layers):
@@ -176,6 +169,16 @@ def synthetic_model(folder: str, *, hidden: int, inter: int, vocab: int, layers:
     return folder
 
 
+def small_model(folder: str, *, hidden: int, inter: int, vocab: int, seed: int) -> str:
+    """A two-layer model of the tests' family writer, with a vocabulary of its own."""
+    from tests.hubserver import llama_family
+
+    out = llama_family(folder, hidden=hidden, inter=inter, vocab=vocab, layers=2, seed=seed,
+                       kinds=("base",))["base"]  # fmt: skip
+    _vocab(out, vocab, seed)
+    return out
+
+
 def _vocab(folder: str, vocab: int, seed: int) -> None:
     """A vocab.json of `vocab` tokens (seed -1: the one every model of the base shares)."""
     prefix = "t" if seed == -1 else f"s{seed}_"
@@ -217,12 +220,11 @@ def size_and_scaling(size_gb: float, counts: list[int], alpha: float, work: str)
             _same_shapes(base_pack, out, i)
         else:
             h = widths[i % len(widths)] + (0 if i % len(widths) else 32 * (i // len(widths) % 4))
-            folder = synthetic_model(
+            folder = small_model(
                 os.path.join(pool, f"m{i}"),
                 hidden=h,
                 inter=2 * h + 8 * (i % 7),
                 vocab=256 + 16 * (i % 50),
-                layers=2,
                 seed=1000 + i,
             )
             pack.fingerprint(folder, out, scanner=scanner, name=f"synthetic-{i}")

@@ -474,9 +474,14 @@ def index_verify(index: str) -> int:
     "--index",
     "indexes",
     multiple=True,
-    required=True,
     type=click.Path(exists=True),
     help="A pack index folder (repeat for several); p-values are corrected over all their packs.",
+)
+@click.option(
+    "--bundled-index/--no-bundled-index",
+    default=True,
+    show_default=True,
+    help="Also look the model up in the index bundled with the gate.",
 )
 @click.option(
     "--format",
@@ -512,11 +517,18 @@ def identify(
     output: str | None,
     alpha: float,
     fail_if_found: bool,
+    bundled_index: bool,
 ) -> int:
-    """The known bases CANDIDATE derives from, ranked, from indexes of reference packs."""
+    """The known bases CANDIDATE derives from, ranked, from indexes of reference packs (the
+    bundled index and every --index)."""
     from gate.lineage import identify as identify_mod
+    from gate.lineage import index as index_mod
 
     _weight_tiers("identify")
+    if bundled_index:
+        indexes = (index_mod.bundled(), *indexes)
+    if not indexes:
+        raise click.UsageError("no index to look in: pass --index, or drop --no-bundled-index")
     with _scanner(False, _settings(None), None) as scanner:
         result = identify_mod.identify(candidate, indexes, scanner, alpha)
     _emit(identify_mod.render(result, fmt), output)

@@ -204,8 +204,10 @@ def norm(path: str) -> str:
 
 
 def other_models(manifest: Manifest) -> tuple[str, ...]:
-    """Folders holding base models and references: their weights are not this model's artifacts."""
+    """Folders holding base models, references and pack indexes: their weights are not this
+    model's artifacts."""
     folders = [b.path for b in manifest.base_models if b.path] + list(manifest.policy.references)
+    folders += manifest.policy.index
     return tuple(
         os.path.normpath(f).replace(os.sep, "/") for f in folders if not f.startswith("hf://")
     )

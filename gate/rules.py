@@ -317,6 +317,21 @@ PG512 = Rule(
     "A declared `distill` relation: distillation leaves no trace a weight test can read.",
     hint="set policy.lineage.probe: true to compare the two models' outputs (PG509)",
 )
+PG513 = Rule(
+    "PG513",
+    "scratch-matches-known-base",
+    "error",
+    "A `scratch` model derives from a known base of a pack index.",
+    hint="declare `origin: derived` with the known base in base_models, and its license",
+)
+PG514 = Rule(
+    "PG514",
+    "undeclared-known-base",
+    "error",
+    "The weights derive from a known base of a pack index that the manifest does not declare.",
+    hint="declare the known base in base_models (with its relation and license), or, when it"
+    " is an ancestor of a declared base, declare that base's own lineage",
+)
 PG601 = Rule(
     "PG601",
     "card-not-checked",

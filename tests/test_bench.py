@@ -126,5 +126,6 @@ def test_identify_bench_on_the_zoo(tmp_path: Path, zoo: Path) -> None:
     assert acc["false_positives"] == 0 and acc["negatives_compared"] >= 500
     assert acc["held_out_models"] > 0 and acc["held_out_wrong"] == []
     assert acc["held_out_no_known_base"] == acc["held_out_models"]
-    assert [s["top"] for s in doc["size"]["scaling"]] == ["big-base", "big-base"]
+    scaling = doc["size"]["scaling"]
+    assert [(s["top"], s["relation"]) for s in scaling] == [("big-base", "finetune")] * 2
     assert doc["size"]["pack"]["bytes"] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from gate.checks import artifacts, declarations, lineage, onnx_models, shards
+from gate.checks import artifacts, declarations, known, lineage, onnx_models, shards
 from gate.evidence import Evidence
 from gate.findings import Finding
 
@@ -23,5 +23,6 @@ CHECKS: tuple[Check, ...] = (
     Check("shards", shards.check, "sharded checkpoint indexes against their shards"),
     Check("onnx", onnx_models.check, "ONNX external data beside the model, custom operators"),
     Check("lineage", lineage.check, "scratch and base-model claims against the weights"),
+    Check("known", known.check, "the weights looked up in pack indexes of known bases"),
     Check("declarations", declarations.check, "licenses, license file, model card, policy"),
 )

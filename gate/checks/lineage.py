@@ -41,6 +41,17 @@ def check(ev: Evidence) -> list[Finding]:
     ]
 
 
+def own_scans(m: Manifest, ev: Evidence) -> dict[str, hashing.FileScan]:
+    """The scans of this model's own declared weights (not in a base, reference or index
+    folder), keyed by their normalised paths."""
+    scans = {
+        norm(decl.path): done.scan
+        for decl, done in zip(m.artifacts, ev.artifacts, strict=True)
+        if done is not None and done.scan is not None
+    }
+    return _own_scans(m, scans, ev.folders)[0]
+
+
 def _pickled_tensors(
     manifest: Manifest, pickled: list[tuple[str, str, PickleScan]]
 ) -> tuple[list[hashing.TensorDigest], list[str], list[Finding]]:

@@ -88,10 +88,14 @@ def check(
     tensors could not be read, with the reason (the evidence is then partial, and says so).
     """
     if manifest.origin == "scratch" and not manifest.policy.references:
+        indexed = manifest.policy.index or manifest.policy.bundled_index
         return [
             rules.PG511.finding(
                 manifest.locate("model", "origin"),
-                "the `scratch` claim was not tested: no reference models are listed in"
+                "the `scratch` claim was tested only against the known bases of the pack"
+                " index(es): no reference models are listed in policy.lineage.references"
+                if indexed
+                else "the `scratch` claim was not tested: no reference models are listed in"
                 " policy.lineage.references",
                 declared="origin: scratch",
                 found="no references",

@@ -110,6 +110,13 @@ class Index:
             raise PackError(f"cannot write the index: {e.strerror}", where=self.root) from None
 
 
+def bundled() -> str:
+    """The folder of the index shipped with the gate (docs/identify.md lists its packs)."""
+    from importlib import resources
+
+    return str(resources.files("gate").joinpath("data", "index"))
+
+
 def load(path: str, create: bool = False) -> Index:
     """An index from its folder (or its index.json); create: an empty one for a new folder."""
     root = os.path.dirname(path) if os.path.basename(path) == INDEX_FILE else path

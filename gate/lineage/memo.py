@@ -42,7 +42,7 @@ def key(
     """The identity of one comparison: the candidate's weight files (real paths) and folder,
     and each reference as (name, real path or None when it could not be resolved). None: some
     file could not be read, so nothing is cached."""
-    cand = _identity(list(candidate), folder, scanner)
+    cand = identity(list(candidate), folder, scanner)
     if cand is None:
         return None
     refs: list[Any] = []
@@ -55,11 +55,11 @@ def key(
         except ModelError as e:
             refs.append([name, f"unopenable: {e}"])
             continue
-        ref = _identity(files, ref_folder, scanner)
+        ref = identity(files, ref_folder, scanner)
         if ref is None:
             return None
         refs.append([name, ref])
-    doc = {"code": _code_digest(), "alpha": alpha, "candidate": cand, "references": refs}
+    doc = {"code": code_digest(), "alpha": alpha, "candidate": cand, "references": refs}
     return json.dumps(doc, sort_keys=True).encode()
 
 
@@ -86,7 +86,7 @@ def store(cache: StatCache | None, data: bytes | None, verdicts: Sequence[Verdic
     cache.memo_put(KIND, data, json.dumps(doc))
 
 
-def _identity(files: list[str], folder: str, scanner: Scanner) -> dict[str, Any] | None:
+def identity(files: list[str], folder: str, scanner: Scanner) -> dict[str, Any] | None:
     scans = scanner.scan_many(files)
     weights = []
     for real in sorted(files):
@@ -107,7 +107,7 @@ def _small(path: str) -> str | None:
 
 
 @functools.cache
-def _code_digest() -> str:
+def code_digest() -> str:
     """The gate's source and data files: a changed reader, test or calibration is a new key."""
     h = blake3.blake3()
     root = resources.files("gate")

@@ -258,7 +258,7 @@ def open_files(files: list[str], folder: str, display: str) -> Model:
     """A model made of these weight files, with config/tokenizer/adapter files from folder."""
     config = read_json(os.path.join(folder, META_FILES[0])) or {}
     adapter = read_json(os.path.join(folder, META_FILES[1]))
-    vocab = _vocab(folder)
+    vocab = read_vocab(folder)
     tensors: dict[str, TensorRef] = {}
     problems: list[str] = []
     arch = str(config.get("model_type") or "")
@@ -398,7 +398,7 @@ def _int8_rowwise(tensors: dict[str, TensorRef], quant: dict[str, int]) -> None:
         quant[INT8_ROWWISE] = quant.get(INT8_ROWWISE, 0) + t.nbytes
 
 
-def _vocab(folder: str) -> dict[str, int] | None:
+def read_vocab(folder: str) -> dict[str, int] | None:
     """Token string -> id from tokenizer.json (fast tokenizers) or vocab.json (GPT-2 style)."""
     tok = read_json(os.path.join(folder, META_FILES[2]))
     vocab: Any = None

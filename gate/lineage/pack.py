@@ -405,9 +405,11 @@ def fingerprint(
     scanner: Scanner,
     hub: Hub | None = None,
     name: str | None = None,
+    uri: str | None = None,
 ) -> Pack:
     """Build the pack of a local model or `hf://owner/name@revision`, write it to out, and read
-    it back (so what was written is what any reader will verify)."""
+    it back (so what was written is what any reader will verify). uri: the source as the pack's
+    provenance names it (default: the Hub URI at its commit, or the local path)."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="provenance-gate-pack-") as workdir:
@@ -428,6 +430,8 @@ def fingerprint(
         else:
             src = local_source(source, scanner)
             default = os.path.basename(os.path.normpath(source))
+        if uri is not None:
+            src.uri = uri
         try:
             tensors, doc = build(src, name or default)
         except (OSError, FormatError) as e:
