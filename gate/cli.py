@@ -79,6 +79,17 @@ class ReportCopy(click.ParamType):  # type: ignore[type-arg]
         return str(value)
 
 
+def _check_index(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--index",
+        "indexes",
+        multiple=True,
+        callback=lambda ctx, param, value: _index_specs(value),
+        help="A pack index to look the weights up in, beyond the manifest's"
+        " policy.lineage.index: a folder, or hf://datasets/owner/name@<commit> (repeatable).",
+    )(f)
+
+
 def _report_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--format, --output, --fail-on, --color and --report: the commands that render a Report."""
     f = click.option(
@@ -151,6 +162,7 @@ def cli() -> None:
     help="Never contact the Hugging Face Hub: Hub bases are read from the caches only (also"
     " set by HF_HUB_OFFLINE=1).",
 )
+@_check_index
 def check(
     directory: str,
     manifest: str | None,
@@ -165,6 +177,7 @@ def check(
     strict: bool,
     lineage_depth: str,
     offline: bool,
+    indexes: tuple[str, ...],
     verbose: bool,
 ) -> int:
     """Verify the declarations in DIR's manifest (default DIR: the current folder)."""
@@ -177,10 +190,25 @@ def check(
         lineage_depth=cast("LineageDepth", lineage_depth),
         strict=strict,
         cache_dir=settings.cache_dir,
+        indexes=indexes,
+        offline=settings.hub_offline,
     )
     with _scanner(no_cache, settings, jobs) as scanner:
         report = checks.check(target, options, scanner, _connect(settings))
     return _render(report, fmt, output, color, reports)
+
+
+def _index_specs(value: tuple[str, ...]) -> tuple[str, ...]:
+    """--index values: existing folders (made absolute) or hf://datasets/owner/name@<commit>."""
+    out = []
+    for spec in value:
+        if spec.startswith("hf://"):
+            out.append(spec)
+        elif os.path.isdir(spec):
+            out.append(os.path.abspath(spec))
+        else:
+            raise click.BadParameter(f"{spec!r} is not a folder", param_hint="'--index'")
+    return tuple(out)
 
 
 def _settings(cache_dir: str | None, offline: bool = False, verbose: bool = False) -> Settings:
@@ -236,6 +264,7 @@ def _render(
     help="The revision to compare (default: the working tree, which is then also checked).",
 )
 @_report_options
+@_check_index
 def diff_command(
     directory: str,
     manifest: str | None,
@@ -250,6 +279,7 @@ def diff_command(
     color: bool | None,
     reports: tuple[str, ...],
     strict: bool,
+    indexes: tuple[str, ...],
     verbose: bool,
 ) -> int:
     """What changed in DIR's declarations between --base and --head (a pull request's view)."""
@@ -264,7 +294,11 @@ def diff_command(
     if head_ref is None:
         settings = _settings(cache_dir, verbose=verbose)
         options = checks.Options(
-            fail_on=cast("FailOn", fail_on), strict=strict, cache_dir=settings.cache_dir
+            fail_on=cast("FailOn", fail_on),
+            strict=strict,
+            cache_dir=settings.cache_dir,
+            indexes=indexes,
+            offline=settings.hub_offline,
         )
         with _scanner(no_cache, settings, jobs) as scanner:
             verified = checks.check(target, options, scanner, _connect(settings))
@@ -474,8 +508,15 @@ def index_verify(index: str) -> int:
     "--index",
     "indexes",
     multiple=True,
-    type=click.Path(exists=True),
-    help="A pack index folder (repeat for several); p-values are corrected over all their packs.",
+    callback=lambda ctx, param, value: _index_specs(value),
+    help="A pack index: a folder, or hf://datasets/owner/name@<commit> (repeat for several);"
+    " p-values are corrected over all their packs.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="HF_HUB_OFFLINE",
+    help="Never contact the Hugging Face Hub (Hub indexes from the cache only).",
 )
 @click.option(
     "--bundled-index/--no-bundled-index",
@@ -518,6 +559,7 @@ def identify(
     alpha: float,
     fail_if_found: bool,
     bundled_index: bool,
+    offline: bool,
 ) -> int:
     """The known bases CANDIDATE derives from, ranked, from indexes of reference packs (the
     bundled index and every --index)."""
@@ -529,12 +571,119 @@ def identify(
         indexes = (index_mod.bundled(), *indexes)
     if not indexes:
         raise click.UsageError("no index to look in: pass --index, or drop --no-bundled-index")
-    with _scanner(False, _settings(None), None) as scanner:
-        result = identify_mod.identify(candidate, indexes, scanner, alpha)
+    settings = _settings(None, offline)
+    with _scanner(False, settings, None) as scanner:
+        result = identify_mod.identify(
+            candidate, indexes, scanner, alpha, settings.cache_dir, settings.hub_offline
+        )
     _emit(identify_mod.render(result, fmt), output)
     if fail_if_found and result.found:
         return int(ExitCode.FAILED)
     return int(ExitCode.PASS)
+
+
+@cli.command()
+@click.argument("model_list", metavar="LIST", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--index",
+    "indexes",
+    multiple=True,
+    callback=lambda ctx, param, value: _index_specs(value),
+    help="A pack index: a folder, or hf://datasets/owner/name@<commit> (repeat for several).",
+)
+@click.option(
+    "--bundled-index/--no-bundled-index",
+    default=True,
+    show_default=True,
+    help="Also look the models up in the index bundled with the gate.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the JSON Lines results to this file (default: standard output).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Keep the results already in --output and audit only the models without one.",
+)
+@click.option(
+    "--executor",
+    default="process",
+    show_default=True,
+    help="Where the per-model work runs: thread, process, or dask://HOST:PORT (an existing"
+    " Dask scheduler; the `dask` extra).",
+)
+@click.option(
+    "--workers",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Local threads or processes (default: the CPUs available).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Significance level (after correction for every test and every pack).",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="HF_HUB_OFFLINE",
+    help="Never contact the Hugging Face Hub (hf:// entries then fail).",
+)
+def audit(
+    model_list: str,
+    indexes: tuple[str, ...],
+    bundled_index: bool,
+    output: str | None,
+    resume: bool,
+    executor: str,
+    workers: int | None,
+    alpha: float,
+    offline: bool,
+) -> int:
+    """Identify (and check, where there is a manifest) every model of LIST: one local path or
+    hf://owner/name@revision per line. One JSON object per model, as each completes."""
+    from gate import audit as audit_mod
+    from gate.lineage import index as index_mod
+    from gate.scanner import default_workers
+
+    _weight_tiers("audit")
+    if resume and output is None:
+        raise click.UsageError("--resume needs --output (the results file to resume)")
+    if bundled_index:
+        indexes = (index_mod.bundled(), *indexes)
+    if not indexes:
+        raise click.UsageError("no index to look in: pass --index, or drop --no-bundled-index")
+    settings = _settings(None, offline)
+    # a Hub index is fetched once, here, rather than by every worker at once
+    local = tuple(
+        index_mod.hub_index(i, settings.cache_dir, settings.hub_offline)
+        if index_mod.is_hub_index(i)
+        else i
+        for i in indexes
+    )
+    todo = audit_mod.jobs(model_list, local, alpha, settings.hub_offline, settings.cache_dir)
+    tty = sys.stderr.isatty()
+
+    def progress(k: int, n: int) -> None:
+        click.echo(f"\raudited {k}/{n}", nl=k == n, err=True)
+
+    pool = audit_mod.pool(executor, workers or default_workers())
+    try:
+        summary = audit_mod.audit(todo, output, pool, resume, click.echo, progress if tty else None)
+    finally:
+        pool.close()
+    click.echo(
+        f"{summary.audited} model(s) audited ({summary.skipped} already done) on"
+        f" {pool.workers} {pool.kind} worker(s) in {summary.seconds:.1f} s: {summary.found} with"
+        f" a known base, {summary.errors} error(s)",
+        err=True,
+    )
+    return int(ExitCode.FAILED) if summary.errors else int(ExitCode.PASS)
 
 
 def _emit(text: str, output: str | None, commands: bool = False) -> None:

@@ -40,6 +40,8 @@ class Options:
     lineage_depth: LineageDepth = "full"
     strict: bool = False
     cache_dir: str | None = None  # the gate's cache folder (probe calibration); None: default
+    indexes: tuple[str, ...] = ()  # pack indexes beyond the manifest's (folders or hf:// ids)
+    offline: bool = False  # Hub indexes from the cache only
 
 
 @dataclasses.dataclass(frozen=True)

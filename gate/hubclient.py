@@ -100,6 +100,9 @@ class HubClient:
         key = hashlib.sha256(self.endpoint.encode()).hexdigest()[:12]
         self.meta_dir = os.path.join(cache_dir or settings.cache_dir, "hub", key)
         self._files: dict[tuple[str, str], tuple[HubFile, ...]] = {}
+        # retries on timeouts, 429 and 5xx (huggingface_hub waits as a 429's Retry-After or
+        # RateLimit header says); an org-scale audit raises both (gate/audit.py)
+        self.retries, self.max_wait = RETRIES, 2.0
         if not self.offline:
             # huggingface_hub's shared client has no timeout: a stalled server would hang the gate
             huggingface_hub.get_session().timeout = self.timeout
@@ -250,9 +253,9 @@ class HubClient:
                 params=params,
                 headers=utils.build_hf_headers(),
                 timeout=self.timeout,
-                max_retries=RETRIES,
+                max_retries=self.retries,
                 base_wait_time=0.5,
-                max_wait_time=2.0,
+                max_wait_time=self.max_wait,
             ) as resp:
                 utils.hf_raise_for_status(resp)
                 body = _take(resp.iter_bytes(), 0, MAX_PAGE + 1)
@@ -284,9 +287,9 @@ class HubClient:
             "GET",
             url,
             headers=headers,
-            max_retries=RETRIES,
+            max_retries=self.retries,
             base_wait_time=0.5,
-            max_wait_time=2.0,
+            max_wait_time=self.max_wait,
             timeout=self.timeout,
         ) as resp:
             utils.hf_raise_for_status(resp)

@@ -134,6 +134,7 @@ class Repo:
     sha: str
     branch: str = "main"
     status: int | None = None  # answer every request with this status
+    throttle: int = 0  # answer this many requests first with 429 Too Many Requests
     gated: bool = False
     delay: float = 0.0  # seconds before answering
     ignore_range: bool = False
@@ -149,6 +150,7 @@ class RangeHub:
         self.repos: dict[str, Repo] = {}
         self.sent: dict[str, int] = {}
         self.requests: list[str] = []
+        self.throttled = 0  # 429 answers sent
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -198,6 +200,10 @@ def _handler(hub: RangeHub) -> type[http.server.BaseHTTPRequestHandler]:
             path = self.path.split("?", 1)[0]
             hub.requests.append(f"{self.command} {path} {self.headers.get('Range', '')}")
             parts = path.strip("/").split("/")
+            if parts[:2] == ["api", "datasets"]:  # a dataset is served like a model
+                parts[1] = "models"
+            elif parts[:1] == ["datasets"]:
+                parts = parts[1:]
             if parts[:2] == ["api", "models"] and len(parts) == 4:  # model info, default branch
                 repo_id, kind, rev = "/".join(parts[2:4]), "revision", "main"
             elif parts[:2] == ["api", "models"] and len(parts) >= 6:
@@ -215,6 +221,10 @@ def _handler(hub: RangeHub) -> type[http.server.BaseHTTPRequestHandler]:
                 return self.error(403, "GatedRepo", "Access to this model is restricted.")
             if repo.status is not None:
                 return self.error(repo.status, None)
+            if repo.throttle > 0:
+                repo.throttle -= 1
+                hub.throttled += 1
+                return self.error(429, None, "rate limited")
             if rev not in (repo.sha, repo.branch):
                 return self.error(404, "RevisionNotFound")
             if kind == "revision":
@@ -287,6 +297,8 @@ def _handler(hub: RangeHub) -> type[http.server.BaseHTTPRequestHandler]:
             if code:
                 self.send_header("X-Error-Code", code)
                 self.send_header("X-Error-Message", message)
+            if status == 429:
+                self.send_header("Retry-After", "1")
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

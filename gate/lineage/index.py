@@ -110,6 +110,53 @@ class Index:
             raise PackError(f"cannot write the index: {e.strerror}", where=self.root) from None
 
 
+HF_INDEX = re.compile(r"^hf://datasets/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)@(?P<rev>[0-9a-f]{40})$")
+_DONE = ".provenance-gate-complete"
+
+
+def is_hub_index(spec: str) -> bool:
+    return spec.startswith("hf://")
+
+
+def hub_index(uri: str, cache_dir: str, offline: bool = False) -> str:
+    """The local folder of an index published as a Hub dataset, `hf://datasets/owner/name@<full
+    commit sha>` (the commit pins every file, so a copy once fetched is used as is, offline
+    too): index.json and the packs it lists, fetched with huggingface_hub into the gate's
+    cache. Every pack is still verified against index.json when it is opened."""
+    match = HF_INDEX.match(uri)
+    if match is None:
+        raise PackError(
+            f"not a Hub index: {uri!r}", hint="write hf://datasets/owner/name@<full commit sha>"
+        )
+    folder = os.path.join(cache_dir, "indexes", *match["repo"].split("/"), match["rev"])
+    if os.path.exists(os.path.join(folder, _DONE)):
+        return folder
+    if offline:
+        raise PackError(f"{uri}: not in the cache, and offline", hint="run once online")
+    try:
+        import huggingface_hub
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:
+        raise PackError(
+            "Hub indexes need huggingface_hub", hint="pip install the `hub` extra"
+        ) from None
+    disable_progress_bars()  # the gate's output is its report
+    try:
+        huggingface_hub.snapshot_download(
+            match["repo"],
+            repo_type="dataset",
+            revision=match["rev"],
+            local_dir=folder,
+            allow_patterns=[INDEX_FILE, f"*{pack.SUFFIX}"],
+        )
+    except Exception as e:  # the library's HTTP, offline and not-found errors alike
+        raise PackError(f"{uri}: cannot fetch the index ({type(e).__name__}: {e})"[:400]) from None
+    load(folder)  # refuse a malformed index before marking it complete
+    with open(os.path.join(folder, _DONE), "w") as f:
+        f.write(uri + "\n")
+    return folder
+
+
 def bundled() -> str:
     """The folder of the index shipped with the gate (docs/identify.md lists its packs)."""
     from importlib import resources

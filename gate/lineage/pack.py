@@ -263,7 +263,7 @@ def hub_source(hub: Hub, repo: str, sha: str, folder: str) -> _Source:
     return _Source(f"hf://{repo}@{sha}", sha, model, files, hub, repo, {f.path: f for f in weights})
 
 
-def _raw(t: TensorRef) -> bool:
+def raw(t: TensorRef) -> bool:
     """Sampled as stored (the bytes a range request returns): plain float tensors."""
     packed = t.scale or t.affine or t.gptq or t.bnb4 or t.mlx or t.nbits
     return t.dtype in RAW_DTYPES and not t.transposed and packed is None
@@ -278,7 +278,7 @@ def _whole(t: TensorRef) -> bool:
 
 
 def _cost(t: TensorRef) -> int:
-    per = t.nbytes // t.size if _raw(t) else 4
+    per = t.nbytes // t.size if raw(t) else 4
     return t.size * per if _whole(t) else sampled.ROWS * (t.size // t.shape[0]) * per
 
 
@@ -308,9 +308,9 @@ def build(
         from concurrent.futures import ThreadPoolExecutor  # only for ranged reads
 
         with ThreadPoolExecutor(sampled.FETCH_THREADS) as pool:
-            datas = list(pool.map(lambda j: _take(source, j[0], j[1]), jobs))
+            datas = list(pool.map(lambda j: take(source, j[0], j[1]), jobs))
     else:
-        datas = [_take(source, t, rows) for t, rows in jobs]
+        datas = [take(source, t, rows) for t, rows in jobs]
     for (t, rows), (dtype, data) in zip(jobs, datas, strict=True):
         shape = list(t.shape) if rows is None else [len(rows), *t.shape[1:]]
         out.append((t.name, dtype, shape, data))
@@ -351,11 +351,11 @@ def build(
     return out, doc
 
 
-def _take(source: _Source, t: TensorRef, rows: np.ndarray | None) -> tuple[str, bytes]:
+def take(source: _Source, t: TensorRef, rows: np.ndarray | None) -> tuple[str, bytes]:
     """The sampled rows of t: as stored when plain, else decoded to float32 (local only)."""
     import numpy as np
 
-    if _raw(t):
+    if raw(t):
         if rows is None:
             return t.dtype, source.read(t, t.offset, t.nbytes)
         row_bytes = t.nbytes // t.shape[0]
@@ -491,6 +491,13 @@ def _schema_problem(doc: Any) -> str | None:
 
     from gate.manifest import schema
 
+    vocab = doc.get("vocab") if isinstance(doc, dict) else None
+    if isinstance(vocab, dict):  # checked here: jsonschema takes seconds over 150k tokens
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
+            return (
+                "pack metadata does not match its schema at `vocab`: a token id is not an integer"
+            )
+        doc = {**doc, "vocab": {}}
     try:
         error = jsonschema.exceptions.best_match(
             jsonschema.Draft202012Validator(schema("pack.v1.schema.json")).iter_errors(doc)

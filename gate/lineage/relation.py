@@ -652,7 +652,7 @@ class _Compare:
         rows = self.vocab_rows(ce.shape[0], re_.shape[0], tokens)
         if rows is not None and len(rows[0]) > ce.shape[1]:
             c, r = self.cand.array(ce, rows[0]), self.ref.array(re_, rows[1])
-        elif ce.shape == re_.shape:
+        elif ce.shape == re_.shape and ce.shape[0] > ce.shape[1]:  # fewer rows fit no rotation
             pick = sample_rows(ce.shape[0], tokens)
             c, r = self.cand.array(ce, pick), self.ref.array(re_, pick)
         else:
