@@ -5,10 +5,11 @@
 Targets: the safetensors header parser, the GGUF header reader, the ONNX structure reader, the
 Git LFS pointer parser, the manifest loader, the static pickle scanner, the strict zip layout
 reader, the tar listing, the .npy header reader, every loader interpretation at once on
-polyglot-shaped inputs (magic numbers, archives and opcode streams spliced together), and the
-lineage engine (model folders of random,
-possibly truncated, tensors compared with a reference and rendered as JSON). Whether hostile
-files really execute under the real loaders is fuzz/oracle.py's question. Each input must
+polyglot-shaped inputs (magic numbers, archives and opcode streams spliced together), reference
+packs and pack indexes (a real pack and index.json, mutated), and the lineage engine (model
+folders of random, possibly truncated, tensors compared with a reference and rendered as
+JSON). Whether hostile files really execute under the real loaders is fuzz/oracle.py's
+question. Each input must
 end in a value or a FormatError / located finding, within a per-input time bound; anything else
 is a crash and fails the run.
 The unit tests run the same properties with a few hundred examples; this is the long run.
@@ -166,6 +167,52 @@ def make_reference(scratch: Path) -> None:
                  for n in LINEAGE_NAMES[:6]}  # fmt: skip
         save_file(noisy, str(scratch / "warm.safetensors"))
         run_lineage((scratch / "warm.safetensors").read_bytes(), scratch)
+
+
+def _pack_seed(scratch: Path) -> tuple[bytes, bytes]:
+    """A real pack (of the fuzz reference model) and the index.json listing it."""
+    from gate.lineage import index, pack
+    from gate.scanner import Scanner
+
+    out = scratch / f"seed{pack.SUFFIX}"
+    pack.fingerprint(str(scratch / "reference"), str(out), scanner=Scanner(), name="seed")
+    index.add(str(scratch / "seed-index"), [str(out)])
+    return out.read_bytes(), (scratch / "seed-index" / index.INDEX_FILE).read_bytes()
+
+
+def run_pack(data: bytes, scratch: Path) -> None:
+    from gate.lineage import pack
+
+    path = scratch / f"fuzzed{pack.SUFFIX}"
+    path.write_bytes(data)
+    try:
+        got = pack.read(str(path))
+    except pack.PackError:
+        return
+    sample = got.open()  # a pack that reads is usable: its tensors lie inside the file
+    try:
+        for t in sample.model.tensors.values():
+            assert t.offset >= 0
+            assert t.offset + t.nbytes <= len(data)
+            sample.model.array(t)
+    finally:
+        sample.model.close()
+
+
+def run_index(data: bytes, scratch: Path) -> None:
+    from gate.lineage import index, pack
+
+    folder = scratch / "fuzzed-index"
+    folder.mkdir(exist_ok=True)
+    (folder / index.INDEX_FILE).write_bytes(data)
+    try:
+        got = index.load(str(folder))
+    except pack.PackError:
+        return
+    for e in got.entries:
+        assert ".." not in e.file.split("/")
+        assert not e.file.startswith("/")
+    index.verify(got)  # every listed pack missing or refused: problems, never a crash
 
 
 def run_safetensors(data: bytes) -> None:
@@ -421,6 +468,11 @@ def main() -> None:
             ("lineage engine", st_model(), lambda d: run_lineage(d, Path(scratch))),
         ]
         make_reference(Path(scratch))
+        seed_pack, seed_index = _pack_seed(Path(scratch))
+        targets += [
+            ("reference pack", st_mutated(seed_pack), lambda d: run_pack(d, Path(scratch))),
+            ("pack index", st_mutated(seed_index), lambda d: run_index(d, Path(scratch))),
+        ]
         chosen = [t for t in targets if args.only in (None, t[0])]
         results = [fuzz(name, s, t, args.examples, args.seed) for name, s, t in chosen]
     for r in results:

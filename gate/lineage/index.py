@@ -140,12 +140,15 @@ def hub_index(uri: str, cache_dir: str, offline: bool = False) -> str:
         raise PackError(
             "Hub indexes need huggingface_hub", hint="pip install the `hub` extra"
         ) from None
+    from gate.settings import Settings
+
     disable_progress_bars()  # the gate's output is its report
     try:
         huggingface_hub.snapshot_download(
             match["repo"],
             repo_type="dataset",
             revision=match["rev"],
+            endpoint=Settings.from_environment(cache_dir=cache_dir).hub_endpoint,
             local_dir=folder,
             allow_patterns=[INDEX_FILE, f"*{pack.SUFFIX}"],
         )
