@@ -667,14 +667,10 @@ def audit(
         for i in indexes
     )
     todo = audit_mod.jobs(model_list, local, alpha, settings.hub_offline, settings.cache_dir)
-    tty = sys.stderr.isatty()
-
-    def progress(k: int, n: int) -> None:
-        click.echo(f"\raudited {k}/{n}", nl=k == n, err=True)
-
+    bar = CountBar(sys.stderr) if sys.stderr.isatty() else None
     pool = audit_mod.pool(executor, workers or default_workers())
     try:
-        summary = audit_mod.audit(todo, output, pool, resume, click.echo, progress if tty else None)
+        summary = audit_mod.audit(todo, output, pool, resume, click.echo, bar)
     finally:
         pool.close()
     click.echo(
@@ -778,6 +774,24 @@ def _scanner(no_cache: bool, settings: Settings, jobs: int | None) -> Iterator[S
                 " file(s) taken from the stat cache",
                 err=True,
             )
+
+
+class CountBar:
+    """Models done, rate and ETA on a terminal (`audit`), one redraw per model; cleared at the
+    end so the summary line stands alone."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate else 0.0
+        bar = "#" * int(24 * done / total) if total else ""
+        line = f"\rauditing [{bar:<24}] {done}/{total} models  {rate:.2f}/s  ETA {eta:.0f}s\x1b[K"
+        self.stream.write("\r\x1b[K" if done >= total else line)
+        self.stream.flush()
 
 
 class ProgressBar:

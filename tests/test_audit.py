@@ -150,3 +150,16 @@ def test_hub_models_on_a_dask_cluster_with_rate_limits(fam: dict[str, str], tmp_
         assert server.sent["acme/tuned"] < weights  # headers and the pack's rows only
     finally:
         server.close()
+
+
+def test_the_progress_bar_counts_models_and_clears_itself() -> None:
+    import io
+
+    from gate.cli import CountBar
+
+    out = io.StringIO()
+    bar = CountBar(out)
+    bar(1, 4)
+    assert "auditing [######" in out.getvalue() and "1/4 models" in out.getvalue()
+    bar(4, 4)
+    assert out.getvalue().endswith("\r\x1b[K")

@@ -151,6 +151,11 @@ def test_index_add_list_verify_and_identify_through_the_cli(
     assert main(["identify", fam["finetune"], "--index", folder, "-f", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["result"] == "known base" and doc["bases"][0]["relation"] == "finetune"
+    import jsonschema
+
+    from gate.manifest import schema
+
+    jsonschema.Draft202012Validator(schema("identify.v1.schema.json")).validate(doc)
     assert main(["identify", fam["finetune"], "--index", folder, "-f", "markdown"]) == 0
     assert "| 1 | base" in capsys.readouterr().out
     assert main(["fingerprint", str(tmp_path / "nope"), "-o", p]) == 2
