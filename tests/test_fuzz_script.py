@@ -37,6 +37,8 @@ def test_fuzz_script_short_run() -> None:
         "torch zip tensor table",
         "every loader (polyglots)",
         "lineage engine",
+        "reference pack",
+        "pack index",
     ]
     assert all(row["crashes"] == 0 and row["inputs"] > 0 for row in rows)
     assert r.stdout.splitlines()[-1].endswith("inputs, 0 crash(es)")

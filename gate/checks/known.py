@@ -88,12 +88,12 @@ def _memo_key(ev: Evidence, own: dict[str, hashing.FileScan], full: bool) -> byt
         return None
     m = ev.manifest
     root = ev.target.root
-    files = []
-    for rel in sorted(own):
-        real, problem = paths.resolve_inside(root, rel)
-        if problem is None:
-            files.append(real)
-    cand = memo.identity(files, root, ev.scanner)
+    # this model's identity from the scans the check already made (no second stat, no count)
+    weights = [
+        [rel, scan.pointer.oid if scan.pointer is not None else scan.sha256]
+        for rel, scan in sorted(own.items())
+    ]
+    cand = {"weights": weights, "meta": memo.meta_identity(root)}
     try:
         with paths.open_regular(ev.target.manifest_path) as f:
             manifest = blake3.blake3(f.read()).hexdigest()
@@ -114,8 +114,6 @@ def _memo_key(ev: Evidence, own: dict[str, hashing.FileScan], full: bool) -> byt
         folders[rel] = memo.identity(listed, real, ev.scanner)
         if folders[rel] is None:
             return None
-    if cand is None:
-        return None
     doc = {
         "code": memo.code_digest(),
         "full": full,

@@ -94,7 +94,12 @@ def identity(files: list[str], folder: str, scanner: Scanner) -> dict[str, Any] 
         if not isinstance(scan, hashing.FileScan) or scan.changed:
             return None
         weights.append([os.path.relpath(real, folder), scan.sha256])
-    return {"weights": weights, "meta": {n: _small(os.path.join(folder, n)) for n in META_FILES}}
+    return {"weights": weights, "meta": meta_identity(folder)}
+
+
+def meta_identity(folder: str) -> dict[str, str | None]:
+    """The configuration, tokenizer and adapter files open_files would read beside weights."""
+    return {n: _small(os.path.join(folder, n)) for n in META_FILES}
 
 
 def _small(path: str) -> str | None:
