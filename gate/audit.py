@@ -166,7 +166,17 @@ def _check(job: Job) -> dict[str, Any]:
     assert job.path is not None
     if not os.path.isdir(job.path) or not os.path.exists(os.path.join(job.path, "provenance.yaml")):
         return {"skipped": "no provenance.yaml"}
-    report = checks.check(Target.resolve(job.path, None), Options(strict=True), None, None)
+    from gate import hubclient
+    from gate.settings import Settings
+
+    settings = Settings.from_environment(cache_dir=job.cache_dir, offline=job.offline)
+    options = Options(strict=True, cache_dir=settings.cache_dir, offline=settings.hub_offline)
+    connect = (
+        (lambda: hubclient.HubClient(settings, offline=job.offline))
+        if hubclient.available()
+        else None
+    )
+    report = checks.check(Target.resolve(job.path, None), options, None, connect)
     by: dict[str, list[str]] = {}
     for f in report.findings:
         by.setdefault(f.severity, []).append(f.rule)

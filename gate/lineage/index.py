@@ -6,7 +6,7 @@ vocabulary (same tokens, same ids), or at least MIN_SHAPE_SHARE of its tensor ro
 shapes (a fine-tune, a re-ordering, a quantization, a depth pruning keep them), or half of its
 distinct shapes whatever the names (another exporter's names for the same weights). The signatures
 are looked up through inverted maps, so the work of a lookup grows with the packs that share
-something with the candidate, not with the index (bench/identify_scaling.py measures it).
+something with the candidate, not with the index (bench/identify.py measures it).
 
 `index.json` (schemas/index.v1.schema.json) is untrusted input like a pack: bounded, strict
 JSON, schema-validated; every pack path stays inside the index folder, and a pack is opened only
@@ -110,7 +110,10 @@ class Index:
             raise PackError(f"cannot write the index: {e.strerror}", where=self.root) from None
 
 
-HF_INDEX = re.compile(r"^hf://datasets/(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)@(?P<rev>[0-9a-f]{40})$")
+HF_INDEX = re.compile(
+    r"^hf://datasets/(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)"
+    r"@(?P<rev>[0-9a-f]{40})$"
+)
 _DONE = ".provenance-gate-complete"
 
 
@@ -124,7 +127,7 @@ def hub_index(uri: str, cache_dir: str, offline: bool = False) -> str:
     too): index.json and the packs it lists, fetched with huggingface_hub into the gate's
     cache. Every pack is still verified against index.json when it is opened."""
     match = HF_INDEX.match(uri)
-    if match is None:
+    if match is None or ".." in match["repo"]:
         raise PackError(
             f"not a Hub index: {uri!r}", hint="write hf://datasets/owner/name@<full commit sha>"
         )
