@@ -63,6 +63,8 @@ class Report:
     fail_on: FailOn = "error"
     manifest_invalid: bool = False
     nothing_to_check: bool = False
+    model_name: str | None = None  # the manifest's model.name (None: the manifest is invalid)
+    manifest_sha256: str | None = None  # of the manifest's bytes: the policy a verdict applied
 
     @property
     def verdict(self) -> Verdict:

@@ -9,6 +9,7 @@ files are being read (their imports then overlap the reads).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,22 @@ def check(
     if options.strict:
         findings = [rules.strict(f) for f in findings]
     results = tuple(done.result for done in ev.artifacts if done is not None)
-    return report(target, findings, results, options.fail_on, nothing_to_check=nothing)
+    done = report(target, findings, results, options.fail_on, nothing_to_check=nothing)
+    return dataclasses.replace(
+        done, model_name=manifest.name, manifest_sha256=_sha256_of(target.manifest_path)
+    )
+
+
+def _sha256_of(path: str) -> str | None:
+    import hashlib
+
+    from gate import paths
+
+    try:
+        with paths.open_regular(path) as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def report(

@@ -7,7 +7,7 @@ from gate.reporters.interface import Reporter, ReporterOptions
 
 def get(name: str, options: ReporterOptions) -> Reporter:
     """The reporter registered under name (a key of FORMATS)."""
-    from gate.reporters import github, json_, markdown, sarif, text
+    from gate.reporters import github, intoto, json_, markdown, sarif, text
 
     registry: dict[str, type[Reporter]] = {
         "text": text.TextReporter,
@@ -15,10 +15,11 @@ def get(name: str, options: ReporterOptions) -> Reporter:
         "github": github.GithubReporter,
         "sarif": sarif.SarifReporter,
         "markdown": markdown.MarkdownReporter,
+        "intoto": intoto.IntotoReporter,
     }
     return registry[name](options)
 
 
-FORMATS = ("text", "json", "github", "sarif", "markdown")
+FORMATS = ("text", "json", "github", "sarif", "markdown", "intoto")
 
 __all__ = ["FORMATS", "Reporter", "ReporterOptions", "get"]
