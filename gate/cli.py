@@ -19,7 +19,7 @@ from gate import __version__, pip_install
 from gate.errors import ExitCode, GateError
 from gate.findings import FailOn
 from gate.reporters import FORMATS  # light: the reporter modules themselves load lazily
-from gate.text import no_commands, visible
+from gate.text import no_commands, one_line, visible
 
 if TYPE_CHECKING:
     from gate.findings import Report
@@ -435,7 +435,8 @@ def fingerprint(source: str, output: str, name: str | None, offline: bool) -> in
     size = os.path.getsize(output)
     share = 100.0 * size / max(1, int(got.doc["weight_bytes"]))
     click.echo(
-        f"wrote {output}: {got.name}, {counts['tensors'][0]} of {counts['tensors'][1]} tensors,"
+        f"wrote {output}: {one_line(got.name)}, {counts['tensors'][0]} of"
+        f" {counts['tensors'][1]} tensors,"
         f" {counts['layers'][0]} of {counts['layers'][1]} layers, {size} bytes"
         f" ({share:.2f}% of the weights), {got.content_digest}"
     )
@@ -457,7 +458,7 @@ def index_add(index: str, packs: tuple[str, ...]) -> int:
     _weight_tiers("index")
     _, added = index_mod.add(index, packs)
     for e in added:
-        click.echo(f"added {e.name}: {e.file} ({e.content_digest})")
+        click.echo(f"added {one_line(e.name)}: {one_line(e.file)} ({e.content_digest})")
     return int(ExitCode.PASS)
 
 
@@ -478,9 +479,10 @@ def index_list(index: str, fmt: str) -> int:
         return int(ExitCode.PASS)
     for e in got.entries:
         s = e.signature
-        click.echo(
-            f"{e.name}\t{e.source}\t{s.model_type or '?'} hidden {s.hidden} layers {s.layers}"
-            f" vocab {s.vocab_size}\t{e.size} bytes\t{e.file}"
+        click.echo(  # names and sources come from index.json: shown, never interpreted
+            f"{one_line(e.name)}\t{one_line(e.source)}\t{one_line(s.model_type) or '?'} hidden"
+            f" {s.hidden} layers {s.layers} vocab {s.vocab_size}\t{e.size} bytes"
+            f"\t{one_line(e.file)}"
         )
     click.echo(f"{len(got.entries)} pack(s)")
     return int(ExitCode.PASS)

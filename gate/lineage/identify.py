@@ -321,11 +321,13 @@ def _agreement(v: Verdict) -> float:
 def render(result: Identification, fmt: str) -> str:
     import json
 
+    from gate.text import one_line
+
     if fmt == "json":
         return json.dumps(result.as_dict(), indent=2) + "\n"
     lines = []
     md = fmt == "markdown"
-    head = f"{'## ' if md else ''}identify {result.candidate}"
+    head = f"{'## ' if md else ''}identify {one_line(result.candidate)}"
     lines.append(head)
     lines.append("")
     lines.append(
@@ -339,22 +341,22 @@ def render(result: Identification, fmt: str) -> str:
         lines += ["| rank | base | relation | p | evidence |", "|---|---|---|---|---|"]
         for k, m in enumerate(result.bases, 1):
             lines.append(
-                f"| {k} | {m.name} ({m.source}) | {m.verdict.relation} | {_p(m.verdict)} |"
-                f" {m.verdict.summary()} |"
+                f"| {k} | {one_line(m.name)} ({one_line(m.source)}) | {m.verdict.relation} |"
+                f" {_p(m.verdict)} | {one_line(m.verdict.summary())} |"
             )
     else:
         for k, m in enumerate(result.bases, 1):
-            lines.append(f"{k}. {m.name}: {m.verdict.relation}, p {_p(m.verdict)}")
-            lines.append(f"   source: {m.source}")
-            lines.append(f"   {m.verdict.summary()}")
+            lines.append(f"{k}. {one_line(m.name)}: {m.verdict.relation}, p {_p(m.verdict)}")
+            lines.append(f"   source: {one_line(m.source)}")
+            lines.append(f"   {one_line(m.verdict.summary())}")
             for note in m.verdict.notes:
-                lines.append(f"   note: {note}")
+                lines.append(f"   note: {one_line(note)}")
     if result.others:
         lines.append("")
-        names = ", ".join(f"{m.name} ({m.verdict.relation})" for m in result.others)
+        names = ", ".join(f"{one_line(m.name)} ({m.verdict.relation})" for m in result.others)
         lines.append(f"compared and not dependent: {names}")
     for p in result.problems:
-        lines.append(f"problem: {p}")
+        lines.append(f"problem: {one_line(p)}")
     return "\n".join(lines) + "\n"
 
 

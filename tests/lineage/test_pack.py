@@ -299,3 +299,19 @@ def test_a_pack_symlinked_out_of_the_index_is_not_opened(idx: str, tmp_path: Pat
     os.symlink(outside, e.path)
     with pytest.raises(PackError, match="outside the index folder"):
         e.open()
+
+
+def test_names_from_packs_are_shown_not_interpreted(
+    fam: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pack's name and source are attacker text: a terminal escape in them is printed
+    escaped by index list and identify."""
+    p = str(tmp_path / f"x{pack.SUFFIX}")
+    pack.fingerprint(fam["base"], p, scanner=Scanner(), name="evil\x1b[2J\x1b]0;title\x07")
+    folder = str(tmp_path / "ix")
+    index.add(folder, [p])
+    capsys.readouterr()
+    assert main(["index", "list", folder]) == 0
+    assert main(["identify", fam["finetune"], "--index", folder, "--no-bundled-index"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "evil" in out
