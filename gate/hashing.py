@@ -559,6 +559,27 @@ class _Constancy:
         self.seen += n
 
 
+def header_shapes(path: str, max_bytes: int = 64 << 20) -> list[tuple[int, ...]] | None:
+    """The tensor shapes a weight file's header declares, read as the digest pass reads it
+    (the format's own bounded header parser, at most max_bytes; None: no tensor table, or a
+    malformed or larger header). Cheap: no weight library, no tensor data."""
+    with paths.open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        chunk = f.read(CHUNK) or b""
+        spec = registry.BY_NAME[sniff.sniff(chunk[: sniff.SNIFF_BYTES], path, size)]
+        if spec.header is None:
+            return None
+        header = spec.header(size, f.fileno())
+        offset = 0
+        while chunk and offset < max_bytes:
+            if header.feed(memoryview(chunk), offset):
+                plan = header.plan
+                return None if plan is None else [r.shape for r in plan.regions]
+            offset += len(chunk)
+            chunk = f.read(CHUNK) or b""
+    return None
+
+
 def read_safetensors_header(path: str) -> safetensors.Header:
     """Read and validate only the header of a safetensors file (bounded by the cap)."""
     with paths.open_regular(path) as f:

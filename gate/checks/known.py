@@ -214,9 +214,10 @@ def _may_match(
     ev: Evidence, own: dict[str, hashing.FileScan], digests: list[str], entries: list[Entry]
 ) -> bool:
     """Whether any pack could be shortlisted, from what costs no weight library: a weight
-    file's SHA-256, the vocabulary, or a matrix shape in common (safetensors headers, read in
-    pure Python). A superset of index.shortlist's test, so a model sharing nothing with any
-    pack (the usual case) is never opened and numpy never imported; other formats are opened."""
+    file's SHA-256, the vocabulary, or a matrix shape in common (the headers, read by the
+    formats' own pure-Python parsers, either axis order). A superset of index.shortlist's test,
+    so a model sharing nothing with any pack (the usual case) is never opened and numpy never
+    imported."""
     from gate.formats import registry
 
     mine_files = set(digests)
@@ -224,16 +225,17 @@ def _may_match(
     for rel, scan in own.items():
         if scan.format not in registry.TENSOR_FORMATS or scan.pointer is not None:
             continue
-        if scan.format != "safetensors":
-            return True
         real, problem = paths.resolve_inside(ev.target.root, rel)
         if problem is not None:
             continue
         try:
-            header = hashing.read_safetensors_header(real)
+            shapes = hashing.header_shapes(real)
         except (OSError, FormatError):
-            continue
-        dims.update("x".join(map(str, t.shape)) for t in header.tensors if len(t.shape) >= 2)
+            shapes = None
+        if shapes is None:
+            return True  # no table to tell from: the weight tiers open it
+        for shape in (s for s in shapes if len(s) >= 2):  # GGUF and ONNX MatMul: reversed
+            dims.update(("x".join(map(str, shape)), "x".join(map(str, reversed(shape)))))
     from gate.lineage.models import read_vocab
     from gate.lineage.pack import vocab_digest
 
