@@ -215,7 +215,7 @@ def pool(spec: str, workers: int) -> Pool:
             ) from None
         address = "tcp://" + spec.removeprefix("dask://")
         try:
-            client = distributed.Client(address, timeout="10s")
+            client = distributed.Client(address, timeout="3s")
         except OSError as e:
             raise GateError(f"no Dask scheduler at {address}: {e}") from None
         n = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())

@@ -233,7 +233,7 @@ def _may_match(
         except (OSError, FormatError):
             shapes = None
         if shapes is None:
-            return True  # no table to tell from: the weight tiers open it
+            continue  # no readable tensor table (the format checks say why): nothing to open
         for shape in (s for s in shapes if len(s) >= 2):  # GGUF and ONNX MatMul: reversed
             dims.update(("x".join(map(str, shape)), "x".join(map(str, reversed(shape)))))
     from gate.lineage.models import read_vocab
