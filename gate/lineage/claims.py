@@ -93,7 +93,13 @@ def check(
             rules.PG511.finding(
                 manifest.locate("model", "origin"),
                 "the `scratch` claim was tested only against the known bases of the pack"
-                " index(es): no reference models are listed in policy.lineage.references"
+                " index(es)"
+                + (
+                    ""
+                    if depth == "full" and weight_tiers_available()
+                    else ", by their weight files' SHA-256 alone"
+                )
+                + ": no reference models are listed in policy.lineage.references"
                 if indexed
                 else "the `scratch` claim was not tested: no reference models are listed in"
                 " policy.lineage.references",

@@ -148,7 +148,6 @@ def lookup(
     p-values corrected over all the entries. The model stays open."""
     from gate.lineage import index as index_mod
     from gate.lineage import pack, relation, remote, sampled
-    from gate.lineage.pack import PackError
 
     started = time.perf_counter()
     sig = pack.signature(cand, digests)
@@ -163,12 +162,9 @@ def lookup(
         )
         short = []
     for entry in short:
-        try:
-            got = entry.open()
-        except PackError as err:
-            problems.append(f"{entry.name}: not compared: {err}")
+        if (opened := _opened(entry, problems)) is None:
             continue
-        sample = got.open()
+        got, sample = opened
         try:
             sub = sampled.Subset(cand, sample)
             report = relation.compare(sub, [sample.model], alpha, family=len(entries))
@@ -187,6 +183,19 @@ def lookup(
         tuple(problems),
         time.perf_counter() - started,
     )
+
+
+def _opened(entry: Entry, problems: list[str]) -> tuple[pack.Pack, sampled.Sample] | None:
+    """The pack of an index entry, verified, and its sample; None (said in problems) when it
+    cannot be used."""
+    from gate.lineage.pack import PackError
+
+    try:
+        got = entry.open()
+    except PackError as err:
+        problems.append(f"{entry.name}: not compared: {err}")
+        return None
+    return got, got.open()
 
 
 def _match(
@@ -231,7 +240,8 @@ def identify_hub(
     match = hubmodels.HF_URI.match(uri)
     if match is None or not hubclient.REPO_ID.match(match["repo"]):
         raise GateError(f"not a Hub model: {uri!r}", hint="write hf://owner/name@revision")
-    matches, problems = [], []
+    matches: list[Match] = []
+    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="provenance-gate-identify-") as work:
         try:
             sha = hub.resolve(match["repo"], match["rev"])
@@ -246,12 +256,9 @@ def identify_hub(
 
         short = index_mod.shortlist(entries, sig)
         for k, entry in enumerate(short):
-            try:
-                got = entry.open()
-            except PackError as err:
-                problems.append(f"{entry.name}: not compared: {err}")
+            if (opened := _opened(entry, problems)) is None:
                 continue
-            sample = got.open()
+            got, sample = opened
             try:
                 rows = _rows_at(source, sample, os.path.join(work, str(k)))
                 cand = open_model(rows, source.model.display)

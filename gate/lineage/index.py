@@ -78,16 +78,10 @@ class Entry:
             raise PackError(
                 f"{self.file}: {size} bytes, the index says {self.size}", where=self.root
             )
-        h = hashlib.sha256()
-        with open(real, "rb") as f:  # before any parsing: an altered pack is not read at all
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != self.sha256:
-            raise PackError(
-                f"{self.file}: sha256 {h.hexdigest()}, the index says {self.sha256}",
-                where=self.root,
-            )
-        got = pack.read(real)
+        try:  # the digest is checked before the pack is parsed
+            got = pack.read(real, self.sha256)
+        except PackError as e:
+            raise PackError(f"{self.file}: {e.message}", where=self.root) from None
         if got.content_digest != self.content_digest:
             raise PackError(
                 f"{self.file}: content digest differs from the index's", where=self.root

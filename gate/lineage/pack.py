@@ -30,7 +30,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from gate import __version__
+from gate import __version__, paths
 from gate.errors import FormatError, GateError
 from gate.formats import safetensors
 from gate.lineage import sampled
@@ -232,7 +232,6 @@ def local_source(path: str, scanner: Scanner) -> _Source:
 def hub_source(hub: Hub, repo: str, sha: str, folder: str) -> _Source:
     """A Hub model at a pinned commit: its safetensors headers (two range requests per file),
     configuration and vocabulary; rows are fetched later, only those sampled."""
-    from gate.lineage.models import canonical
 
     weights = [
         f for f in hub.files(repo, sha) if f.path.endswith(".safetensors") and "/" not in f.path
@@ -241,24 +240,7 @@ def hub_source(hub: Hub, repo: str, sha: str, folder: str) -> _Source:
         raise PackError(f"hf://{repo}@{sha[:12]} has no top-level safetensors files")
     if any(f.sha256 is None for f in weights):
         raise PackError(f"hf://{repo}@{sha[:12]}: a weight file is not stored with Git LFS")
-    remote = sampled.headers(hub, repo, sha, weights)
-    os.makedirs(folder, exist_ok=True)
-    sampled.small_files(hub, repo, sha, folder)
-    model = open_model(folder, f"{repo}@{sha[:12]}")
-    refs = {
-        t.info.name: TensorRef(
-            t.info.name,
-            t.info.name,
-            None,
-            t.info.shape,
-            t.info.dtype,
-            t.file.path,
-            t.offset,
-            t.nbytes,
-        )
-        for t in remote
-    }
-    model.tensors = canonical(str(model.config.get("model_type") or ""), refs)
+    model = sampled.remote_model(hub, repo, sha, folder, weights, lambda f: f.path)
     files = {f.path: (str(f.sha256), f.size) for f in weights}
     return _Source(f"hf://{repo}@{sha}", sha, model, files, hub, repo, {f.path: f for f in weights})
 
@@ -445,22 +427,28 @@ def fingerprint(
 # ---------------------------------------------------------------------------- reading
 
 
-def read(path: str) -> Pack:
-    """Read a pack and verify it: bounded sizes, strict header, schema, the document against
-    the tensors, and the content digest. PackError says what is wrong."""
-    from gate.hashing import read_safetensors_header
-
+def read(path: str, sha256: str | None = None) -> Pack:
+    """Read a pack and verify it: bounded size, then (given sha256) the file's digest before any
+    parsing, a strict header, the schema, the document against the tensors, and the content
+    digest. One read of the file. PackError says what is wrong."""
     try:
-        size = os.path.getsize(path)
-        if size > MAX_PACK_BYTES:
-            raise PackError(
-                f"{size} bytes, over the {MAX_PACK_BYTES}-byte cap for a pack", where=path
-            )
-        header = read_safetensors_header(path)
-    except FormatError as e:
-        raise PackError(f"not a pack: {e}", where=path) from None
+        with paths.open_regular(path) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_PACK_BYTES:
+                raise PackError(
+                    f"{size} bytes, over the {MAX_PACK_BYTES}-byte cap for a pack", where=path
+                )
+            data = f.read()
     except OSError as e:
         raise PackError(f"cannot read the pack: {e.strerror}", where=path) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise PackError(f"sha256 {digest}, the index says {sha256}", where=path)
+    try:
+        n = safetensors.header_length(data[:8], len(data))
+        header = safetensors.parse_header(data[8 : 8 + n], len(data))
+    except FormatError as e:
+        raise PackError(f"not a pack: {e}", where=path) from None
     text = header.metadata.get(META_KEY)
     if text is None:
         raise PackError(f"not a pack: no `{META_KEY}` metadata", where=path)
@@ -473,17 +461,11 @@ def read(path: str) -> Pack:
     problem = _schema_problem(doc) or _consistency_problem(doc, header)
     if problem:
         raise PackError(problem, where=path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        head = f.read(header.data_start)
-        h.update(head)
-        data = f.read()
-    h.update(data)
-    if content_digest(doc, data) != doc["provenance"]["content_digest"]:
+    if content_digest(doc, data[header.data_start :]) != doc["provenance"]["content_digest"]:
         raise PackError(
             "content digest mismatch: the pack was altered after it was written", where=path
         )
-    return Pack(path, doc, header, h.hexdigest())
+    return Pack(path, doc, header, digest)
 
 
 def _schema_problem(doc: Any) -> str | None:

@@ -149,11 +149,25 @@ def fetch(hub: Hub, repo: str, sha: str, seed: int, folder: str) -> Sample:
 def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
     """The base's tensors with their full shapes and no data: all an unmerged adapter is checked
     against (its factors must fit the base's modules), from headers alone."""
-    from gate.lineage.models import canonical
-
     weights = [
         f for f in hub.files(repo, sha) if f.path.endswith(".safetensors") and "/" not in f.path
     ]
+    return remote_model(hub, repo, sha, folder, weights, lambda f: f"hf://{repo}/{f.path}")
+
+
+def remote_model(
+    hub: Hub,
+    repo: str,
+    sha: str,
+    folder: str,
+    weights: list[HubFile],
+    file_of: Callable[[HubFile], str],
+) -> Model:
+    """A Hub model's tensors from its safetensors headers (two range requests per file), with
+    canonical roles, its configuration and vocabulary written to folder; no tensor data. Each
+    tensor's `file` is file_of(its Hub file)."""
+    from gate.lineage.models import canonical
+
     tensors = headers(hub, repo, sha, weights)
     os.makedirs(folder, exist_ok=True)
     small_files(hub, repo, sha, folder)
@@ -165,7 +179,7 @@ def header_model(hub: Hub, repo: str, sha: str, folder: str) -> Model:
             None,
             t.info.shape,
             t.info.dtype,
-            f"hf://{repo}/{t.file.path}",
+            file_of(t.file),
             t.offset,
             t.nbytes,
         )
