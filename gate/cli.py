@@ -198,6 +198,51 @@ def check(
     return _render(report, fmt, output, color, reports)
 
 
+def _lookup_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--index, --bundled-index, --offline and --alpha, as identify and audit share them."""
+    for option in (
+        click.option(
+            "--alpha",
+            type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+            default=1e-3,
+            show_default=True,
+            help="Significance level (after correction for every test and every pack).",
+        ),
+        click.option(
+            "--offline",
+            is_flag=True,
+            envvar="HF_HUB_OFFLINE",
+            help="Never contact the Hugging Face Hub (Hub indexes from the cache only; audit's"
+            " hf:// entries then fail).",
+        ),
+        click.option(
+            "--bundled-index/--no-bundled-index",
+            default=True,
+            show_default=True,
+            help="Also look in the index bundled with the gate.",
+        ),
+        click.option(
+            "--index",
+            "indexes",
+            multiple=True,
+            callback=lambda ctx, param, value: _index_specs(value),
+            help="A pack index: a folder, or hf://datasets/owner/name@<commit> (repeat for"
+            " several); p-values are corrected over all their packs.",
+        ),
+    ):
+        f = option(f)
+    return f
+
+
+def _lookup_indexes(indexes: tuple[str, ...], bundled: bool) -> tuple[str, ...]:
+    from gate.lineage import index as index_mod
+
+    out = (index_mod.bundled(), *indexes) if bundled else indexes
+    if not out:
+        raise click.UsageError("no index to look in: pass --index, or drop --no-bundled-index")
+    return out
+
+
 def _index_specs(value: tuple[str, ...]) -> tuple[str, ...]:
     """--index values: existing folders (made absolute) or hf://datasets/owner/name@<commit>."""
     out = []
@@ -506,26 +551,7 @@ def index_verify(index: str) -> int:
 
 @cli.command()
 @click.argument("candidate", type=click.Path(exists=True))
-@click.option(
-    "--index",
-    "indexes",
-    multiple=True,
-    callback=lambda ctx, param, value: _index_specs(value),
-    help="A pack index: a folder, or hf://datasets/owner/name@<commit> (repeat for several);"
-    " p-values are corrected over all their packs.",
-)
-@click.option(
-    "--offline",
-    is_flag=True,
-    envvar="HF_HUB_OFFLINE",
-    help="Never contact the Hugging Face Hub (Hub indexes from the cache only).",
-)
-@click.option(
-    "--bundled-index/--no-bundled-index",
-    default=True,
-    show_default=True,
-    help="Also look the model up in the index bundled with the gate.",
-)
+@_lookup_options
 @click.option(
     "--format",
     "-f",
@@ -540,13 +566,6 @@ def index_verify(index: str) -> int:
     "-o",
     type=click.Path(dir_okay=False, writable=True),
     help="Write the report to this file instead of standard output.",
-)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
-    default=1e-3,
-    show_default=True,
-    help="Significance level (after correction for every test and every pack).",
 )
 @click.option(
     "--fail-if-found",
@@ -566,13 +585,9 @@ def identify(
     """The known bases CANDIDATE derives from, ranked, from indexes of reference packs (the
     bundled index and every --index)."""
     from gate.lineage import identify as identify_mod
-    from gate.lineage import index as index_mod
 
     _weight_tiers("identify")
-    if bundled_index:
-        indexes = (index_mod.bundled(), *indexes)
-    if not indexes:
-        raise click.UsageError("no index to look in: pass --index, or drop --no-bundled-index")
+    indexes = _lookup_indexes(indexes, bundled_index)
     settings = _settings(None, offline)
     with _scanner(False, settings, None) as scanner:
         result = identify_mod.identify(
@@ -586,19 +601,7 @@ def identify(
 
 @cli.command()
 @click.argument("model_list", metavar="LIST", type=click.Path(exists=True, dir_okay=False))
-@click.option(
-    "--index",
-    "indexes",
-    multiple=True,
-    callback=lambda ctx, param, value: _index_specs(value),
-    help="A pack index: a folder, or hf://datasets/owner/name@<commit> (repeat for several).",
-)
-@click.option(
-    "--bundled-index/--no-bundled-index",
-    default=True,
-    show_default=True,
-    help="Also look the models up in the index bundled with the gate.",
-)
+@_lookup_options
 @click.option(
     "--output",
     "-o",
@@ -623,19 +626,6 @@ def identify(
     type=click.IntRange(min=1),
     help="Local threads or processes (default: the CPUs available).",
 )
-@click.option(
-    "--alpha",
-    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
-    default=1e-3,
-    show_default=True,
-    help="Significance level (after correction for every test and every pack).",
-)
-@click.option(
-    "--offline",
-    is_flag=True,
-    envvar="HF_HUB_OFFLINE",
-    help="Never contact the Hugging Face Hub (hf:// entries then fail).",
-)
 def audit(
     model_list: str,
     indexes: tuple[str, ...],
@@ -656,10 +646,7 @@ def audit(
     _weight_tiers("audit")
     if resume and output is None:
         raise click.UsageError("--resume needs --output (the results file to resume)")
-    if bundled_index:
-        indexes = (index_mod.bundled(), *indexes)
-    if not indexes:
-        raise click.UsageError("no index to look in: pass --index, or drop --no-bundled-index")
+    indexes = _lookup_indexes(indexes, bundled_index)
     settings = _settings(None, offline)
     # a Hub index is fetched once, here, rather than by every worker at once
     local = tuple(
