@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gate import hashing, lockfile, paths
 from gate.errors import GateError, ManifestError, NothingToCheck
-from gate.findings import FailOn, Finding
+from gate.findings import BaseLineage, FailOn, Finding
 from gate.formats import registry, sniff
 from gate.manifest import MANIFEST_NAME, Manifest, Memo, declared_reads, parse, read_bytes
 from gate.scanner import Scanner
@@ -132,6 +132,12 @@ class Evidence:
     files: frozenset[str]  # every file of the repository (relative, "/"-separated)
     folders: tuple[str, ...]  # base-model and reference folders: other models' files
     hubs: HubBases
+    # What checks write, for the report's bill of materials (findings say where a claim failed;
+    # a BOM states every base's evidence): the lineage check, what the weights showed about each
+    # declared base (by its index in base_models); the signature check, the whole-file BLAKE3
+    # digests it computed (for a signature made with BLAKE3)
+    lineage: dict[int, BaseLineage] = dataclasses.field(default_factory=dict)
+    blake3: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def declared(self) -> frozenset[str]:

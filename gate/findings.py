@@ -49,6 +49,22 @@ class ArtifactResult:
     ok: bool
     size: int | None = None
     sha256: str | None = None
+    blake3: str | None = None  # of the whole file, when the signature check computed it
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseLineage:
+    """One declared base model and what the weights showed about it (a BOM's pedigree)."""
+
+    name: str  # the Hub id (owner/name) or the repository folder
+    relation: str  # as declared
+    hub: bool
+    revision: str | None = None
+    license: str | None = None
+    found: str | None = None  # the relation the weights show; None: not established
+    log10_p: float | None = None  # corrected for every test; <= -1e9 stands for p = 0
+    exact: bool = False  # settled by identical digests (tensors or whole files)
+    summary: str | None = None  # what was found, or why nothing was (None: not checked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +81,12 @@ class Report:
     nothing_to_check: bool = False
     model_name: str | None = None  # the manifest's model.name (None: the manifest is invalid)
     manifest_sha256: str | None = None  # of the manifest's bytes: the policy a verdict applied
+    # the declarations a bill of materials carries (reporters/cyclonedx.py)
+    license: str | None = None
+    license_name: str | None = None
+    license_link: str | None = None
+    card: str | None = None  # the model card's path, relative to the root
+    bases: tuple[BaseLineage, ...] = ()
 
     @property
     def verdict(self) -> Verdict:

@@ -86,6 +86,7 @@ def init(
             paths.atomic_write(target.manifest_path, text)
             written = (target.manifest_display,)
         return Outcome(report(target, problems, (), "error", manifest_invalid=True), (), written)
+    signed = _signed_digests(target.root, manifest.policy.signature.file, warnings)
     declared = {os.path.normpath(a.path) for a in manifest.artifacts}
     skip = other_models(manifest)
     candidates = [
@@ -97,7 +98,13 @@ def init(
     created = () if existing else ("created " + target.manifest_display,)
     if not new:
         done = _lock_text(
-            target, text, manifest, created, force_write=not existing, scanner=scanner
+            target,
+            text,
+            manifest,
+            created,
+            force_write=not existing,
+            scanner=scanner,
+            signed=(signed, warnings),
         )
         scaffolded = [] if existing else [a.path for a in manifest.artifacts]
         return _reviewed(done, manifest, scaffolded, warnings)
@@ -113,7 +120,15 @@ def init(
     manifest, problems = parse(text2.encode("utf-8"), target.manifest_display)
     assert manifest is not None, problems  # we only appended schema-valid entries
     changes = (*created, *(f"{rel}: declared" for rel in new))
-    done = _lock_text(target, text2, manifest, changes, force_write=True, scanner=scanner)
+    done = _lock_text(
+        target,
+        text2,
+        manifest,
+        changes,
+        force_write=True,
+        scanner=scanner,
+        signed=(signed, warnings),
+    )
     scaffolded = [] if existing else [a.path for a in manifest.artifacts]
     return _reviewed(done, manifest, [*scaffolded, *new], warnings)
 
@@ -146,7 +161,10 @@ def _lock_text(
     *,
     force_write: bool = False,
     scanner: Scanner | None = None,
+    signed: tuple[dict[str, str], list[str]] | None = None,
 ) -> Outcome:
+    """signed (init): SHA-256s a model.sig signed, by path, and where to warn when a file's
+    differs (the manifest then declares the signed digest: `check` fails until they agree)."""
     doc, _, _ = yamlio.load(text)
     ev = gather(target, manifest, Options(), scanner or Scanner(), all_tensors=True)
     old = ev.locked
@@ -179,6 +197,16 @@ def _lock_text(
             entry = _old_entry(old[decl.path], entry)
         entries[decl.path] = entry
         updates = {"size": entry["size"], "sha256": entry["sha256"]}
+        if (
+            signed is not None
+            and signed[0].get(os.path.normpath(decl.path), entry["sha256"]) != (entry["sha256"])
+        ):
+            updates["sha256"] = signed[0][os.path.normpath(decl.path)]
+            signed[1].append(
+                f"{decl.path}: its sha256 ({entry['sha256']}) is not the one model.sig signed;"
+                " the manifest declares the signed digest, so `check` fails until the file is"
+                " restored or the model signed again"
+            )
         if "tensors_digest" in entry:
             updates["tensors_digest"] = entry["tensors_digest"]
         elif scan.pointer is None and scan.header_error is None and "tensors_digest" in item:
@@ -294,6 +322,33 @@ def _allowed(root: str, own: list[str]) -> list[str]:
     return [*DEFAULT_FORMATS, *extra]
 
 
+def _signed_digests(root: str, rel: str, warnings: list[str]) -> dict[str, str]:
+    """The whole-file SHA-256s an OpenSSF model signature at rel signed, by normalised path
+    (none when there is no signature; a warning when it cannot be used)."""
+    from gate import signature
+
+    real, problem = paths.resolve_inside(root, rel)
+    if problem is not None or not os.path.lexists(real):
+        return {}
+    try:
+        signed = signature.read(real)
+    except (signature.SignatureError, OSError) as e:
+        warnings.append(f"{rel}: not used, not a readable model signature ({e})")
+        return {}
+    out = {
+        os.path.normpath(r.path): r.digest
+        for r in signed.resources
+        if r.algorithm == "sha256" and r.start is None
+    }
+    if not out:
+        warnings.append(
+            f"{rel}: signed by {signed.resources[0].algorithm if signed.resources else 'nothing'}"
+            f"{' shards' if signed.method == 'shards' else ''}, not whole-file SHA-256: the"
+            " manifest's digests come from the files (`check` compares them with it)"
+        )
+    return out
+
+
 def scaffold(root: str, pin: Pin | None = None) -> tuple[str, list[str]]:
     """A new manifest's text from the folder name and the README front matter, and warnings for
     what a person must decide; pin: the current commit of a Hub model (or why it is unknown)."""
@@ -359,6 +414,8 @@ def scaffold(root: str, pin: Pin | None = None) -> tuple[str, list[str]]:
         lines.extend(f"  - path: {_q(rel)}" for rel in own)
     lines.append("policy:")
     lines.append(f"  allowed_formats: [{', '.join(_allowed(root, own))}]")
+    if os.path.isfile(os.path.join(root, "model.sig")):
+        lines.append("  signature: required  # model.sig is here: `check` compares its digests")
     if others:
         lines += [
             "  lineage:",

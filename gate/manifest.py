@@ -46,6 +46,23 @@ class Artifact:
 
 
 @dataclasses.dataclass(frozen=True)
+class SignaturePolicy:
+    """policy.signature: whether a model.sig must be there, where, and what verifies it."""
+
+    required: bool = False
+    file: str = "model.sig"
+    public_key: str | None = None
+    certificate_chain: tuple[str, ...] = ()
+    identity: str | None = None
+    oidc_issuer: str | None = None
+
+    @property
+    def verifies(self) -> bool:
+        """Whether a key, certificate chain or identity is named to verify the signature."""
+        return bool(self.public_key or self.certificate_chain or self.identity)
+
+
+@dataclasses.dataclass(frozen=True)
 class Policy:
     allowed_formats: tuple[str, ...] = DEFAULT_FORMATS
     license_allow: tuple[str, ...] | None = None
@@ -56,6 +73,7 @@ class Policy:
     references: tuple[str, ...] = ()
     index: tuple[str, ...] = ()  # pack index folders, relative to the repository
     bundled_index: bool = True  # also the index shipped with the gate (gate/data/index)
+    signature: SignaturePolicy = SignaturePolicy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,7 +433,21 @@ def _build(plain: dict[str, Any], positions: Positions, display: str) -> Manifes
             references=tuple(lineage.get("references", ())),
             index=tuple(lineage.get("index", ())),
             bundled_index=bool(lineage.get("bundled_index", True)),
+            signature=_signature_policy(policy.get("signature", "optional")),
         ),
         ignore=tuple(plain.get("ignore", ())),
         positions=positions,
+    )
+
+
+def _signature_policy(value: str | dict[str, Any]) -> SignaturePolicy:
+    if isinstance(value, str):
+        return SignaturePolicy(required=value == "required")
+    return SignaturePolicy(
+        required=bool(value.get("required", False)),
+        file=value.get("file", "model.sig"),
+        public_key=value.get("public_key"),
+        certificate_chain=tuple(value.get("certificate_chain", ())),
+        identity=value.get("identity"),
+        oidc_issuer=value.get("oidc_issuer"),
     )

@@ -424,6 +424,61 @@ PG805 = Rule(
     "A cached copy of a Hub base file differs from the Hub's LFS sha256; it was not used.",
     hint="delete it from the cache (`hf cache delete`) so it is downloaded again",
 )
+# 9xx: OpenSSF Model Signing (model.sig)
+PG901 = Rule(
+    "PG901",
+    "signature-missing",
+    "error",
+    "policy.signature requires a model signature, and the repository has none.",
+    hint="sign the model: `model_signing sign key . --private_key key.pem --signature model.sig`"
+    " (docs/signing.md)",
+)
+PG902 = Rule(
+    "PG902",
+    "signature-invalid",
+    "error",
+    "The model signature is not a well-formed OpenSSF Model Signing bundle.",
+)
+PG903 = Rule(
+    "PG903",
+    "signature-file-mismatch",
+    "error",
+    "A file differs from the digest the model signature holds, or a signed file is missing.",
+    hint="the files changed after signing: sign the model again, or restore the signed files",
+)
+PG904 = Rule(
+    "PG904",
+    "signature-manifest-mismatch",
+    "error",
+    "The manifest and the model signature disagree about a declared file.",
+    hint="run `provenance-gate lock` after signing, or sign the files the manifest declares",
+)
+PG905 = Rule(
+    "PG905",
+    "signature-not-verified",
+    "note",
+    "The model signature's digests were compared, but the signature itself was not verified.",
+)
+PG906 = Rule(
+    "PG906",
+    "signature-verification-failed",
+    "error",
+    "The model signature does not verify with the key, certificate chain or identity named.",
+)
+PG907 = Rule(
+    "PG907",
+    "signature-unsigned-files",
+    "warning",
+    "Files of the repository that the model signature does not cover (model_signing's verify"
+    " rejects them).",
+    hint="sign the model again, or ignore those paths when signing",
+)
+PG908 = Rule(
+    "PG908",
+    "signature-not-compared",
+    "note",
+    "A signed file's digest could not be compared (a Git LFS pointer checkout).",
+)
 
 # Every rule, by id, in catalogue order (SARIF lists them so). The constants above are the
 # names call sites use: `rules.PG201.finding(at, message, declared=..., found=...)`.
@@ -435,7 +490,9 @@ RULES: dict[str, Rule] = {r.id: r for r in list(globals().values()) if isinstanc
 # not verified, a Hub base unreachable or gated, a base license unknown. Notes or warnings by
 # default (offline work, pre-commit); errors under --strict (CI). The logit probe (PG509) is
 # not here: it is never the verdict, the weight evidence is.
-NOT_RUN = frozenset({"PG209", "PG225", "PG303", "PG306", "PG409", "PG501", "PG802", "PG803"})
+NOT_RUN = frozenset(
+    {"PG209", "PG225", "PG303", "PG306", "PG409", "PG501", "PG802", "PG803", "PG905", "PG908"}
+)
 _STRICT = "--strict: a check that could not run fails the run"
 
 

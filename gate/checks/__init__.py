@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gate import __version__, rules
-from gate.evidence import Options, Target, gather, load_manifest, prefetch
-from gate.findings import ArtifactResult, FailOn, Finding, Report
+from gate.evidence import Options, Target, gather, load_manifest, norm, prefetch
+from gate.findings import ArtifactResult, BaseLineage, FailOn, Finding, Report
 from gate.scanner import Scanner
 
 if TYPE_CHECKING:
@@ -50,10 +50,25 @@ def check(
     nothing = not manifest.artifacts and not any(f.rule == "PG206" for f in findings)
     if options.strict:
         findings = [rules.strict(f) for f in findings]
-    results = tuple(done.result for done in ev.artifacts if done is not None)
+    results = tuple(
+        dataclasses.replace(done.result, blake3=ev.blake3.get(norm(done.result.path)))
+        for done in ev.artifacts
+        if done is not None
+    )
     done = report(target, findings, results, options.fail_on, nothing_to_check=nothing)
     return dataclasses.replace(
-        done, model_name=manifest.name, manifest_sha256=_sha256_of(target.manifest_path)
+        done,
+        model_name=manifest.name,
+        manifest_sha256=_sha256_of(target.manifest_path),
+        license=manifest.license,
+        license_name=manifest.license_name,
+        license_link=manifest.license_link,
+        card=manifest.card,
+        bases=tuple(
+            ev.lineage.get(i)
+            or BaseLineage(b.name, b.relation, b.id is not None, b.revision, b.license)
+            for i, b in enumerate(manifest.base_models)
+        ),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from gate.checks import artifacts, declarations, known, lineage, onnx_models, shards
+from gate.checks import artifacts, declarations, known, lineage, onnx_models, shards, signature
 from gate.evidence import Evidence
 from gate.findings import Finding
 
@@ -25,4 +25,5 @@ CHECKS: tuple[Check, ...] = (
     Check("lineage", lineage.check, "scratch and base-model claims against the weights"),
     Check("known", known.check, "the weights looked up in pack indexes of known bases"),
     Check("declarations", declarations.check, "licenses, license file, model card, policy"),
+    Check("signature", signature.check, "model.sig's digests against the files and manifest"),
 )

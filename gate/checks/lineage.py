@@ -36,7 +36,16 @@ def check(ev: Evidence) -> list[Finding]:
         *refusals,
         *borrowed,
         *judge_claims(
-            ev.target.root, m, own, ev.scanner, extra, unread, depth, ev.hubs, ev.options.cache_dir
+            ev.target.root,
+            m,
+            own,
+            ev.scanner,
+            extra,
+            unread,
+            depth,
+            ev.hubs,
+            ev.options.cache_dir,
+            ev.lineage,
         ),
     ]
 

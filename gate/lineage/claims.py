@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from gate import hashing, hubmodels, paths, pip_install, rules
-from gate.findings import Finding, Location, Severity
+from gate.findings import BaseLineage, Finding, Location, Severity
 from gate.formats import registry
 from gate.hubmodels import HubBases
 from gate.lineage import exact
@@ -24,7 +24,7 @@ from gate.lineage.remote import (
     lfs_match,
     weight_files,
 )
-from gate.lineage.result import DEFAULT_ALPHA, Verdict, format_p
+from gate.lineage.result import DEFAULT_ALPHA, EXACT_LOG10_P, Verdict, format_p
 from gate.manifest import BaseModel, Manifest
 from gate.scanner import Scanner
 
@@ -80,9 +80,11 @@ def check(
     depth: LineageDepth = "full",
     hubs: HubBases | None = None,
     cache_dir: str | None = None,
+    outcomes: dict[int, BaseLineage] | None = None,
 ) -> list[Finding]:
     """Findings for the scratch claim and for each declared base model (cache_dir: the gate's
-    cache, where the probe keeps its calibration; None: the default).
+    cache, where the probe keeps its calibration; None: the default). outcomes, when given,
+    receives what the weights showed about each declared base (by index), agreeing or not.
 
     extra: tensors read from other formats (torch checkpoints); unread: weight files whose
     tensors could not be read, with the reason (the evidence is then partial, and says so).
@@ -123,13 +125,17 @@ def check(
         why = "no tensors to compare" + (f" ({'; '.join(gaps)})" if gaps else "")
         if unverified == "note" and any(s.pointer is not None for s in scans.values()):
             unverified = "warning"  # a checkout of LFS pointers: lineage saw no weight at all
-        ctx = _Context(root, manifest, scans, scanner, [], unverified, "exact", hubs, cache_dir)
+        ctx = _Context(
+            root, manifest, scans, scanner, [], unverified, "exact", hubs, cache_dir, outcomes
+        )
         ctx.why_tier0 = f"this model has {why}"
         return ctx.digests_only(why)
     out: list[Finding] = []
     if gaps:
         out.append(_not_checked(manifest, "evidence is partial: " + "; ".join(gaps), unverified))
-    ctx = _Context(root, manifest, scans, scanner, candidate, unverified, depth, hubs, cache_dir)
+    ctx = _Context(
+        root, manifest, scans, scanner, candidate, unverified, depth, hubs, cache_dir, outcomes
+    )
     if manifest.origin == "scratch":
         return out + ctx.scratch()
     return out + ctx.bases()
@@ -157,6 +163,7 @@ class _Context:
         depth: LineageDepth,
         hubs: HubBases | None = None,
         cache_dir: str | None = None,
+        outcomes: dict[int, BaseLineage] | None = None,
     ) -> None:
         self.root, self.manifest, self.scans, self.scanner = root, manifest, scans, scanner
         self.cache_dir = cache_dir
@@ -164,6 +171,29 @@ class _Context:
         self.candidate, self.unverified = candidate, unverified
         self.full = depth == "full" and weight_tiers_available()
         self.why_tier0 = _TIER0_ASKED if depth == "exact" else _TIER0_ONLY
+        self.outcomes = outcomes if outcomes is not None else {}
+
+    def record(
+        self,
+        base: BaseModel,
+        found: str | None,
+        summary: str,
+        log10_p: float | None = None,
+        exact: bool = False,
+    ) -> None:
+        """What the weights showed about a declared base, agreeing with it or not."""
+        i = self.manifest.base_models.index(base)
+        self.outcomes[i] = BaseLineage(
+            name=base.name,
+            relation=base.relation,
+            hub=base.id is not None,
+            revision=base.revision,
+            license=base.license,
+            found=found,
+            log10_p=EXACT_LOG10_P if exact else log10_p,
+            exact=exact,
+            summary=summary,
+        )
 
     # ------------------------------------------------------------------ scratch
     def scratch(self) -> list[Finding]:
@@ -297,6 +327,7 @@ class _Context:
         for (i, base, ev, src), verdict in zip(local, verdicts, strict=True):
             if isinstance(src, HubRef) and (verdict is None or verdict.relation == "inconclusive"):
                 why = verdict.notes[0] if verdict is not None and verdict.notes else src.problem
+                self.record(base, None, why or "no usable weights")
                 out.append(self._hub_not_verified(src.model, base, why or "no usable weights"))
             elif verdict is None or verdict.relation == "inconclusive":
                 why = (
@@ -307,6 +338,8 @@ class _Context:
                 assert ev is not None
                 out.extend(self._base_tier0(i, base, ev, why))
             else:
+                exact_p = verdict.log10_p is not None and verdict.log10_p <= EXACT_LOG10_P
+                self.record(base, verdict.relation, verdict.summary(), verdict.log10_p, exact_p)
                 out.extend(judge_base(self.manifest, i, base, ev, verdict))
                 if isinstance(src, HubRef) and src.sample is not None:
                     out.append(self._sampled_note(i, base, src, verdict))
@@ -449,6 +482,7 @@ class _Context:
         i, declared = base
         if not match.identical:
             return None
+        self.record(declared, "copy", match.summary, exact=True)
         if declared.relation == "copy":
             return []
         return [
@@ -501,6 +535,8 @@ class _Context:
                 )
             )
         if identical:
+            if base is not None:
+                self.record(base, "copy", summary, exact=True)
             return None, out
         if not weights:
             why = "it has no safetensors/GGUF files"
@@ -543,6 +579,10 @@ class _Context:
     ) -> list[Finding]:
         at = self.manifest.locate("base_models", i)
         declared = f"{base.relation} of {base.name}"
+        if ev.all_matched:
+            self.record(base, "copy", ev.summary(), exact=True)
+        else:
+            self.record(base, None, f"{ev.summary()}; {why or self.why_tier0}")
         if base.relation == "copy":
             if ev.all_matched:
                 return []

@@ -1,0 +1,340 @@
+"""OpenSSF Model Signing: model.sig files made by the real `model_signing` (keys generated here),
+read by the gate's own parser, compared with the files and the manifest, and verified through the
+`signing` extra; then tampered with (a file, a digest in model.sig, the manifest, the key) and
+replaced by hostile bundles."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import model_signing
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gate import signature, signing
+from gate.cli import main
+from gate.findings import Finding, Report
+from gate.reporters import cyclonedx
+from tests.helpers import artifact_yaml, check, pointer, rules_of, write_st
+
+HEAD = "version: 1\nmodel:\n  name: acme/signed\n  license: mit\n  origin: scratch\n"
+
+
+def keypair(folder: Path, name: str = "key") -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private, public
+
+
+def sign(root: Path, private: Path, **hashing: Any) -> None:
+    """model_signing's key method, as its CLI signs a folder (the signature itself ignored)."""
+    config = model_signing.hashing.Config().set_ignored_paths(paths=["model.sig"])
+    if hashing.pop("shards", False):
+        config = config.use_shard_serialization(**hashing)
+    elif hashing:
+        config = config.use_file_serialization(**hashing)
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private).set_hashing_config(
+        config
+    ).sign(root, root / "model.sig")
+
+
+def signed_model(tmp_path: Path, policy: str = "", **hashing: Any) -> tuple[Path, Path]:
+    """A model with its weights and config signed, then its manifest written (the public key
+    is in the repository: policy `public_key: keys/signer.pub.pem` verifies with it)."""
+    keys = tmp_path / "keys"
+    keys.mkdir(parents=True)
+    private, public = keypair(keys, "signer")
+    root = tmp_path / "m"
+    write_st(root / "model.safetensors", seed=1)
+    (root / "config.json").write_text('{"model_type": "llama"}')
+    (root / "keys").mkdir()
+    (root / "keys" / "signer.pub.pem").write_bytes(public.read_bytes())
+    sign(root, private, **hashing)
+    manifest(root, policy)
+    return root, private
+
+
+def manifest(root: Path, policy: str) -> None:
+    body = (
+        HEAD + artifact_yaml(root, "model.safetensors") + (f"policy:\n{policy}" if policy else "")
+    )
+    (root / "provenance.yaml").write_text(body)
+
+
+KEY = "  signature:\n    required: true\n    public_key: keys/signer.pub.pem\n"
+
+
+def payload(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    bundle = json.loads((root / "model.sig").read_text())
+    return bundle, json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+
+
+def rewrite(root: Path, bundle: dict[str, Any], statement: dict[str, Any], *, root_digest: bool):
+    """model.sig with another statement (and the root digest recomputed when asked: the
+    signature then no longer verifies, but the digests are self-consistent)."""
+    if root_digest:
+        h = hashlib.sha256()
+        for r in statement["predicate"]["resources"]:
+            h.update(bytes.fromhex(r["digest"]))
+        statement["subject"][0]["digest"]["sha256"] = h.hexdigest()
+    encoded = base64.b64encode(json.dumps(statement).encode()).decode()
+    bundle["dsseEnvelope"]["payload"] = encoded
+    (root / "model.sig").write_text(json.dumps(bundle))
+
+
+def signature_rules(report: Report) -> list[str]:
+    return [r for r in rules_of(report) if r.startswith("PG9")]
+
+
+def sig(report: Report) -> list[Finding]:
+    """The signature check's findings (a scratch claim without references adds notes)."""
+    return [f for f in report.findings if f.rule.startswith("PG9")]
+
+
+def test_a_signed_model_verifies_with_its_key(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    report = check(root)
+    assert signature_rules(report) == [] and report.exit_code == 0
+
+
+def test_without_a_key_the_digests_are_compared_and_the_gap_said(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, "  signature: required\n")
+    report = check(root)
+    assert signature_rules(report) == ["PG905"] and report.exit_code == 0
+    (note,) = sig(report)
+    assert note.severity == "warning" and "names no public_key" in note.message
+    assert check(root, strict=True).exit_code == 1  # --strict: a check that could not run
+
+
+def test_a_tampered_weight_file_is_caught_twice(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    write_st(root / "model.safetensors", seed=2)
+    report = check(root)
+    assert "PG903" in signature_rules(report) and "PG204" in rules_of(report)
+    (f,) = [f for f in report.findings if f.rule == "PG903"]
+    assert f.location.path == "provenance.yaml" and f.location.line == 7  # its declaration
+    assert f.declared is not None and f.declared.startswith("sha256:")
+
+
+def test_a_tampered_undeclared_file_is_located_on_the_signature(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    (root / "config.json").write_text('{"model_type": "gpt2"}')
+    report = check(root)
+    (f,) = [f for f in report.findings if f.rule == "PG903"]
+    assert f.location.path == "model.sig" and "config.json" in f.message
+
+
+def test_a_tampered_digest_in_model_sig(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    bundle, statement = payload(root)
+    for r in statement["predicate"]["resources"]:
+        if r["name"] == "model.safetensors":
+            r["digest"] = "0" * 64
+    rewrite(root, dict(bundle), statement, root_digest=True)
+    report = check(root)
+    # the file no longer matches what model.sig says, the manifest disagrees with it, and
+    # the signature does not verify over the edited payload
+    assert signature_rules(report) == ["PG903", "PG904", "PG906"]
+    # without recomputing the root digest, the bundle is inconsistent before any signature
+    rewrite(root, bundle, statement, root_digest=False)
+    statement["subject"][0]["digest"]["sha256"] = "1" * 64
+    rewrite(root, bundle, statement, root_digest=False)
+    (f,) = sig(check(root))
+    assert f.rule == "PG902" and "inconsistent" in f.message
+
+
+def test_a_tampered_manifest(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    text = (root / "provenance.yaml").read_text()
+    actual = hashlib.sha256((root / "model.safetensors").read_bytes()).hexdigest()
+    (root / "provenance.yaml").write_text(text.replace(actual, "ab" * 32))
+    report = check(root)
+    assert signature_rules(report) == ["PG904"]
+    (f,) = [f for f in report.findings if f.rule == "PG904"]
+    assert f.location.line == 9 and f.declared == "ab" * 32  # the sha256 line
+
+
+def test_another_key_does_not_verify(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    _, other = keypair(tmp_path, "other")
+    (root / "keys" / "signer.pub.pem").write_bytes(other.read_bytes())
+    changed, refused = sig(check(root))  # the key file itself was signed
+    assert changed.rule == "PG903" and "keys/signer.pub.pem" in changed.message
+    assert refused.rule == "PG906" and "does not verify" in refused.message
+
+
+def test_a_key_outside_the_repository_or_unloadable_is_refused(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY.replace("keys/signer.pub.pem", "../keys/signer.pub.pem"))
+    (f,) = sig(check(root))
+    assert f.rule == "PG906" and f.location.line == 14  # policy.signature.public_key
+    (root / "keys" / "signer.pub.pem").write_text("not a key")
+    manifest(root, KEY)
+    (f,) = [f for f in sig(check(root)) if f.rule != "PG903"]
+    assert f.rule == "PG906" and "cannot be verified" in f.message
+
+
+def test_without_the_signing_extra_the_signature_is_not_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    monkeypatch.setitem(sys.modules, "model_signing._signing", None)  # import fails
+    (f,) = sig(check(root))
+    assert f.rule == "PG905" and "signing extra" in f.message and f.severity == "warning"
+
+
+def test_a_required_signature_that_is_missing(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    (root / "model.sig").unlink()
+    (f,) = sig(check(root))
+    assert f.rule == "PG901" and f.location.line == 12  # policy.signature
+    manifest(root, "")  # optional: nothing to compare, nothing said
+    assert sig(check(root)) == []
+
+
+def test_unsigned_files_are_named(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    (root / "notes.txt").write_text("added after signing")
+    (f,) = sig(check(root))
+    assert f.rule == "PG907" and f.severity == "warning" and f.details == ("notes.txt",)
+
+
+def test_blake3_and_sharded_signatures(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path / "b3", KEY, hashing_algorithm="blake3")
+    report = check(root)
+    assert signature_rules(report) == []
+    (model,) = cyclonedx.bom(report)["components"]
+    hashes = {h["alg"] for h in model["components"][0]["hashes"]}
+    assert hashes == {"SHA-256", "BLAKE3"}  # the BOM carries the BLAKE3 the check computed
+    root, _ = signed_model(tmp_path / "sh", KEY, shards=True, shard_size=1000)
+    assert signature.read(str(root / "model.sig")).method == "shards"
+    assert signature_rules(check(root)) == []
+    data = bytearray((root / "model.safetensors").read_bytes())
+    data[-1] ^= 1  # the last shard only
+    (root / "model.safetensors").write_bytes(bytes(data))
+    found = [f for f in check(root).findings if f.rule == "PG903"]
+    assert len(found) == 1 and f":{len(data) // 1000 * 1000}:{len(data)}" in found[0].message
+
+
+def test_an_lfs_pointer_checkout_compares_the_oid(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    content = (root / "model.safetensors").read_bytes()
+    (root / "model.safetensors").write_bytes(pointer(content))
+    assert "PG903" not in rules_of(check(root))  # the oid is the signed SHA-256
+    root, _ = signed_model(tmp_path / "b3", KEY, hashing_algorithm="blake3")
+    (root / "model.safetensors").write_bytes(pointer((root / "model.safetensors").read_bytes()))
+    assert "PG908" in rules_of(check(root))  # a BLAKE3 digest cannot be compared with an oid
+
+
+HOSTILE: list[tuple[str, bytes]] = [
+    ("not JSON", b'{"mediaType": '),
+    ("nested", b"[" * 100_000),
+    ("not a bundle", b'{"mediaType": "text/plain"}'),
+    ("no envelope", b'{"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}'),
+]
+
+
+def _bundle(statement: Any, **envelope: Any) -> bytes:
+    env = {
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": base64.b64encode(json.dumps(statement).encode()).decode(),
+        "signatures": [{"sig": "AA=="}],
+        **envelope,
+    }
+    return json.dumps(
+        {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "dsseEnvelope": env}
+    ).encode()
+
+
+def _statement(*resources: dict[str, str], method: str = "files") -> dict[str, Any]:
+    h = hashlib.sha256()
+    for r in resources:
+        with contextlib.suppress(ValueError):  # a malformed digest: refused before the root
+            h.update(bytes.fromhex(r["digest"]))
+    return {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "m", "digest": {"sha256": h.hexdigest()}}],
+        "predicateType": "https://model_signing/signature/v1.0",
+        "predicate": {
+            "serialization": {"method": method, "hash_type": "sha256", "allow_symlinks": False},
+            "resources": list(resources),
+        },
+    }
+
+
+def _res(name: str, digest: str = "ab" * 32, algorithm: str = "sha256") -> dict[str, str]:
+    return {"name": name, "algorithm": algorithm, "digest": digest}
+
+
+HOSTILE += [
+    ("bad base64", _bundle({}, payload="***")),
+    ("no signature", _bundle(_statement(), signatures=[])),
+    ("escape", _bundle(_statement(_res("../../etc/passwd")))),
+    ("absolute", _bundle(_statement(_res("/etc/passwd")))),
+    ("twice", _bundle(_statement(_res("a"), _res("a")))),
+    ("algorithm", _bundle(_statement(_res("a", algorithm="md5")))),
+    ("digest", _bundle(_statement(_res("a", digest="zz")))),
+    ("shard name", _bundle(_statement(_res("a:b", algorithm="sha256-sharded-9"), method="shards"))),
+    ("predicate", _bundle({**_statement(), "predicateType": "https://example.com/x"})),
+]
+
+
+@pytest.mark.parametrize(("case", "data"), HOSTILE, ids=[c for c, _ in HOSTILE])
+def test_hostile_signatures_are_located_errors(tmp_path: Path, case: str, data: bytes) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    (root / "model.sig").write_bytes(data)
+    (f,) = sig(check(root))
+    assert f.rule == "PG902" and f.location.path == "model.sig"
+    if case == "not JSON":
+        assert (f.location.line, f.location.column) == (1, 15)
+
+
+def test_an_oversized_signature_is_not_read(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    with open(root / "model.sig", "wb") as f:
+        f.truncate(signature.MAX_SIGNATURE_BYTES + 1)
+    (f,) = sig(check(root))
+    assert f.rule == "PG902" and "limit" in f.message
+
+
+def test_a_network_failure_is_not_a_refusal() -> None:
+    try:
+        try:
+            raise ConnectionRefusedError("no route")
+        except OSError as e:
+            raise ValueError("TUF refresh failed") from e
+    except ValueError as outer:
+        with pytest.raises(signing.Unavailable):
+            signing._unless_network(outer)
+    signing._unless_network(ValueError("bad signature"))  # not a network failure: returns
+
+
+def test_init_takes_the_signed_digests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    (root / "provenance.yaml").unlink()
+    (root / "README.md").write_text("---\nlicense: mit\n---\n")
+    signed = hashlib.sha256((root / "model.safetensors").read_bytes()).hexdigest()
+    write_st(root / "model.safetensors", seed=2)  # changed after signing
+    assert main(["init", str(root)]) == 0
+    text = (root / "provenance.yaml").read_text()
+    assert "signature: required" in text and f"sha256: {signed}" in text
+    assert "is not the one model.sig signed" in capsys.readouterr().err
+    assert {"PG204", "PG903"} <= set(rules_of(check(root)))
