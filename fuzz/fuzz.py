@@ -6,7 +6,8 @@ Targets: the safetensors header parser, the GGUF header reader, the ONNX structu
 Git LFS pointer parser, the manifest loader, the static pickle scanner, the strict zip layout
 reader, the tar listing, the .npy header reader, every loader interpretation at once on
 polyglot-shaped inputs (magic numbers, archives and opcode streams spliced together), reference
-packs and pack indexes (a real pack and index.json, mutated), and the lineage engine (model
+packs and pack indexes (a real pack and index.json, mutated), model signatures (a model.sig
+bundle, mutated outside and inside its signed payload), and the lineage engine (model
 folders of random, possibly truncated, tensors compared with a reference and rendered as
 JSON). Whether hostile files really execute under the real loaders is fuzz/oracle.py's
 question. Each input must
@@ -213,6 +214,61 @@ def run_index(data: bytes, scratch: Path) -> None:
         assert ".." not in e.file.split("/")
         assert not e.file.startswith("/")
     index.verify(got)  # every listed pack missing or refused: problems, never a crash
+
+
+def _signature_seed() -> tuple[bytes, bytes]:
+    """A model.sig-shaped bundle (files method, two resources) and its signed statement."""
+    import base64
+    import hashlib
+
+    digests = [hashlib.sha256(n).hexdigest() for n in (b"a", b"b")]
+    statement = json.dumps(
+        {
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [
+                {
+                    "name": "m",
+                    "digest": {
+                        "sha256": hashlib.sha256(
+                            b"".join(bytes.fromhex(d) for d in digests)
+                        ).hexdigest()
+                    },
+                }
+            ],
+            "predicateType": "https://model_signing/signature/v1.0",
+            "predicate": {
+                "serialization": {"method": "files", "hash_type": "sha256", "ignore_paths": []},
+                "resources": [
+                    {"name": n, "algorithm": "sha256", "digest": d}
+                    for n, d in zip(("model.safetensors", "sub/config.json"), digests, strict=True)
+                ],
+            },
+        }
+    ).encode()
+    return _signature_bundle(base64.b64encode(statement)), statement
+
+
+def _signature_bundle(payload: bytes) -> bytes:
+    envelope = {
+        "payloadType": "application/vnd.in-toto+json",
+        "payload": payload.decode("latin-1"),
+        "signatures": [{"sig": "AA=="}],
+    }
+    doc = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "dsseEnvelope": envelope}
+    return json.dumps(doc).encode()
+
+
+def run_signature(data: bytes) -> None:
+    from gate import signature
+
+    try:
+        got = signature.parse(data)
+    except signature.SignatureError:
+        return
+    for r in got.resources:  # a signature that reads names only paths inside the repository
+        assert not r.path.startswith("/"), r.path
+        assert ".." not in r.path.split("/"), r.path
+        assert len(r.digest) == signature.HASHES[r.algorithm]
 
 
 def run_safetensors(data: bytes) -> None:
@@ -472,6 +528,13 @@ def main() -> None:
         targets += [
             ("reference pack", st_mutated(seed_pack), lambda d: run_pack(d, Path(scratch))),
             ("pack index", st_mutated(seed_index), lambda d: run_index(d, Path(scratch))),
+        ]
+        import base64
+
+        bundle, statement = _signature_seed()
+        signed = st_mutated(statement).map(lambda d: _signature_bundle(base64.b64encode(d)))
+        targets += [
+            ("model signature", st.one_of(st_mutated(bundle), signed), run_signature),
         ]
         chosen = [t for t in targets if args.only in (None, t[0])]
         results = [fuzz(name, s, t, args.examples, args.seed) for name, s, t in chosen]

@@ -39,6 +39,7 @@ def test_fuzz_script_short_run() -> None:
         "lineage engine",
         "reference pack",
         "pack index",
+        "model signature",
     ]
     assert all(row["crashes"] == 0 and row["inputs"] > 0 for row in rows)
     assert r.stdout.splitlines()[-1].endswith("inputs, 0 crash(es)")
