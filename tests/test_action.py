@@ -133,8 +133,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
         if name == "tampered":
             write_st(repo / "model.safetensors", tensors(seed=2))
         strict = "false" if name.endswith("lenient") else "true"
+        formats = "json,sarif,markdown" + (",cyclonedx" if name == "clean" else "")
         out[name] = run_action(ws, tmp, working_directory="model", extras="", lineage_depth="exact",
-                               strict=strict)  # fmt: skip
+                               strict=strict, formats=formats)  # fmt: skip
     return out
 
 
@@ -147,6 +148,8 @@ def test_clean_repository_passes_with_outputs_and_summary(runs: dict[str, Any]) 
         assert Path(o[f"report-{kind}"]).is_file()
     sarif = json.loads(Path(o["report-sarif"]).read_text())
     assert sarif["version"] == "2.1.0"
+    bom = json.loads(Path(o["report-cyclonedx"]).read_text())
+    assert bom["bomFormat"] == "CycloneDX" and bom["specVersion"] == "1.6"
     assert "## provenance-gate" in r["summary"] or "provenance-gate" in r["summary"]
 
 
