@@ -182,6 +182,74 @@ def test_another_key_does_not_verify(tmp_path: Path) -> None:
     assert refused.rule == "PG906" and "does not verify" in refused.message
 
 
+def certificates(folder: Path, ca_name: str) -> tuple[Path, Path, Path]:
+    """A CA (self-signed) and a code-signing leaf it issued: (CA, leaf, leaf's private key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+
+    def cert(subject: str, key: Any, issuer_key: Any, ca: bool) -> x509.Certificate:
+        usage = (False,) * 5 + (True, True) if ca else (True,) + (False,) * 6
+        built = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(ca_name))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - day)
+            .not_valid_after(now + 30 * day)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(*usage, False, False), critical=True)
+        )
+        if not ca:
+            eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING])
+            built = built.add_extension(eku, critical=False)
+        return built.sign(issuer_key, hashes.SHA256())
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    out = folder / f"{ca_name}.pem", folder / f"{ca_name}-leaf.pem", folder / f"{ca_name}-key.pem"
+    out[0].write_bytes(cert(ca_name, ca_key, ca_key, True).public_bytes(serialization.Encoding.PEM))
+    leaf = cert("signer", leaf_key, ca_key, False)
+    out[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    out[2].write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return out
+
+
+def test_a_certificate_signature_verifies_against_its_chain_only(tmp_path: Path) -> None:
+    ca, leaf, key = certificates(tmp_path, "acme-ca")
+    root = tmp_path / "m"
+    write_st(root / "model.safetensors", seed=1)
+    (root / "keys").mkdir()
+    (root / "keys" / "ca.pem").write_bytes(ca.read_bytes())
+    hashing = model_signing.hashing.Config().set_ignored_paths(paths=["model.sig", "keys"])
+    model_signing.signing.Config().use_certificate_signer(
+        private_key=key, signing_certificate=leaf, certificate_chain=[ca]
+    ).set_hashing_config(hashing).sign(root, root / "model.sig")
+    manifest(root, "  signature:\n    certificate_chain: [keys/ca.pem]\n")
+    assert sig(check(root)) == []
+    other, _, _ = certificates(tmp_path, "other-ca")
+    (root / "keys" / "ca.pem").write_bytes(other.read_bytes())
+    (f,) = sig(check(root))
+    assert f.rule == "PG906" and f.declared == "a certificate chaining to keys/ca.pem"
+
+
 def test_a_key_outside_the_repository_or_unloadable_is_refused(tmp_path: Path) -> None:
     root, _ = signed_model(tmp_path, KEY.replace("keys/signer.pub.pem", "../keys/signer.pub.pem"))
     (f,) = sig(check(root))
