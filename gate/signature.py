@@ -162,7 +162,8 @@ def _v1(statement: dict[str, Any], key_material: str, raw: bytes) -> Signed:
     names = [r.name for r in resources]
     if len(set(names)) != len(names):
         raise SignatureError("a resource is listed twice")
-    ignore_paths = tuple(_clean(p, "an ignored path") for p in ignored)
+    # an ignored path outside the folder ignores nothing here (the CLI may record absolute ones)
+    ignore_paths = tuple(_clean(p, "") for p in ignored if _inside(p))
     return Signed(name, root, method, ignore_paths, resources, key_material, raw)
 
 
@@ -204,6 +205,14 @@ def _resource(item: Any, method: str) -> Resource:
     if not (start.isdigit() and end.isdigit()) or int(start) >= int(end):
         raise SignatureError(f"{_short(name)}: not a shard name (path:start:end)")
     return Resource(_clean(path, "a shard's path"), engine, digest, int(start), int(end))
+
+
+def _inside(name: str) -> bool:
+    try:
+        _clean(name, "")
+    except SignatureError:
+        return False
+    return True
 
 
 def _clean(name: str, what: str) -> str:

@@ -406,3 +406,9 @@ def test_init_takes_the_signed_digests(tmp_path: Path, capsys: pytest.CaptureFix
     assert "signature: required" in text and f"sha256: {signed}" in text
     assert "is not the one model.sig signed" in capsys.readouterr().err
     assert {"PG204", "PG903"} <= set(rules_of(check(root)))
+
+
+def test_ignored_paths_outside_the_folder_ignore_nothing_and_refuse_nothing() -> None:
+    statement = _statement()
+    statement["predicate"]["serialization"]["ignore_paths"] = ["/abs/model/x", ".git", "../y"]
+    assert signature.parse(_bundle(statement)).ignore_paths == (".git",)

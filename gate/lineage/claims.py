@@ -538,11 +538,14 @@ class _Context:
             if base is not None:
                 self.record(base, "copy", summary, exact=True)
             return None, out
-        if not weights:
-            why = "it has no safetensors/GGUF files"
-            return None, [*out, self._hub_not_verified(model, base, why)]
-        if not self.full:
-            why = f"{summary}; {self.why_tier0}"
+        if not weights or not self.full:
+            why = (
+                "it has no safetensors/GGUF files"
+                if not weights
+                else f"{summary}; {self.why_tier0}"
+            )
+            if base is not None:
+                self.record(base, None, why)
             return None, [*out, self._hub_not_verified(model, base, why)]
         return HubRef(model, sha, weights), out
 

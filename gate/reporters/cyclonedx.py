@@ -333,7 +333,7 @@ class CyclonedxReporter:
         self.options = options
 
     def render(self, report: Report) -> str:
-        return json.dumps(bom(report, self.spec), indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(bom(report, self.spec), indent=2) + "\n"  # ASCII: lone surrogates escaped
 
 
 class Cyclonedx17Reporter(CyclonedxReporter):
