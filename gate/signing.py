@@ -33,12 +33,6 @@ class Refused(Exception):
         self.key = key
 
 
-def available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("model_signing") is not None
-
-
 def verify(root: str, signed: Signed, policy: SignaturePolicy) -> None:
     """Returns when the signature verifies with policy's key, certificate chain or identity;
     raises Refused when it does not, Unavailable when it cannot be checked here."""

@@ -362,7 +362,17 @@ HOSTILE += [
     ("digest", _bundle(_statement(_res("a", digest="zz")))),
     ("shard name", _bundle(_statement(_res("a:b", algorithm="sha256-sharded-9"), method="shards"))),
     ("predicate", _bundle({**_statement(), "predicateType": "https://example.com/x"})),
-]
+    ("payload type", _bundle(_statement(), payloadType="application/json")),
+    ("statement type", _bundle({**_statement(), "_type": "https://in-toto.io/Statement/v0.1"})),
+    ("two subjects", _bundle({**_statement(), "subject": [{}, {}]})),
+    ("method", _bundle(_statement(method="layers"))),
+    ("resource", _bundle({**_statement(), "predicate": {**_statement()["predicate"],
+                                                        "resources": [3]}})),
+    ("shard range", _bundle(_statement(_res("a:9:3", algorithm="sha256-sharded-9"),
+                                       method="shards"))),
+    ("compat subject", _bundle({"_type": "https://in-toto.io/Statement/v1", "subject": [3],
+                                "predicateType": "https://model_signing/Digests/v0.1"})),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("case", "data"), HOSTILE, ids=[c for c, _ in HOSTILE])
@@ -412,3 +422,73 @@ def test_ignored_paths_outside_the_folder_ignore_nothing_and_refuse_nothing() ->
     statement = _statement()
     statement["predicate"]["serialization"]["ignore_paths"] = ["/abs/model/x", ".git", "../y"]
     assert signature.parse(_bundle(statement)).ignore_paths == (".git",)
+
+
+def test_the_older_digests_predicate_is_read(tmp_path: Path) -> None:
+    """model_signing 0.2's `Digests/v0.1` payload: the files are the subjects."""
+    root, _ = signed_model(tmp_path, "  signature: required\n")
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [
+            {"name": p, "digest": {"sha256": hashlib.sha256((root / p).read_bytes()).hexdigest()}}
+            for p in ("model.safetensors", "config.json", "keys/signer.pub.pem")
+        ],
+        "predicateType": "https://model_signing/Digests/v0.1",
+        "predicate": {},
+    }
+    (root / "model.sig").write_bytes(_bundle(statement))
+    assert signature_rules(check(root)) == ["PG905"]  # compared; nothing names a key
+    (root / "config.json").write_text("{}")
+    assert signature_rules(check(root)) == ["PG903", "PG905"]
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_sigstore_identities_unreachable_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, network: bool
+) -> None:
+    """Keyless signatures are verified by model_signing against Sigstore's public instance,
+    which the tests never reach: its verifier is replaced by one failing as the real one does
+    offline (a TUF refresh error caused by a connection error), or refusing."""
+    from model_signing._signing import sign_sigstore
+
+    def verifier(**_: Any) -> None:
+        if not network:
+            raise ValueError("identity mismatch")
+        try:
+            raise ConnectionError("Failed to resolve 'tuf-repo-cdn.sigstore.dev'")
+        except ConnectionError as e:
+            raise RuntimeError("Failed to refresh TUF metadata") from e
+
+    monkeypatch.setattr(sign_sigstore, "Verifier", verifier)
+    policy = "  signature:\n    identity: a@acme.example\n    oidc_issuer: https://issuer.example\n"
+    root, _ = signed_model(tmp_path, policy)
+    (f,) = sig(check(root))
+    if network:
+        assert f.rule == "PG905" and "could not be reached" in f.message
+    else:
+        assert f.rule == "PG906"
+        assert f.declared == "Sigstore identity a@acme.example (https://issuer.example)"
+
+
+def test_missing_signed_files_and_unsigned_declared_ones(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, KEY)
+    (root / "config.json").unlink()
+    write_st(root / "extra.safetensors", seed=5)  # declared after signing
+    body = (root / "provenance.yaml").read_text().replace("policy:\n", "")
+    body = body.replace(KEY, "")
+    extra = artifact_yaml(root, "extra.safetensors").removeprefix("artifacts:\n")
+    (root / "provenance.yaml").write_text(body + extra + "policy:\n" + KEY)
+    missing, unsigned = sig(check(root))  # not also PG907 for the declared file
+    assert missing.rule == "PG903" and missing.message.endswith("but it is missing")
+    assert unsigned.rule == "PG904" and "does not cover it" in unsigned.message
+
+
+def test_an_unusable_signature_path(tmp_path: Path) -> None:
+    root, _ = signed_model(tmp_path, "  signature:\n    file: ../outside.sig\n")
+    (f,) = [x for x in check(root).findings if x.rule == "PG202"]
+    assert f.rule == "PG202"
+    (root / "model.sig").unlink()
+    (root / "model.sig").mkdir()  # not a regular file
+    manifest(root, KEY)
+    (f,) = sig(check(root))
+    assert f.rule == "PG902" and f.location.path == "model.sig"

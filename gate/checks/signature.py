@@ -92,12 +92,12 @@ class _Compare:
         for path, resources in sorted(self.by_file.items()):
             real, problem = paths.resolve_inside(root, path)
             if problem is None and not os.path.isfile(real):
-                problem = "missing"
+                problem = "it is missing"
             if problem is not None:
                 out.append(
                     rules.PG903.finding(
                         self._where(path),
-                        f"{path} is signed in {self.rel}, but it is {problem}",
+                        f"{path} is signed in {self.rel}, but {problem}",
                         declared=f"{resources[0].algorithm}:{resources[0].digest}",
                         found=problem,
                     )
@@ -190,6 +190,7 @@ class _Compare:
             f
             for f in sorted(ev.files)
             if f not in self.by_file
+            and f not in self.declared  # PG904 says it
             and f != norm(self.rel)
             and f not in own
             and not self.signed.ignores(f)
