@@ -197,11 +197,9 @@ def _lock_text(
             entry = _old_entry(old[decl.path], entry)
         entries[decl.path] = entry
         updates = {"size": entry["size"], "sha256": entry["sha256"]}
-        if (
-            signed is not None
-            and signed[0].get(os.path.normpath(decl.path), entry["sha256"]) != (entry["sha256"])
-        ):
-            updates["sha256"] = signed[0][os.path.normpath(decl.path)]
+        signed_sha = signed[0].get(os.path.normpath(decl.path)) if signed is not None else None
+        if signed is not None and signed_sha is not None and signed_sha != entry["sha256"]:
+            updates["sha256"] = signed_sha
             signed[1].append(
                 f"{decl.path}: its sha256 ({entry['sha256']}) is not the one model.sig signed;"
                 " the manifest declares the signed digest, so `check` fails until the file is"

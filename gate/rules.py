@@ -487,7 +487,8 @@ RULES: dict[str, Rule] = {r.id: r for r in list(globals().values()) if isinstanc
 
 # Checks that could not run: content only an LFS pointer (PG209; an allowed pickle unscanned,
 # PG303), a shard header unread (PG225), a format whose inside is not inspected (PG306), lineage
-# not verified, a Hub base unreachable or gated, a base license unknown. Notes or warnings by
+# not verified, a Hub base unreachable or gated, a base license unknown, a model signature not
+# verified or a signed digest not compared (PG905, PG908). Notes or warnings by
 # default (offline work, pre-commit); errors under --strict (CI). The logit probe (PG509) is
 # not here: it is never the verdict, the weight evidence is.
 NOT_RUN = frozenset(

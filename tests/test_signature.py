@@ -307,6 +307,11 @@ def test_an_lfs_pointer_checkout_compares_the_oid(tmp_path: Path) -> None:
     content = (root / "model.safetensors").read_bytes()
     (root / "model.safetensors").write_bytes(pointer(content))
     assert "PG903" not in rules_of(check(root))  # the oid is the signed SHA-256
+    config = (root / "config.json").read_bytes()
+    (root / "config.json").write_bytes(pointer(config))  # undeclared, sniffed as a pointer
+    assert "PG903" not in rules_of(check(root))
+    (root / "config.json").write_bytes(pointer(b"other content"))
+    assert "PG903" in rules_of(check(root))
     root, _ = signed_model(tmp_path / "b3", KEY, hashing_algorithm="blake3")
     (root / "model.safetensors").write_bytes(pointer((root / "model.safetensors").read_bytes()))
     assert "PG908" in rules_of(check(root))  # a BLAKE3 digest cannot be compared with an oid

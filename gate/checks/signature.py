@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 
-from gate import paths, rules, signature
+from gate import lfs, paths, rules, signature
+from gate.errors import FormatError
 from gate.evidence import Evidence, norm
 from gate.findings import Finding, Location, Severity
 from gate.manifest import Manifest, SignaturePolicy
@@ -107,7 +108,16 @@ class _Compare:
                 try:
                     found = self._digest(path, real, r)
                 except OSError as e:
-                    found = f"unreadable ({e.strerror or e})"
+                    why = e.strerror or str(e)
+                    out.append(
+                        rules.PG903.finding(
+                            self._where(path),
+                            f"{path} is signed in {self.rel}, but it cannot be read: {why}",
+                            declared=f"{r.algorithm}:{r.digest}",
+                            found=why,
+                        )
+                    )
+                    break
                 if found is None:
                     gaps.append(path)
                     break
@@ -139,8 +149,9 @@ class _Compare:
         done = self.declared.get(path, (0, None))[1]
         scan = done.scan if done is not None else None
         whole_sha = r.algorithm == "sha256" and r.start is None
-        if scan is not None and scan.pointer is not None:
-            return scan.pointer.oid if whole_sha else None
+        pointer = scan.pointer if scan is not None else _pointer(real)  # undeclared: sniffed
+        if pointer is not None:
+            return pointer.oid if whole_sha else None
         if scan is not None and whole_sha:
             return scan.sha256
         found = signature.digest(real, r.algorithm, r.start or 0, r.end)
@@ -210,6 +221,16 @@ class _Compare:
                 details=tuple(shown),
             )
         ]
+
+
+def _pointer(real: str) -> lfs.Pointer | None:
+    """The Git LFS pointer an undeclared file is, if it is one (under 1 KiB, parsed strictly)."""
+    try:
+        with paths.open_regular(real) as f:
+            data = paths.read_capped(f, lfs.MAX_POINTER_BYTES)
+        return lfs.parse(data) if lfs.looks_like_pointer(data) else None
+    except (OSError, FormatError):
+        return None
 
 
 def _policy_at(m: Manifest, key: str | None = None) -> Location:
