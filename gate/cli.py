@@ -79,14 +79,21 @@ class ReportCopy(click.ParamType):  # type: ignore[type-arg]
         return str(value)
 
 
-def _check_index(f: Callable[..., Any]) -> Callable[..., Any]:
+def _index_option(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--index (repeatable): pack index folders or hf://datasets/owner/name@<commit>."""
     return click.option(
         "--index",
         "indexes",
         multiple=True,
         callback=lambda ctx, param, value: _index_specs(value),
-        help="A pack index to look the weights up in, beyond the manifest's"
-        " policy.lineage.index: a folder, or hf://datasets/owner/name@<commit> (repeatable).",
+        help=text,
+    )
+
+
+def _check_index(f: Callable[..., Any]) -> Callable[..., Any]:
+    return _index_option(
+        "A pack index to look the weights up in, beyond the manifest's"
+        " policy.lineage.index: a folder, or hf://datasets/owner/name@<commit> (repeatable)."
     )(f)
 
 
@@ -221,13 +228,9 @@ def _lookup_options(f: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Also look in the index bundled with the gate.",
         ),
-        click.option(
-            "--index",
-            "indexes",
-            multiple=True,
-            callback=lambda ctx, param, value: _index_specs(value),
-            help="A pack index: a folder, or hf://datasets/owner/name@<commit> (repeat for"
-            " several); p-values are corrected over all their packs.",
+        _index_option(
+            "A pack index: a folder, or hf://datasets/owner/name@<commit> (repeat for"
+            " several); p-values are corrected over all their packs."
         ),
     ):
         f = option(f)

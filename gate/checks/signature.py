@@ -95,28 +95,13 @@ class _Compare:
             if problem is None and not os.path.isfile(real):
                 problem = "it is missing"
             if problem is not None:
-                out.append(
-                    rules.PG903.finding(
-                        self._where(path),
-                        f"{path} is signed in {self.rel}, but {problem}",
-                        declared=f"{resources[0].algorithm}:{resources[0].digest}",
-                        found=problem,
-                    )
-                )
+                out.append(self._unusable(path, resources[0], problem))
                 continue
             for r in resources:
                 try:
                     found = self._digest(path, real, r)
                 except OSError as e:
-                    why = e.strerror or str(e)
-                    out.append(
-                        rules.PG903.finding(
-                            self._where(path),
-                            f"{path} is signed in {self.rel}, but it cannot be read: {why}",
-                            declared=f"{r.algorithm}:{r.digest}",
-                            found=why,
-                        )
-                    )
+                    out.append(self._unusable(path, r, f"it cannot be read: {e.strerror or e}"))
                     break
                 if found is None:
                     gaps.append(path)
@@ -142,6 +127,15 @@ class _Compare:
                 )
             )
         return out
+
+    def _unusable(self, path: str, r: signature.Resource, problem: str) -> Finding:
+        """PG903 for a signed file that is missing, unreadable or not usable."""
+        return rules.PG903.finding(
+            self._where(path),
+            f"{path} is signed in {self.rel}, but {problem}",
+            declared=f"{r.algorithm}:{r.digest}",
+            found=problem,
+        )
 
     def _digest(self, path: str, real: str, r: signature.Resource) -> str | None:
         """The file's digest as the resource defines it (None: an LFS pointer checkout whose
